@@ -1,0 +1,91 @@
+"""The ``cnnforge`` command: one small module per command group under :mod:`cnnforge.commands`.
+
+Nothing heavy is imported here: each command imports torch, Ray or wandb inside its handler, so
+``cnnforge --help`` and ``cnnforge list`` start fast. Every user error ends as one line on stderr,
+``cnnforge: error: <where>: <what> (<hint>)``, with exit code 2 for configuration and usage, 1
+otherwise; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from cnnforge.errors import EXIT_CONFIG, EXIT_FAILURE, CnnforgeError
+
+PROG = "cnnforge"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports usage errors as cnnforge's one line with exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{PROG}: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+        sys.exit(EXIT_CONFIG)
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("output")
+    group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only errors and the result")
+    group.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="more detail")
+    return common
+
+
+def build_parser() -> ArgumentParser:
+    from cnnforge import __version__
+    from cnnforge.commands import COMMANDS
+
+    common = _common()
+    parser = ArgumentParser(prog=PROG, parents=[common], description="Train image classifiers from YAML recipes.",
+                            epilog="Recipes take dotted overrides: cnnforge run R.yaml optim.lr=0.01 train.epochs=2")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+    for name in COMMANDS:
+        importlib.import_module(f"cnnforge.commands.{name}").add(sub, common)
+    return parser
+
+
+def _quiet_dependencies() -> None:
+    """Silence warnings users cannot act on (ours and real problems still show)."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for pattern in (".*does not have many workers.*", ".*pin_memory.*no accelerator.*", ".*TypedStorage is deprecated.*",
+                    ".*ShardedTensor.*", ".*Pydantic.*", ".*torch.distributed.reduce_op.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(timm|torchvision|accelerate|ray|albumentations)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in ("debug", "quiet", "verbose"):
+        setattr(args, flag, getattr(args, flag, False))
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    _quiet_dependencies()
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except CnnforgeError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"{PROG}: error: {exc.one_line()}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        sys.stderr.write(f"{PROG}: error: internal error: {text} (run with --debug for the traceback)\n")
+        return EXIT_FAILURE

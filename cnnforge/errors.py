@@ -1,0 +1,54 @@
+"""One error type for everything a user can get wrong, printed by the CLI as one line.
+
+The CLI turns a :class:`CnnforgeError` into ``cnnforge: error: <where>: <message>`` and exits with
+its ``exit_code``; anything else is a bug and keeps its traceback under ``--debug``.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+#: Exit codes shared by the CLI and the tests.
+EXIT_CONFIG = 2  # bad configuration or usage
+EXIT_FAILURE = 1  # data, I/O and other runtime failures
+EXIT_NAN = 3  # training stopped on a non-finite loss
+
+
+class CnnforgeError(Exception):
+    """A user-facing failure: ``where`` names the file, key path or package at fault."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None) -> None:
+        self.message = message
+        self.where = where
+        self.hint = hint
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        return " ".join(text.split())  # never more than one line
+
+
+class ConfigError(CnnforgeError):
+    """Bad recipe, override, registry name or command-line usage (exit code 2)."""
+
+    exit_code = EXIT_CONFIG
+
+
+class DataError(CnnforgeError):
+    """Missing, truncated or corrupt data on disk (exit code 1)."""
+
+
+class NonFiniteLossError(CnnforgeError):
+    """Training met a NaN/inf loss with ``train.on_nan: stop`` (exit code 3)."""
+
+    exit_code = EXIT_NAN
+
+
+def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str | None:
+    """A 'did you mean ...?' hint listing the closest choices, or None when nothing is close."""
+    close = difflib.get_close_matches(str(word), sorted(set(choices)), n=n, cutoff=0.6)
+    return f"did you mean {', '.join(close)}?" if close else None

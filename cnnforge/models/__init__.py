@@ -1,0 +1,1 @@
+"""Model builders (``builders``, light) and the networks they build (``nets``, torch)."""

@@ -1,0 +1,112 @@
+"""Entry-point plugin discovery: group ``cnnforge.plugins``, lazy, once per process.
+
+Like pytest/pluggy, every loaded entry point keeps the distribution it came from, so registries can
+record provenance and ``cnnforge list plugins`` can show what was loaded and what failed.
+``CNNFORGE_PLUGINS=none`` disables autoload; ``CNNFORGE_PLUGINS=a,b`` loads only those entry-point names.
+"""
+from __future__ import annotations
+
+import contextvars
+import functools
+import importlib.metadata as md
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+
+GROUP = "cnnforge.plugins"
+ENV = "CNNFORGE_PLUGINS"
+
+
+@dataclass
+class PluginInfo:
+    """One entry point of the group and what happened when it was loaded."""
+
+    name: str
+    value: str
+    package: str
+    version: str
+    error: str | None = None
+
+
+_loading: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("cnnforge_loading", default=None)
+_lock = threading.RLock()
+_loaded: list[PluginInfo] | None = None
+
+
+def _cnnforge_version() -> str:
+    from cnnforge import __version__
+
+    return __version__
+
+
+@functools.lru_cache(maxsize=1)
+def _top_level_owners() -> dict[str, list[str]]:
+    return md.packages_distributions()
+
+
+def distribution_of_module(module: str) -> tuple[str, str]:
+    """(distribution, version) that owns ``module``; the plugin being loaded wins when there is one."""
+    if module == "cnnforge" or module.startswith("cnnforge."):
+        return "cnnforge", _cnnforge_version()
+    current = _loading.get()
+    if current is not None:
+        return current
+    top = module.split(".")[0]
+    for dist in _top_level_owners().get(top, []):
+        try:
+            return dist, md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return (top or "__main__"), ""
+
+
+def _selected(eps: list[md.EntryPoint]) -> list[md.EntryPoint]:
+    choice = os.environ.get(ENV, "").strip()
+    if choice.lower() == "none":
+        return []
+    if not choice or choice.lower() == "all":
+        return eps
+    wanted = {w.strip() for w in choice.split(",") if w.strip()}
+    return [ep for ep in eps if ep.name in wanted]
+
+
+def _load_one(ep: md.EntryPoint) -> PluginInfo:
+    dist = getattr(ep, "dist", None)
+    package, version = (dist.metadata["Name"], dist.version) if dist is not None else (ep.name, "")
+    info = PluginInfo(ep.name, ep.value, package, version)
+    token = _loading.set((package, version))
+    try:
+        obj = ep.load()  # "module" imports it; "module:function" imports then calls it once
+        if ep.attr:
+            obj()
+    except Exception as exc:  # a broken plugin must not take the others down
+        from cnnforge.errors import CnnforgeError
+
+        detail = exc.one_line() if isinstance(exc, CnnforgeError) else f"{type(exc).__name__}: {exc}"
+        info.error = " ".join(detail.split())
+        warnings.warn(f"cnnforge plugin {ep.name!r} from {package} {version} failed to load: {info.error}", stacklevel=2)
+    finally:
+        _loading.reset(token)
+    return info
+
+
+def load_plugins() -> list[PluginInfo]:
+    """Import the built-ins and every selected entry point once; return what was loaded."""
+    global _loaded
+    if _loaded is not None:
+        return _loaded
+    with _lock:
+        if _loaded is not None:
+            return _loaded
+        _loaded = []  # set first: a plugin that looks a name up while loading must not recurse
+        import cnnforge.builtins  # noqa: F401  (registers cnnforge's own models, datasets, augmentations)
+
+        eps = sorted(md.entry_points(group=GROUP), key=lambda ep: ep.name)
+        _loaded.extend(_load_one(ep) for ep in _selected(list(eps)))
+        return _loaded
+
+
+def plugin_distributions() -> dict[str, str]:
+    """{distribution: version} of the plugins loaded without error (recorded in run manifests)."""
+    return {p.package: p.version for p in load_plugins() if p.error is None}

@@ -1,0 +1,206 @@
+"""Name -> builder registries for models, datasets and augmentations, with provenance.
+
+A registry is a plain dict behind four operations (register, get, names, entries). Every entry
+remembers which installed distribution registered it, so `cnnforge list` can say where a name
+comes from and a name clash can name both packages. Entry-point plugins are loaded on the first
+lookup (see :mod:`cnnforge.plugins`), never at import time.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+from cnnforge.errors import ConfigError, did_you_mean
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered builder and where it came from."""
+
+    name: str
+    fn: Callable[..., Any]
+    package: str  # distribution name, "cnnforge" for built-ins
+    version: str
+
+    @property
+    def summary(self) -> str:
+        doc = inspect.getdoc(self.fn) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _provider_of(fn: Callable[..., Any]) -> tuple[str, str]:
+    """The distribution (name, version) whose files define ``fn``."""
+    from cnnforge.plugins import distribution_of_module
+
+    return distribution_of_module(getattr(fn, "__module__", "") or "")
+
+
+class Registry:
+    """Builders of one kind (``models``, ``datasets`` or ``augmentations``)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        self._prefixes: dict[str, Entry] = {}  # "timm/" -> resolver for open-ended name families
+
+    def register(self, name: str, fn: Callable[..., Any], *, prefix: bool = False) -> None:
+        """Add ``fn`` under ``name``; re-registering from the same module (a reload) replaces it.
+
+        With ``prefix=True`` the entry serves every ``name<anything>`` (bridges such as ``timm/``):
+        it is then called with the rest of the name as its first positional argument.
+        """
+        package, version = _provider_of(fn)
+        table = self._prefixes if prefix else self._entries
+        old = table.get(name)
+        if old is not None and (old.package != package or old.fn.__module__ != fn.__module__) and old.fn is not fn:
+            raise ConfigError(
+                f"{self.kind[:-1]} {name!r} is registered twice: by {old.package} {old.version} "
+                f"({old.fn.__module__}) and by {package} {version} ({fn.__module__})",
+                where=f"cnnforge.plugins/{package}",
+            )
+        table[name] = Entry(name, fn, package, version)
+
+    def get(self, name: str) -> Entry:
+        """The entry for ``name``; an unknown name is a ConfigError listing close matches."""
+        from cnnforge.plugins import load_plugins
+
+        load_plugins()
+        if name in self._entries:
+            return self._entries[name]
+        for prefix, entry in self._prefixes.items():
+            if name.startswith(prefix) and len(name) > len(prefix):
+                # a bridge builder gets the rest of the name ("resnet18" of "timm/resnet18") first
+                return Entry(name, functools.partial(entry.fn, name[len(prefix):]), entry.package, entry.version)
+        hint = did_you_mean(name, list(self._entries) + [p + "*" for p in self._prefixes])
+        raise ConfigError(f"unknown {self.kind[:-1]} {name!r}", hint=hint or f"see `cnnforge list {self.kind}`")
+
+    def names(self) -> list[str]:
+        from cnnforge.plugins import load_plugins
+
+        load_plugins()
+        return sorted(self._entries) + sorted(p + "*" for p in self._prefixes)
+
+    def entries(self) -> list[Entry]:
+        from cnnforge.plugins import load_plugins
+
+        load_plugins()
+        rows = list(self._entries.values())
+        rows += [Entry(p + "*", e.fn, e.package, e.version) for p, e in self._prefixes.items()]
+        return sorted(rows, key=lambda e: e.name)
+
+    def __contains__(self, name: str) -> bool:
+        try:
+            self.get(name)
+        except ConfigError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def decorator(self, name_or_fn: Any = None, *, prefix: bool = False) -> Any:
+        """``@register_x``, ``@register_x("name")`` and ``@register_x(name="name")`` all work."""
+        if callable(name_or_fn):
+            self.register(name_or_fn.__name__, name_or_fn, prefix=prefix)
+            return name_or_fn
+
+        def wrap(fn: F) -> F:
+            self.register(name_or_fn or fn.__name__, fn, prefix=prefix)
+            return fn
+
+        return wrap
+
+
+models = Registry("models")
+datasets = Registry("datasets")
+augmentations = Registry("augmentations")
+REGISTRIES = {"models": models, "datasets": datasets, "augmentations": augmentations}
+
+
+@overload
+def register_model(name_or_fn: F) -> F: ...
+@overload
+def register_model(name_or_fn: str | None = None, *, prefix: bool = False) -> Callable[[F], F]: ...
+def register_model(name_or_fn: Any = None, *, prefix: bool = False) -> Any:
+    """Register a model builder ``fn(*, num_classes, in_channels, **params) -> nn.Module``."""
+    return models.decorator(name_or_fn, prefix=prefix)
+
+
+@overload
+def register_dataset(name_or_fn: F) -> F: ...
+@overload
+def register_dataset(name_or_fn: str | None = None, *, prefix: bool = False) -> Callable[[F], F]: ...
+def register_dataset(name_or_fn: Any = None, *, prefix: bool = False) -> Any:
+    """Register a dataset factory ``fn(*, root, split, **params) -> Dataset`` of (HxWxC uint8, label)."""
+    return datasets.decorator(name_or_fn, prefix=prefix)
+
+
+@overload
+def register_augmentation(name_or_fn: F) -> F: ...
+@overload
+def register_augmentation(name_or_fn: str | None = None, *, prefix: bool = False) -> Callable[[F], F]: ...
+def register_augmentation(name_or_fn: Any = None, *, prefix: bool = False) -> Any:
+    """Register an augmentation ``fn(**params)`` returning an albumentations transform."""
+    return augmentations.decorator(name_or_fn, prefix=prefix)
+
+
+def builder_kwargs(entry: Entry, params: dict[str, Any], *, context: dict[str, Any], where: str) -> dict[str, Any]:
+    """The keyword arguments for a builder: validated recipe ``params`` plus the ``context`` it declares.
+
+    Params are checked against the builder's signature and type hints with pydantic, so a typo or a
+    wrong type is a ConfigError at ``where.<param>`` before anything heavy (torch, data) is touched.
+    The context (num_classes, in_channels, image_size, root, split ...) is passed only when declared.
+    """
+    sig = inspect.signature(entry.fn)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    accepted = {n: p for n, p in sig.parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    options = [n for n in accepted if n not in context]
+    for key in params:
+        if key not in accepted and not takes_any:
+            hint = did_you_mean(key, options) or f"{entry.name} accepts: {', '.join(options) or 'no params'}"
+            raise ConfigError(f"unknown parameter of {entry.name!r}", where=f"{where}.{key}", hint=hint)
+    checked = _validate_types(entry, {k: v for k, v in params.items() if k in accepted}, accepted, where)
+    kwargs = {k: v for k, v in context.items() if takes_any or k in accepted}
+    kwargs.update(params)
+    kwargs.update(checked)
+    return kwargs
+
+
+def _validate_types(entry: Entry, params: dict[str, Any], accepted: dict[str, inspect.Parameter], where: str) -> dict[str, Any]:
+    import typing
+
+    from pydantic import ConfigDict, ValidationError, create_model
+
+    try:
+        hints = typing.get_type_hints(entry.fn.func if isinstance(entry.fn, functools.partial) else entry.fn,
+                                      include_extras=True)
+    except Exception:  # unresolvable annotations: nothing to check against
+        return params
+    fields = {k: (hints[k], ...) for k in params if k in hints}
+    if not fields:
+        return params
+    model = create_model(f"{entry.name}_params", __config__=ConfigDict(arbitrary_types_allowed=True), **fields)
+    try:
+        validated = model(**{k: params[k] for k in fields})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(err["msg"], where=f"{where}.{key}", hint=_choice_hint(err, params.get(err["loc"][0]))) from None
+    return {**params, **{k: getattr(validated, k) for k in fields}}
+
+
+def _choice_hint(err: dict[str, Any], value: Any) -> str | None:
+    expected = (err.get("ctx") or {}).get("expected", "")
+    choices = [c.strip(" '") for c in str(expected).replace(" or ", ",").split(",") if c.strip(" '")]
+    return did_you_mean(str(value), choices) if choices and isinstance(value, str) else None
+
+
+__all__ = [
+    "Entry", "Registry", "models", "datasets", "augmentations", "REGISTRIES",
+    "register_model", "register_dataset", "register_augmentation", "builder_kwargs",
+]

@@ -1,0 +1,1 @@
+"""Metrics, plots and embeddings written into run directories."""

@@ -1,0 +1,1 @@
+"""The Accelerate trainer: set-up, the loop, checkpoints and run directories."""

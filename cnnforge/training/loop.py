@@ -1,0 +1,272 @@
+"""The training loop: plain PyTorch steps inside Accelerate, with checkpoints and metrics around them.
+
+The step itself is the one from Accelerate's examples (``accumulate``, ``autocast``, ``backward``,
+``gather_for_metrics``); everything that makes runs exact and resumable (the epoch/batch position,
+RNG states, running metric sums) lives in :class:`TrainState` and in checkpoints.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnforge.data.loading import DataInfo
+from cnnforge.errors import NonFiniteLossError
+from cnnforge.recipe import Recipe
+from cnnforge.training import checkpoint as ckpt
+from cnnforge.training import rundir
+from cnnforge.training.progress import Progress
+from cnnforge.training.setup import scale_lr
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint's ``state.json``."""
+
+    epoch: int = 0  # the epoch in progress, 0-based
+    batch: int = 0  # batches of that epoch already trained
+    global_step: int = 0  # optimizer steps so far
+    best_value: float | None = None
+    best_epoch: int | None = None
+    skipped_steps: int = 0
+    rollbacks: int = 0
+    lr_scale: float = 1.0
+    train_time: float = 0.0
+
+
+@dataclass
+class EvalResult:
+    """Predictions of one split, gathered from every rank without the padding duplicates."""
+
+    loss: float
+    acc: float
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    probs: np.ndarray = field(repr=False)
+
+
+class _Rollback(Exception):
+    pass
+
+
+class Trainer:
+    """Runs ``recipe.train.epochs`` epochs from a :class:`TrainState` and evaluates the result."""
+
+    def __init__(self, recipe: Recipe, acc: Any, model: nn.Module, optimizer: Any, schedule: Any, loaders: dict[str, Any],
+                 sampler: Any, info: DataInfo, run_dir: Path, progress: Progress, tracking: bool,
+                 reporter: Any = None) -> None:
+        self.recipe, self.acc, self.model, self.optimizer, self.schedule = recipe, acc, model, optimizer, schedule
+        self.loaders, self.sampler, self.info, self.run_dir, self.progress = loaders, sampler, info, run_dir, progress
+        self.tracking, self.reporter = tracking, reporter
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.train.label_smoothing)
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(info.mean, device=acc.device).view(shape) * 255.0
+        self.inv_std = 1.0 / (torch.tensor(info.std, device=acc.device).view(shape) * 255.0)
+        self.memory_format = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
+        self.ckpt_dir = run_dir / rundir.CHECKPOINTS
+        self._sums = torch.zeros(3, dtype=torch.float64, device=acc.device)  # loss*n, correct, n of this epoch
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------------------------ inputs
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW on the device -> normalised float, in the recipe's memory format."""
+        x = x.to(self.acc.device, non_blocking=True).float()
+        return ((x - self.mean) * self.inv_std).contiguous(memory_format=self.memory_format)
+
+    def bare_model(self) -> nn.Module:
+        return self.acc.unwrap_model(self.model)
+
+    # ------------------------------------------------------------------------------------ training
+    def fit(self, state: TrainState) -> TrainState:
+        while state.epoch < self.recipe.train.epochs:
+            try:
+                row = self._epoch(state)
+            except _Rollback:
+                state = self._rollback(state)
+                continue
+            self._after_epoch(state, row)
+        self.progress.close()
+        return state
+
+    def _epoch(self, state: TrainState) -> dict[str, Any]:
+        recipe, acc = self.recipe, self.acc
+        loader = self.loaders["train"]
+        self.sampler.use_epoch(state.epoch)
+        if state.batch:
+            from accelerate import skip_first_batches
+
+            loader = skip_first_batches(loader, state.batch)
+        self.model.train()
+        self.progress.start_epoch(state.epoch, state.batch)
+        t_start = time.perf_counter()
+        data_wait = 0.0
+        t_ready = time.perf_counter()
+        every = recipe.train.checkpoint_every_steps
+        for x, y in loader:
+            data_wait += time.perf_counter() - t_ready
+            x = self.prepare_input(x)
+            y = y.to(acc.device, non_blocking=True)
+            with acc.accumulate(self.model):
+                with acc.autocast():
+                    logits = self.model(x)
+                    loss = self.criterion(logits, y)
+                finite = self._all_finite(loss)
+                acc.backward(loss)
+                if finite:
+                    if recipe.train.clip_grad_norm and acc.sync_gradients:
+                        acc.clip_grad_norm_(self.model.parameters(), recipe.train.clip_grad_norm)
+                    self.optimizer.step()
+                    if acc.sync_gradients and not acc.optimizer_step_was_skipped:
+                        self.schedule.step()
+                else:
+                    self._non_finite(state)
+                self.optimizer.zero_grad(set_to_none=True)
+            if finite:
+                with torch.no_grad():
+                    n = y.numel()
+                    self._sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double(),
+                                               torch.tensor(float(n), dtype=torch.float64, device=acc.device)])
+            state.batch += 1
+            if acc.sync_gradients:
+                state.global_step += 1
+                if every and state.global_step % every == 0:
+                    state.train_time += time.perf_counter() - t_start
+                    t_start = time.perf_counter()
+                    self.save_checkpoint(state)
+            self.progress.step(state.batch, None)
+            t_ready = time.perf_counter()
+        state.train_time += time.perf_counter() - t_start
+        sums = acc.reduce(self._sums.clone(), reduction="sum")
+        n = max(1.0, float(sums[2]))
+        elapsed = time.perf_counter() - t_start
+        return {"epoch": state.epoch + 1, "train/loss": float(sums[0]) / n, "train/acc": float(sums[1]) / n,
+                "lr": float(self.optimizer.param_groups[0]["lr"]), "time/epoch_s": round(elapsed, 4),
+                "time/data_wait_s": round(data_wait, 4), "train/samples_per_s": float(sums[2]) / max(elapsed, 1e-9)}
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        flag = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
+        if self.acc.num_processes > 1:  # every rank must take the same branch or DDP hangs
+            flag = self.acc.reduce(flag, reduction="sum") // self.acc.num_processes
+        return bool(flag.item())
+
+    def _non_finite(self, state: TrainState) -> None:
+        policy = self.recipe.train.on_nan
+        where = f"epoch {state.epoch + 1}, step {state.batch + 1}"
+        if policy == "skip":
+            state.skipped_steps += 1
+            return
+        if policy == "rollback" and ckpt.latest_valid(self.ckpt_dir) is not None:
+            raise _Rollback
+        last = ckpt.latest_valid(self.ckpt_dir)
+        raise NonFiniteLossError(f"non-finite loss at {where}; last good checkpoint: {last or 'none'}",
+                                 where=str(self.run_dir), hint="lower optim.lr, set train.clip_grad_norm, or train.on_nan: skip|rollback")
+
+    def _rollback(self, state: TrainState) -> TrainState:
+        path = ckpt.latest_valid(self.ckpt_dir)
+        assert path is not None
+        restored = self.load_checkpoint(path)
+        restored.rollbacks = state.rollbacks + 1
+        restored.lr_scale = state.lr_scale * 0.5
+        restored.skipped_steps = state.skipped_steps
+        scale_lr(self.schedule, restored.lr_scale)
+        self.progress.print(f"non-finite loss: rolled back to {path.name}, LR scaled by {restored.lr_scale:g}")
+        return restored
+
+    def _after_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
+        val = self.evaluate("val")
+        row.update({"val/loss": val.loss, "val/acc": val.acc})
+        if self.recipe.train.on_nan == "skip":
+            row["train/skipped_steps"] = state.skipped_steps
+        epoch = state.epoch
+        state.epoch, state.batch = epoch + 1, 0
+        self._sums.zero_()
+        self._track_best(state, row, epoch)
+        if self.acc.is_main_process:
+            rundir.append_metrics(self.run_dir, row)
+            if self.tracking:
+                self.acc.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+        self.progress.end_epoch(epoch, row)
+        every = self.recipe.train.checkpoint_every
+        saved = None
+        if (every and (epoch + 1) % every == 0) or state.epoch == self.recipe.train.epochs:
+            saved = self.save_checkpoint(state)
+        if self.reporter is not None and self.acc.is_main_process:
+            self.reporter(row, saved)
+
+    def _track_best(self, state: TrainState, row: dict[str, Any], epoch: int) -> None:
+        value = row.get(self.recipe.train.best_metric)
+        if value is None or not math.isfinite(value):
+            return
+        better = state.best_value is None or (value > state.best_value if self.recipe.train.best_mode == "max"
+                                              else value < state.best_value)
+        if better:
+            state.best_value, state.best_epoch = float(value), epoch + 1
+            if self.acc.is_main_process:
+                self.ckpt_dir.mkdir(exist_ok=True)
+                ckpt.save_weights(self.bare_model().state_dict(), self.ckpt_dir / "best.safetensors")
+
+    # ------------------------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, split: str) -> EvalResult:
+        self.model.eval()
+        logits_all, y_all = [], []
+        for x, y in self.loaders[split]:
+            with self.acc.autocast():
+                logits = self.model(self.prepare_input(x))
+            logits, y = self.acc.gather_for_metrics((logits.float(), y.to(self.acc.device)))
+            logits_all.append(logits.cpu())
+            y_all.append(y.cpu())
+        self.model.train()
+        logits = torch.cat(logits_all)
+        y = torch.cat(y_all)
+        loss = float(nn.functional.cross_entropy(logits, y)) if len(y) else float("nan")
+        pred = logits.argmax(1)
+        return EvalResult(loss, float((pred == y).float().mean()) if len(y) else float("nan"), y.numpy(), pred.numpy(),
+                          torch.softmax(logits, 1).numpy())
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, state: TrainState) -> Path | None:
+        """Every rank contributes its RNG and metric sums; the main process writes the folder (and returns it)."""
+        from accelerate.utils import gather_object
+
+        mine = {"torch": torch.get_rng_state(), "sums": self._sums.cpu().clone()}
+        if torch.cuda.is_available():
+            mine["cuda"] = torch.cuda.get_rng_state(self.acc.device)
+        ranks = gather_object([mine]) if self.acc.num_processes > 1 else [mine]
+        if self.acc.is_main_process:
+            tensors: dict[str, Any] = {"optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
+                                       "ranks": ranks}
+            if self.acc.scaler is not None:
+                tensors["scaler"] = self.acc.scaler.state_dict()
+            tag = f"e{state.epoch:04d}-b{state.batch:06d}"
+            path = ckpt.save_checkpoint(self.ckpt_dir, tag, model=self.bare_model().state_dict(), tensors=tensors,
+                                        state=asdict(state), keep=self.recipe.train.keep_checkpoints)
+        self.acc.wait_for_everyone()
+        return path if self.acc.is_main_process else None
+
+    def load_checkpoint(self, path: Path) -> TrainState:
+        weights, tensors, state = ckpt.load_checkpoint(path)
+        ckpt.check_compatible(self.bare_model(), weights, str(path))
+        self.bare_model().load_state_dict(weights)
+        self.optimizer.load_state_dict(tensors["optimizer"])
+        self.schedule.load_state_dict(tensors["scheduler"])
+        if "scaler" in tensors and self.acc.scaler is not None:
+            self.acc.scaler.load_state_dict(tensors["scaler"])
+        ranks = tensors["ranks"]
+        if len(ranks) != self.acc.num_processes:
+            from cnnforge.errors import CnnforgeError
+
+            raise CnnforgeError(f"checkpoint was written by {len(ranks)} process(es), this run has "
+                                f"{self.acc.num_processes}", where=str(path), hint="launch with the same --num_processes")
+        mine = ranks[self.acc.process_index]
+        torch.set_rng_state(mine["torch"])
+        if "cuda" in mine and torch.cuda.is_available():
+            torch.cuda.set_rng_state(mine["cuda"], self.acc.device)
+        self._sums = mine["sums"].to(self.acc.device)
+        return TrainState(**state)

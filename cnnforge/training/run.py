@@ -1,0 +1,189 @@
+"""``cnnforge.train`` and ``cnnforge.resume``: one run, from recipe to run directory."""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnforge.errors import CnnforgeError, ConfigError
+from cnnforge.recipe import Recipe, check_recipe, load_recipe
+from cnnforge.training import rundir
+
+
+@dataclass
+class RunResult:
+    """What a finished run left behind: its directory and final metrics (``summary.json``)."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    exit_code: int = 0
+
+    def __getitem__(self, key: str) -> Any:
+        return self.metrics[key]
+
+    @property
+    def weights(self) -> Path:
+        return self.run_dir / rundir.WEIGHTS
+
+
+def train(recipe: str | os.PathLike[str] | Recipe | dict[str, Any], overrides: Iterable[str] = (), *,
+          quiet: bool = False, reporter: Any = None) -> RunResult:
+    """Train ``recipe`` (a path, a dict or a :class:`Recipe`) with dotted ``overrides``.
+
+    ``reporter(row, checkpoint_dir)`` is called after every epoch on the main process (Ray Tune uses it).
+    """
+    resolved = check_recipe(load_recipe(recipe, overrides))
+    return _execute(resolved, quiet=quiet, reporter=reporter)
+
+
+def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool = False, reporter: Any = None) -> RunResult:
+    """Continue an interrupted run from its newest valid checkpoint, in the same directory."""
+    from cnnforge import __version__
+    from cnnforge.training import checkpoint as ckpt
+
+    path = Path(run_dir)
+    if not rundir.is_run_dir(path):
+        raise ConfigError("not a run directory (no recipe.yaml and manifest.json)", where=str(path))
+    manifest = rundir.read_json(path / rundir.MANIFEST)
+    recipe_file = path / rundir.RECIPE
+    text = recipe_file.read_text()
+    if not force:
+        if rundir.recipe_hash(text) != manifest.get("recipe_sha256"):
+            raise ConfigError("recipe.yaml changed since the run started; the resumed run would not match",
+                              where=str(recipe_file), hint="use --force to resume anyway")
+        if manifest.get("cnnforge") != __version__:
+            raise ConfigError(f"run was made by cnnforge {manifest.get('cnnforge')}, this is {__version__}",
+                              where=str(path / rundir.MANIFEST), hint="use --force to resume anyway")
+    recipe = check_recipe(load_recipe(recipe_file))
+    start = ckpt.latest_valid(path / rundir.CHECKPOINTS)
+    if start is None:
+        raise CnnforgeError("no complete checkpoint to resume from", where=str(path / rundir.CHECKPOINTS))
+    return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start)
+
+
+def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None = None, start: Path | None = None) -> RunResult:
+    import torch
+    from accelerate.utils import broadcast_object_list, set_seed
+
+    from cnnforge.data.loading import build_splits, make_loader
+    from cnnforge.training.loop import Trainer, TrainState
+    from cnnforge.training.progress import Progress
+    from cnnforge.training.setup import make_accelerator, make_optimizer, make_schedule, model_for, wrap_parallel
+    from cnnforge.training.tracking import trackers_for
+
+    set_seed(recipe.seed)
+    acc = make_accelerator(recipe)
+    splits = build_splits(recipe)
+    info = splits.info
+    model = model_for(recipe, info)
+    if recipe.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = wrap_parallel(model, recipe, acc.num_processes)
+
+    # the main process owns the run directory; the others learn its path
+    box: list[Any] = [str(run_dir) if run_dir else None]
+    if acc.is_main_process and run_dir is None:
+        box[0] = str(rundir.create(recipe))
+    if acc.num_processes > 1:
+        broadcast_object_list(box)
+    run_dir = Path(box[0])
+
+    d = recipe.data
+    pin = torch.cuda.is_available()
+    loaders = {
+        "train": make_loader(splits.train, batch_size=d.batch_size, shuffle=True, seed=recipe.seed,
+                             num_workers=d.num_workers, pin_memory=pin),
+        "val": make_loader(splits.val, batch_size=d.eval_batch_size or d.batch_size, shuffle=False, seed=recipe.seed,
+                           num_workers=d.num_workers, pin_memory=pin),
+        "test": make_loader(splits.test, batch_size=d.eval_batch_size or d.batch_size, shuffle=False, seed=recipe.seed,
+                            num_workers=d.num_workers, pin_memory=pin),
+    }
+    sampler = loaders["train"].sampler
+    optimizer = make_optimizer(model, recipe)
+    model, optimizer, loaders["train"], loaders["val"], loaders["test"] = acc.prepare(
+        model, optimizer, loaders["train"], loaders["val"], loaders["test"])
+    steps_per_epoch = math.ceil(len(loaders["train"]) / recipe.train.grad_accum)
+    schedule = make_schedule(optimizer, recipe, steps_per_epoch)
+
+    tracking = False
+    recipe_yaml = recipe.to_yaml()
+    if acc.is_main_process:
+        if start is None:
+            (run_dir / rundir.RECIPE).write_text(recipe_yaml)
+            device = str(acc.device) if acc.device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(acc.device)})"
+            rundir.write_json(run_dir / rundir.MANIFEST, rundir.manifest(
+                recipe, world_size=acc.num_processes, device=device, precision=str(acc.mixed_precision),
+                recipe_yaml=recipe_yaml))
+        names, init_kwargs = trackers_for(recipe, run_dir)
+        if names:  # the run directory exists only now, so trackers are attached here rather than at construction
+            from accelerate.utils import filter_trackers
+
+            acc.project_configuration.set_directories(str(run_dir))
+            acc.log_with = filter_trackers(names, str(run_dir))
+            acc.init_trackers(recipe.tracking.project, config=recipe.to_dict(), init_kwargs=init_kwargs)
+            tracking = True
+
+    progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
+                        quiet=quiet)
+    trainer = Trainer(recipe, acc, model, optimizer, schedule, loaders, sampler, info, run_dir, progress, tracking,
+                      reporter)
+    state = TrainState()
+    if start is not None:
+        state = trainer.load_checkpoint(start)
+        if acc.is_main_process:
+            rundir.truncate_metrics(run_dir, state.epoch)
+            progress.print(f"resuming {run_dir} from {start.name} (epoch {state.epoch + 1}, batch {state.batch})")
+    try:
+        state = trainer.fit(state)
+        summary = _finish(trainer, state, recipe, acc)
+    except KeyboardInterrupt:
+        progress.close()
+        if acc.is_main_process:
+            progress.enabled = True
+            progress.print(f"interrupted; continue with: cnnforge resume {run_dir}")
+        raise
+    finally:
+        acc.end_training()  # finishes trackers and destroys the process group, or ranks abort at exit
+    if acc.is_main_process and not quiet:
+        print(f"test/acc {summary.get('test/acc', float('nan')):.4f}  test/loss {summary.get('test/loss', float('nan')):.4f}")
+        print(f"run directory: {run_dir}")
+    return RunResult(run_dir, summary, rundir.read_metrics(run_dir) if acc.is_main_process else [])
+
+
+def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any]:
+    """Final weights, the test evaluation (with the best weights) and summary.json."""
+    from cnnforge.training import checkpoint as ckpt
+
+    run_dir = trainer.run_dir
+    if acc.is_main_process:
+        ckpt.save_weights(trainer.bare_model().state_dict(), run_dir / rundir.WEIGHTS)
+    best_file = trainer.ckpt_dir / "best.safetensors"
+    acc.wait_for_everyone()
+    tested_with = "last"
+    if best_file.exists():
+        trainer.bare_model().load_state_dict(ckpt.load_weights(best_file))
+        tested_with = "best"
+    test = trainer.evaluate("test")
+    history = rundir.read_metrics(run_dir) if acc.is_main_process else []
+    metric = recipe.train.best_metric
+    summary: dict[str, Any] = {
+        "test/acc": test.acc, "test/loss": test.loss, f"best/{metric}": state.best_value, "best/epoch": state.best_epoch,
+        "test/weights": tested_with, "epochs": state.epoch, "steps": state.global_step,
+        "train/time_s": round(state.train_time, 3), "world_size": acc.num_processes, "test/samples": int(len(test.y_true)),
+    }
+    if history:
+        summary.update({f"final/{k}": v for k, v in history[-1].items() if k.startswith(("train/", "val/"))})
+    if recipe.train.on_nan != "stop":
+        summary["train/skipped_steps"] = state.skipped_steps
+        summary["train/rollbacks"] = state.rollbacks
+    if acc.is_main_process:
+        from cnnforge.reports.run_reports import write_run_reports
+
+        rundir.write_json(run_dir / rundir.SUMMARY, summary)
+        write_run_reports(run_dir, test, trainer.info, history, split="test")
+    acc.wait_for_everyone()
+    return summary

@@ -1,0 +1,126 @@
+"""Run directories ``<out_dir>/<name>/<run id>/``: recipe, manifest, metrics and summary files."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from cnnforge.errors import CnnforgeError
+from cnnforge.recipe import Recipe
+from cnnforge.training.checkpoint import atomic_write_text
+
+RECIPE = "recipe.yaml"
+MANIFEST = "manifest.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+WEIGHTS = "model.safetensors"
+CHECKPOINTS = "checkpoints"
+REPORTS = "reports"
+
+#: environment variables whose values must never reach a file (tokens, keys, passwords)
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
+
+
+def create(recipe: Recipe) -> Path:
+    """A new, empty run directory; an unwritable ``out_dir`` is one clear error."""
+    base = Path(recipe.train.out_dir).expanduser() / recipe.name
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for i in range(1000):
+            path = base / (stamp if i == 0 else f"{stamp}-{i}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise CnnforgeError(f"cannot create the run directory: {exc.strerror}", where=f"{recipe.source}: train.out_dir={base}") from None
+    raise CnnforgeError("too many runs started in the same second", where=str(base))
+
+
+def recipe_hash(recipe_yaml: str) -> str:
+    return hashlib.sha256(recipe_yaml.encode()).hexdigest()[:16]
+
+
+def _git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def manifest(recipe: Recipe, *, world_size: int, device: str, precision: str, recipe_yaml: str) -> dict[str, Any]:
+    import accelerate
+    import torch
+
+    from cnnforge import __version__
+    from cnnforge.plugins import plugin_distributions
+
+    return {
+        "cnnforge": __version__, "git_commit": _git_commit(), "python": platform.python_version(),
+        "torch": torch.__version__, "accelerate": accelerate.__version__, "platform": platform.platform(),
+        "plugins": plugin_distributions(), "seed": recipe.seed, "world_size": world_size, "device": device,
+        "precision": precision, "recipe_sha256": recipe_hash(recipe_yaml), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": _redacted_argv(),
+    }
+
+
+def _redacted_argv() -> list[str]:
+    import sys
+
+    out = []
+    for arg in sys.argv:
+        key = arg.split("=", 1)[0].upper()
+        out.append(f"{arg.split('=', 1)[0]}=<redacted>" if "=" in arg and any(w in key for w in _SECRET_WORDS) else arg)
+    return out
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CnnforgeError("file is missing", where=str(path)) from None
+    except ValueError as exc:
+        raise CnnforgeError(f"not valid JSON ({exc})", where=str(path)) from None
+
+
+def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
+    with (run_dir / METRICS).open("a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break  # a line cut by a crash ends the history
+    return rows
+
+
+def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
+    """Keep only rows of epochs before ``last_epoch`` (a resume rewrites the rest)."""
+    rows = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= last_epoch]
+    atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / RECIPE).is_file() and (path / MANIFEST).is_file()

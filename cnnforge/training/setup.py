@@ -1,0 +1,149 @@
+"""Everything the loop needs, built from a recipe: accelerator, model, optimizer and LR schedule."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnforge.data.loading import DataInfo
+from cnnforge.errors import CnnforgeError, ConfigError
+from cnnforge.recipe import Recipe
+
+log = logging.getLogger("cnnforge")
+
+
+def make_accelerator(recipe: Recipe, *, log_with: list[str] | None = None, project_dir: str | None = None) -> Any:
+    """An Accelerator that is real DDP on CPUs too, and refuses to run unsynchronised.
+
+    Without CUDA a bare ``Accelerator()`` under ``accelerate launch --multi_gpu`` gives independent
+    processes that all think they are rank 0; ``cpu=True`` makes it use gloo instead.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    cuda = torch.cuda.is_available()
+    precision = recipe.train.precision
+    if precision == "fp16" and not cuda:
+        warnings.warn("train.precision: fp16 needs CUDA; training in fp32 on this machine", stacklevel=2)
+        precision = "no"
+    launcher_world = int(os.environ.get("WORLD_SIZE", "1"))
+    if recipe.train.parallel == "none" and launcher_world > 1:
+        raise ConfigError(f"is 'none' but the launcher started {launcher_world} processes", where=f"{recipe.source}: train.parallel")
+    acc = Accelerator(
+        cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=recipe.train.grad_accum,
+        log_with=log_with or None, project_dir=project_dir,
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=True)],
+    )
+    if acc.num_processes != launcher_world:
+        raise CnnforgeError(
+            f"the launcher started {launcher_world} processes but Accelerate sees {acc.num_processes}; "
+            "the runs would not be synchronised", where="accelerate launch",
+            hint="check `accelerate config` and the --multi_gpu/--num_processes flags")
+    return acc
+
+
+def model_for(recipe: Recipe, info: DataInfo) -> nn.Module:
+    """Build the recipe's model for the data; a channel mismatch is caught here, before training."""
+    from cnnforge.models.build import build_model
+
+    params = recipe.model.params
+    declared = params.pop("in_channels", None)
+    if declared is not None and declared != info.channels:
+        raise ConfigError(f"is {declared} but {recipe.data.name} images have {info.channels} channel(s)",
+                          where=f"{recipe.source}: model.in_channels")
+    declared_classes = params.pop("num_classes", None)
+    if declared_classes is not None and declared_classes != len(info.classes):
+        raise ConfigError(f"is {declared_classes} but {recipe.data.name} has {len(info.classes)} classes",
+                          where=f"{recipe.source}: model.num_classes")
+    return build_model(recipe.model.name, num_classes=len(info.classes), in_channels=info.channels,
+                       image_size=info.image_size, where=f"{recipe.source}: model", **params)
+
+
+def wrap_parallel(model: nn.Module, recipe: Recipe, num_processes: int) -> nn.Module:
+    """``train.parallel: dp`` is cnnforge's single-process nn.DataParallel; Accelerate never uses it."""
+    if recipe.train.parallel != "dp":
+        return model
+    gpus = torch.cuda.device_count()
+    if num_processes > 1:
+        raise ConfigError("dp is single-process; under `accelerate launch` with several processes use ddp",
+                          where=f"{recipe.source}: train.parallel")
+    if gpus < 2:
+        log.warning("train.parallel: dp does nothing here: %d CUDA device(s) visible (it needs 2 or more)", gpus)
+        return model
+    log.warning("train.parallel: dp wraps the model in nn.DataParallel over %d GPUs", gpus)
+    return nn.DataParallel(model)
+
+
+def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
+    """One group, or two when ``optim.head_lr`` gives the classifier head its own learning rate."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optim.head_lr is None:
+        return [{"params": params}]
+    head = _head_parameters(model)
+    if not head:
+        raise ConfigError("the model has no recognisable classifier head (fc, head, classifier)",
+                          where=f"{recipe.source}: optim.head_lr")
+    head_ids = {id(p) for p in head}
+    body = [p for p in params if id(p) not in head_ids]
+    return [{"params": body}, {"params": [p for p in head if p.requires_grad], "lr": recipe.optim.head_lr}]
+
+
+def _head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    get = getattr(model, "get_classifier", None)  # timm models say which module is the head
+    if callable(get) and isinstance(get(), nn.Module):
+        return list(get().parameters())
+    for name in ("fc", "head", "classifier"):
+        module = getattr(model, name, None)
+        if isinstance(module, nn.Module):
+            return list(module.parameters())
+    return []
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    o = recipe.optim
+    groups = param_groups(model, recipe)
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+                               weight_decay=o.weight_decay)
+    cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+    return cls(groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """An LR multiplier per optimizer step (so a mid-epoch resume restores it exactly).
+
+    ``step`` and ``cosine`` follow the seeds (StepLR counts epochs); ``onecycle`` warms up linearly
+    from lr/25 over 30 % of training, then anneals with a cosine to zero, peaking at ``optim.lr``.
+    """
+    s, total = recipe.schedule, max(1, recipe.train.epochs * steps_per_epoch)
+    warmup = s.warmup_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if s.name == "onecycle":
+            peak = 0.3 * total
+            if step < peak:
+                return 1 / 25 + (1 - 1 / 25) * step / peak
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - peak) / max(1.0, total - peak))))
+        if step < warmup:
+            return (step + 1) / warmup
+        if s.name == "step":
+            return s.gamma ** ((step // steps_per_epoch) // s.step_size)
+        if s.name == "cosine":
+            progress = (step - warmup) / max(1.0, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def scale_lr(schedule: torch.optim.lr_scheduler.LambdaLR, scale: float) -> None:
+    """Multiply the schedule's base learning rates by ``scale`` (relative to the recipe's), keeping its position."""
+    groups = schedule.optimizer.param_groups
+    schedule.base_lrs = [g["initial_lr"] * scale for g in groups]
+    for group, base, fn in zip(groups, schedule.base_lrs, schedule.lr_lambdas):
+        group["lr"] = base * fn(schedule.last_epoch)

@@ -1,0 +1,42 @@
+"""Shared fixtures: every test runs offline, with its own data and run directories."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.datafiles import write_cifar10
+
+ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small CIFAR-10 in torchvision's layout (200 train, 60 test images)."""
+    return write_cifar10(tmp_path_factory.mktemp("cifar"))
+
+
+def cli(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None, timeout: float = 600,
+        module: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``cnnforge ARGS`` (or ``python -m cnnforge``) in a subprocess, as a user would."""
+    cmd = [sys.executable, "-m", "cnnforge", *args] if module else [str(Path(sys.executable).parent / "cnnforge"), *args]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The single ``cnnforge: error:`` line of a failed command (asserting there is exactly one, no traceback)."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in lines if line.startswith("cnnforge: error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
