@@ -337,7 +337,7 @@ def check_recipe(recipe: Recipe) -> Recipe:
             entry = reg.get(spec.name)
         except ConfigError as exc:
             raise ConfigError(exc.message, where=f"{src}: {section}.name", hint=exc.hint) from None
-        context = ({"num_classes", "in_channels", "image_size"} if section == "model" else {"root", "split"})
+        context = ({"num_classes", "in_channels", "image_size"} if section == "model" else {"root", "split", "download"})
         registry.builder_kwargs(entry, spec.params, context=dict.fromkeys(context), where=f"{src}: {section}")
     check_augment(recipe.augment, src)
     for key, value, allowed in (("train.best_metric", recipe.train.best_metric, REPORTED_METRICS),

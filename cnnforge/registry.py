@@ -171,6 +171,25 @@ def builder_kwargs(entry: Entry, params: dict[str, Any], *, context: dict[str, A
     return kwargs
 
 
+def call_builder(entry: Entry, kwargs: dict[str, Any], *, where: str) -> Any:
+    """Call ``entry`` with ``kwargs``; a failure inside it names the package that registered it.
+
+    Builders say "cannot" (an image too small, a file missing) with ValueError, which becomes a
+    configuration error; anything else is reported as a failure of the providing package.
+    """
+    from cnnforge.errors import CnnforgeError
+
+    try:
+        return entry.fn(**kwargs)
+    except CnnforgeError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(str(exc), where=f"{where} ({entry.name} from {entry.package})") from None
+    except Exception as exc:
+        raise CnnforgeError(f"{entry.name!r} failed: {type(exc).__name__}: {exc}",
+                            where=f"{where} ({entry.package} {entry.version})") from exc
+
+
 def _validate_types(entry: Entry, params: dict[str, Any], accepted: dict[str, inspect.Parameter], where: str) -> dict[str, Any]:
     import typing
 
@@ -202,5 +221,5 @@ def _choice_hint(err: dict[str, Any], value: Any) -> str | None:
 
 __all__ = [
     "Entry", "Registry", "models", "datasets", "augmentations", "REGISTRIES",
-    "register_model", "register_dataset", "register_augmentation", "builder_kwargs",
+    "register_model", "register_dataset", "register_augmentation", "builder_kwargs", "call_builder",
 ]

@@ -1,0 +1,1 @@
+"""Datasets, augmentation ops and the loaders that feed the trainer."""

@@ -1,0 +1,96 @@
+"""The built-in datasets of the skeleton: bundled ``digits`` and ``cifar10`` in torchvision's layout.
+
+A dataset factory returns a Dataset of ``(uint8 HxWxC image, int label)`` with ``classes``,
+``mean`` and ``std``, or ``None`` for a split it does not have (cnnforge then carves that split
+from the training pool, stratified, see :mod:`cnnforge.data.loading`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cnnforge.data.safe_pickle import load_pickle
+from cnnforge.errors import DataError
+from cnnforge.registry import register_dataset
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+class ArrayDataset:
+    """Images held in memory as one uint8 NHWC array; the layout every small dataset fits."""
+
+    def __init__(self, images: np.ndarray, labels: Sequence[int] | np.ndarray, classes: list[str],
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+        if images.ndim == 3:
+            images = images[..., None]
+        self.images = np.ascontiguousarray(images, dtype=np.uint8)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.classes = list(classes)
+        scaled = self.images.reshape(-1, self.images.shape[-1]).astype(np.float64) / 255.0 if mean is None else None
+        self.mean = tuple(mean) if mean is not None else tuple(scaled.mean(0).tolist())
+        self.std = tuple(std) if std is not None else tuple(np.maximum(scaled.std(0), 1e-6).tolist())
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        return self.images[index], int(self.labels[index])
+
+
+@register_dataset
+def digits(*, split: str) -> ArrayDataset | None:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images): no files, no download."""
+    if split != "train":
+        return None  # one pool; val and test are carved from it by data.split
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    return ArrayDataset(images, bunch.target, [str(d) for d in range(10)])
+
+
+def _cifar_folder(root: str, folder: str, download: bool, downloader: str) -> Path:
+    path = Path(root).expanduser() / folder
+    if path.is_dir():
+        return path
+    if download:
+        import torchvision.datasets as tvd
+
+        try:
+            getattr(tvd, downloader)(root=str(Path(root).expanduser()), download=True)
+        except Exception as exc:  # offline, or a partial download
+            raise DataError(f"download failed ({type(exc).__name__}: {exc})".splitlines()[0], where=str(path),
+                            hint="copy the extracted folder there by hand") from None
+        return path
+    raise DataError(f"no {folder}/ folder here", where=str(path.parent),
+                    hint=f"put torchvision's extracted {folder}/ under data.root or set data.download: true")
+
+
+def read_cifar_batches(files: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR python batches -> (N,32,32,3) uint8 images and labels, each bad file named."""
+    images, labels = [], []
+    for file in files:
+        batch = load_pickle(file)
+        try:
+            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(batch[label_key], dtype=np.int64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"not a CIFAR batch ({type(exc).__name__}: {exc})", where=str(file)) from None
+        if len(y) != len(data):
+            raise DataError(f"{len(data)} images but {len(y)} labels", where=str(file))
+        images.append(data.transpose(0, 2, 3, 1))
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+@register_dataset
+def cifar10(*, root: str, split: str, download: bool = False) -> ArrayDataset | None:
+    """CIFAR-10 from torchvision's ``cifar-10-batches-py/`` layout under ``data.root``."""
+    if split == "val":
+        return None
+    folder = _cifar_folder(root, "cifar-10-batches-py", download, "CIFAR10")
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    images, labels = read_cifar_batches([folder / n for n in names], b"labels")
+    return ArrayDataset(images, labels, CIFAR10_CLASSES, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))

@@ -1,0 +1,202 @@
+"""From a recipe's ``data:`` section to DataLoaders whose every batch is fixed by the seed.
+
+Randomness is addressed, not streamed: the shuffle order of epoch ``e`` and the augmentation of
+sample ``i`` in epoch ``e`` each come from ``SeedSequence([seed, stream, e, i])``. The same seed
+therefore gives the same batches with any ``num_workers``, on every DDP rank, and after a resume
+from the middle of an epoch (``skip_first_batches`` just drops the first positions).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cnnforge.errors import ConfigError, DataError
+from cnnforge.recipe import Recipe
+
+AUGMENT, SHUFFLE, SPLIT = 0, 1, 2  # independent random streams derived from the recipe seed
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What the model and the input normalisation need to know about the data."""
+
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels: int
+    image_size: tuple[int, int]
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    info: DataInfo
+
+
+def _rng(seed: int, stream: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, stream, *keys]))
+
+
+class AugmentedDataset(Dataset):
+    """``base[indices[i]]`` augmented with a per-(epoch, index) seed, returned as a uint8 CHW tensor."""
+
+    def __init__(self, base: Any, indices: Sequence[int], transform: Any, seed: int) -> None:
+        self.base, self.indices, self.transform, self.seed = base, np.asarray(indices, dtype=np.int64), transform, seed
+        self.labels = np.asarray([self._label(i) for i in self.indices], dtype=np.int64)
+
+    def _label(self, i: int) -> int:
+        labels = getattr(self.base, "labels", None)
+        return int(labels[i]) if labels is not None else int(self.base[int(i)][1])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        image, label = self.base[int(self.indices[index])]
+        if self.transform is not None:
+            self.transform.set_random_seed(int(_rng(self.seed, AUGMENT, epoch, index).integers(2**31)))
+            image = self.transform(image=image)["image"]
+        image = np.ascontiguousarray(image)
+        if image.ndim == 2:
+            image = image[..., None]
+        return torch.from_numpy(image).permute(2, 0, 1), int(label)
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` so the dataset can seed each sample; the order depends on seed and epoch only.
+
+    The epoch is set with :meth:`use_epoch`, not ``set_epoch``: Accelerate's loaders call
+    ``set_epoch`` with their own iteration counter, which would break resume.
+    """
+
+    def __init__(self, n: int, *, shuffle: bool, seed: int) -> None:
+        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+
+    def use_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = _rng(self.seed, SHUFFLE, self.epoch).permutation(self.n) if self.shuffle else np.arange(self.n)
+        return iter([(self.epoch, int(i)) for i in order])
+
+
+def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Index arrays for ``fractions`` of ``labels`` with class proportions kept (deterministic by seed)."""
+    from sklearn.model_selection import train_test_split
+
+    rest = np.arange(len(labels))
+    parts: list[np.ndarray] = []
+    remaining = 1.0
+    for k, frac in enumerate(fractions[:-1]):
+        share = frac / remaining if remaining > 0 else 0.0
+        if share <= 0 or len(rest) == 0:
+            parts.append(rest[:0])
+            continue
+        if share >= 1:
+            parts.append(rest)
+            rest = rest[:0]
+            continue
+        y = labels[rest]
+        counts = np.bincount(y)
+        strat = y if counts[counts > 0].min() >= 2 else None
+        n_take = max(1, round(share * len(rest)))
+        try:
+            take, rest = train_test_split(rest, train_size=n_take, stratify=strat, random_state=seed + k)
+        except ValueError:  # too few samples per class for a stratified cut of that size
+            take, rest = train_test_split(rest, train_size=n_take, random_state=seed + k)
+        parts.append(np.sort(take))
+        remaining -= frac
+    parts.append(np.sort(rest))
+    return parts
+
+
+def _open(recipe: Recipe, split: str) -> Any:
+    from cnnforge import registry
+
+    d = recipe.data
+    entry = registry.datasets.get(d.name)
+    kwargs = registry.builder_kwargs(entry, d.params, context={"root": d.root, "split": split, "download": d.download},
+                                     where=f"{recipe.source}: data")
+    return registry.call_builder(entry, kwargs, where=f"{recipe.source}: data")
+
+
+def _labels(ds: Any) -> np.ndarray:
+    labels = getattr(ds, "labels", None)
+    if labels is None:
+        labels = getattr(ds, "targets", None)
+    if labels is None:
+        labels = [ds[i][1] for i in range(len(ds))]
+    return np.asarray(labels, dtype=np.int64)
+
+
+def data_info(ds: Any, where: str) -> DataInfo:
+    """Classes, channels and size of ``ds``; mean/std from the dataset, else measured on up to 1,000 images."""
+    if len(ds) == 0:
+        raise DataError("the dataset is empty", where=where)
+    classes = getattr(ds, "classes", None)
+    if not classes:
+        raise DataError("the dataset has no `classes` list", where=where)
+    first = np.asarray(ds[0][0])
+    if first.ndim == 2:
+        first = first[..., None]
+    mean, std = getattr(ds, "mean", None), getattr(ds, "std", None)
+    if mean is None or std is None:
+        picks = np.linspace(0, len(ds) - 1, min(len(ds), 1000)).astype(int)
+        pixels = np.concatenate([np.asarray(ds[int(i)][0], dtype=np.float64).reshape(-1, first.shape[-1])
+                                 for i in picks]) / 255.0
+        mean, std = pixels.mean(0), np.maximum(pixels.std(0), 1e-6)
+    return DataInfo(list(classes), tuple(float(m) for m in mean), tuple(float(s) for s in std), int(first.shape[-1]),
+                    (int(first.shape[0]), int(first.shape[1])))
+
+
+def build_splits(recipe: Recipe) -> Splits:
+    """Train / val / test datasets of ``recipe``; missing splits carved from train, stratified by label."""
+    from cnnforge.data.pipeline import build_transform
+
+    d, seed, src = recipe.data, recipe.seed, recipe.source
+    pool = _open(recipe, "train")
+    if pool is None:
+        raise ConfigError(f"dataset {d.name!r} has no train split", where=f"{src}: data.name")
+    info = data_info(pool, f"{d.root} ({d.name})")
+    labels = _labels(pool)
+    if labels.size and (labels.min() < 0 or labels.max() >= len(info.classes)):
+        raise DataError(f"labels must lie in 0..{len(info.classes) - 1}, found {labels.min()}..{labels.max()}",
+                        where=f"{d.root} ({d.name})")
+    test, val = _open(recipe, "test"), None
+    if test is None:
+        train_idx, val_idx, test_idx = stratified_split(labels, d.split, seed)
+        val, test = pool, pool
+    else:
+        val = _open(recipe, "val")
+        if val is None:
+            train_idx, val_idx = stratified_split(labels, (1.0 - d.val_fraction, d.val_fraction), seed)
+            val = pool
+        else:
+            train_idx, val_idx = np.arange(len(pool)), np.arange(len(val))
+        test_idx = np.arange(len(test))
+    if len(train_idx) == 0:
+        raise ConfigError("leaves no training samples", where=f"{src}: data.split")
+    train_tf = build_transform(recipe.augment.train, src, "train")
+    eval_tf = build_transform(recipe.augment.eval, src, "eval")
+    return Splits(AugmentedDataset(pool, train_idx, train_tf, seed), AugmentedDataset(val, val_idx, eval_tf, seed),
+                  AugmentedDataset(test, test_idx, eval_tf, seed), info)
+
+
+def make_loader(ds: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_workers: int,
+                pin_memory: bool = False) -> DataLoader:
+    """A loader over ``(epoch, index)`` keys; its own generator keeps the global RNG untouched (exact resume)."""
+    workers = num_workers > 0
+    return DataLoader(ds, batch_size=batch_size, sampler=EpochSampler(len(ds), shuffle=shuffle, seed=seed),
+                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=workers,
+                      prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(seed))
