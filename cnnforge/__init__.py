@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from cnnforge.errors import CnnforgeError, ConfigError, DataError
 from cnnforge.recipe import Recipe, check_recipe, load_recipe
-from cnnforge.registry import augmentations, datasets, models, register_augmentation, register_dataset, register_model
+from cnnforge import registry  # registry.models / .datasets / .augmentations (not top-level: cnnforge.models is the zoo)
+from cnnforge.registry import register_augmentation, register_dataset, register_model
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "__version__", "CnnforgeError", "ConfigError", "DataError", "Recipe", "load_recipe", "check_recipe",
-    "models", "datasets", "augmentations", "register_model", "register_dataset", "register_augmentation",
+    "registry", "register_model", "register_dataset", "register_augmentation",
     *_LAZY,
 ]
