@@ -22,12 +22,16 @@ def _run(args: argparse.Namespace) -> int:
     from cnnforge.training.run import train
 
     recipe = check_recipe(load_recipe(args.recipe, args.overrides))
-    result = train(recipe, quiet=args.quiet)
+    return _report(train(recipe, quiet=args.quiet), args.quiet)
+
+
+def _report(result: Any, quiet: bool) -> int:
+    if quiet and result.main_process:  # --quiet hides progress, never the result
+        print(result.describe())
     return result.exit_code
 
 
 def _resume(args: argparse.Namespace) -> int:
     from cnnforge.training.run import resume
 
-    result = resume(args.run_dir, force=args.force, quiet=args.quiet)
-    return result.exit_code
+    return _report(resume(args.run_dir, force=args.force, quiet=args.quiet), args.quiet)

@@ -21,6 +21,13 @@ class RunResult:
     metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     exit_code: int = 0
+    main_process: bool = True
+
+    def describe(self) -> str:
+        """The two lines a finished run prints: test metrics and where everything is."""
+        m = self.metrics
+        return (f"test/acc {m.get('test/acc', float('nan')):.4f}  test/loss {m.get('test/loss', float('nan')):.4f}\n"
+                f"run directory: {self.run_dir}")
 
     def __getitem__(self, key: str) -> Any:
         return self.metrics[key]
@@ -40,8 +47,13 @@ def train(recipe: str | os.PathLike[str] | Recipe | dict[str, Any], overrides: I
     return _execute(resolved, quiet=quiet, reporter=reporter)
 
 
-def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool = False, reporter: Any = None) -> RunResult:
-    """Continue an interrupted run from its newest valid checkpoint, in the same directory."""
+def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool = False, reporter: Any = None,
+           checkpoint: str | os.PathLike[str] | None = None) -> RunResult:
+    """Continue an interrupted run from its newest valid checkpoint, in the same directory.
+
+    ``checkpoint`` names another checkpoint folder to start from (Ray Tune restores a trial from the
+    checkpoint Ray recorded, which may be older than the newest one in the run directory).
+    """
     from cnnforge import __version__
     from cnnforge.training import checkpoint as ckpt
 
@@ -59,7 +71,7 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
             raise ConfigError(f"run was made by cnnforge {manifest.get('cnnforge')}, this is {__version__}",
                               where=str(path / rundir.MANIFEST), hint="use --force to resume anyway")
     recipe = check_recipe(load_recipe(recipe_file))
-    start = ckpt.latest_valid(path / rundir.CHECKPOINTS)
+    start = Path(checkpoint) if checkpoint is not None else ckpt.latest_valid(path / rundir.CHECKPOINTS)
     if start is None:
         raise CnnforgeError("no complete checkpoint to resume from", where=str(path / rundir.CHECKPOINTS))
     return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start)
@@ -73,7 +85,7 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
     from cnnforge.training.loop import Trainer, TrainState
     from cnnforge.training.progress import Progress
     from cnnforge.training.setup import make_accelerator, make_optimizer, make_schedule, model_for, wrap_parallel
-    from cnnforge.training.tracking import trackers_for
+    from cnnforge.training.tracking import finish_tracking, start_tracking
 
     set_seed(recipe.seed)
     acc = make_accelerator(recipe)
@@ -118,14 +130,7 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
             rundir.write_json(run_dir / rundir.MANIFEST, rundir.manifest(
                 recipe, world_size=acc.num_processes, device=device, precision=str(acc.mixed_precision),
                 recipe_yaml=recipe_yaml))
-        names, init_kwargs = trackers_for(recipe, run_dir)
-        if names:  # the run directory exists only now, so trackers are attached here rather than at construction
-            from accelerate.utils import filter_trackers
-
-            acc.project_configuration.set_directories(str(run_dir))
-            acc.log_with = filter_trackers(names, str(run_dir))
-            acc.init_trackers(recipe.tracking.project, config=recipe.to_dict(), init_kwargs=init_kwargs)
-            tracking = True
+        tracking = start_tracking(acc, recipe, run_dir)
 
     progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
                         quiet=quiet)
@@ -140,6 +145,8 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
     try:
         state = trainer.fit(state)
         summary = _finish(trainer, state, recipe, acc)
+        if tracking:
+            finish_tracking(acc, recipe, run_dir, summary)
     except KeyboardInterrupt:
         progress.close()
         if acc.is_main_process:
@@ -148,10 +155,11 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
         raise
     finally:
         acc.end_training()  # finishes trackers and destroys the process group, or ranks abort at exit
+    result = RunResult(run_dir, summary, rundir.read_metrics(run_dir) if acc.is_main_process else [],
+                       main_process=acc.is_main_process)
     if acc.is_main_process and not quiet:
-        print(f"test/acc {summary.get('test/acc', float('nan')):.4f}  test/loss {summary.get('test/loss', float('nan')):.4f}")
-        print(f"run directory: {run_dir}")
-    return RunResult(run_dir, summary, rundir.read_metrics(run_dir) if acc.is_main_process else [])
+        print(result.describe())
+    return result
 
 
 def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any]:
@@ -168,12 +176,14 @@ def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any
         trainer.bare_model().load_state_dict(ckpt.load_weights(best_file))
         tested_with = "best"
     test = trainer.evaluate("test")
+    in_sync = _ranks_in_sync(trainer.bare_model(), acc)
     history = rundir.read_metrics(run_dir) if acc.is_main_process else []
     metric = recipe.train.best_metric
     summary: dict[str, Any] = {
         "test/acc": test.acc, "test/loss": test.loss, f"best/{metric}": state.best_value, "best/epoch": state.best_epoch,
         "test/weights": tested_with, "epochs": state.epoch, "steps": state.global_step,
         "train/time_s": round(state.train_time, 3), "world_size": acc.num_processes, "test/samples": int(len(test.y_true)),
+        "ranks_in_sync": in_sync,
     }
     if history:
         summary.update({f"final/{k}": v for k, v in history[-1].items() if k.startswith(("train/", "val/"))})
@@ -187,3 +197,18 @@ def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any
         write_run_reports(run_dir, test, trainer.info, history, split="test")
     acc.wait_for_everyone()
     return summary
+
+
+def _ranks_in_sync(model: Any, acc: Any) -> bool:
+    """Whether every rank ends with bit-identical weights (DDP's promise, checked rather than assumed)."""
+    import hashlib
+
+    import torch
+    from accelerate.utils import gather_object
+
+    digest = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().to(torch.float64).numpy().tobytes())
+    digests = gather_object([digest.hexdigest()]) if acc.num_processes > 1 else [digest.hexdigest()]
+    return len(set(digests)) == 1
