@@ -1,37 +1,63 @@
-"""Files written into ``reports/`` at the end of every run: curves and the confusion matrix."""
+"""The report of one evaluated split, written at the end of every run and by ``cnnforge eval``.
+
+``reports/`` holds ``metrics.json`` (accuracy, per-class precision/recall/F1, macro and weighted
+averages, confusion matrix), ``summary.md`` (the same as a page), ``predictions.csv`` (one row per
+sample) and the PNGs: ``curves.png``, ``confusion_matrix.png``, ``confusion_matrix_normalized.png``
+and ``errors.png`` (the most confident mistakes).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
-def write_run_reports(run_dir: Path, result: Any, info: Any, history: list[dict[str, Any]], split: str = "test") -> Path:
-    """Loss/accuracy curves and the confusion matrix of ``split`` as PNGs under ``run_dir/reports``."""
-    import matplotlib
+from cnnforge.reports import plots
+from cnnforge.reports.metrics import classification_metrics, predictions_csv, write_metrics
+from cnnforge.training import rundir
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
+#: how many misclassified images the gallery shows (the most confident mistakes first)
+GALLERY_SIZE = 24
 
-    out = run_dir / "reports"
-    out.mkdir(exist_ok=True)
-    if history:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        epochs = [r["epoch"] for r in history]
-        for ax, metric in zip(axes, ("loss", "acc")):
-            for split_name in ("train", "val"):
-                ax.plot(epochs, [r.get(f"{split_name}/{metric}") for r in history], marker="o", label=split_name)
-            ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch")
-            ax.legend()
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "curves.png", dpi=120)
-        plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    ConfusionMatrixDisplay.from_predictions(result.y_true, result.y_pred, labels=list(range(len(info.classes))),
-                                            display_labels=info.classes, ax=ax, xticks_rotation=45, colorbar=False)
-    ax.set_title(f"confusion matrix ({split}, accuracy {result.acc:.3f})")
-    fig.tight_layout()
-    fig.savefig(out / "confusion_matrix.png", dpi=120)
-    plt.close(fig)
+
+def write_run_reports(run_dir: Path, result: Any, info: Any, history: list[dict[str, Any]], split: str = "test", *,
+                      checkpoint: str = "best", images: Any = None, out: Path | None = None) -> Path:
+    """Write the report of ``result`` (an ``EvalResult`` of ``split``) into ``out`` (default ``run_dir/reports``).
+
+    ``images`` is the evaluated dataset (items ``(uint8 CHW tensor, label)`` in the order of
+    ``result``); without it the error gallery is skipped. ``checkpoint`` names the weights used.
+    """
+    from cnnforge.predict import save_data_info, weights_file
+
+    out = out or run_dir / rundir.REPORTS
+    out.mkdir(parents=True, exist_ok=True)
+    save_data_info(run_dir, info)
+    classes = list(info.classes)
+    y_true, y_pred = np.asarray(result.y_true), np.asarray(result.y_pred)
+    weights = weights_file(run_dir, checkpoint)
+    metrics = {"run": f"{run_dir.parent.name}/{run_dir.name}", "split": split, "checkpoint": checkpoint,
+               "weights": str(weights.relative_to(run_dir)), "loss": float(result.loss),
+               **classification_metrics(y_true, y_pred, classes), "classes": classes}
+    summary = rundir.read_json(run_dir / rundir.SUMMARY) if (run_dir / rundir.SUMMARY).exists() else {}
+    pngs = [plots.curves(history, out / "curves.png", best_epoch=summary.get("best/epoch"))]
+    title = f"{split} split, {checkpoint} weights"
+    pngs.append(plots.confusion(metrics["confusion_matrix"], classes, out / "confusion_matrix.png", normalize=False,
+                                title=f"confusion matrix: counts ({title}, accuracy {metrics['accuracy']:.3f})"))
+    pngs.append(plots.confusion(metrics["confusion_matrix"], classes, out / "confusion_matrix_normalized.png",
+                                normalize=True, title=f"confusion matrix: share of each true class ({title})"))
+    if images is not None:
+        pngs.append(_gallery(images, y_true, y_pred, np.asarray(result.probs), classes, out / "errors.png",
+                             title=f"most confident mistakes ({title}): {int((y_true != y_pred).sum())} of {len(y_true)}"))
+    names = [p.name for p in pngs if p is not None]
+    write_metrics(out, metrics, names, predictions_csv(y_true, y_pred, np.asarray(result.probs), classes))
     return out
+
+
+def _gallery(dataset: Any, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, classes: list[str], path: Path,
+             *, title: str) -> Path:
+    wrong = np.flatnonzero(y_true != y_pred)
+    confidence = probs[wrong, y_pred[wrong]]
+    picks = wrong[np.argsort(-confidence, kind="stable")][:GALLERY_SIZE]
+    images = [np.asarray(dataset[int(i)][0]) for i in picks]
+    return plots.error_gallery(images, [classes[y_true[i]] for i in picks], [classes[y_pred[i]] for i in picks],
+                               [float(probs[i, y_pred[i]]) for i in picks], path, title=title)

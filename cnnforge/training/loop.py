@@ -139,7 +139,7 @@ class Trainer:
                     state.train_time += time.perf_counter() - t_start
                     t_start = time.perf_counter()
                     self.save_checkpoint(state)
-            self.progress.step(state.batch, None)
+            self.progress.step(state.batch, self._sums)
             t_ready = time.perf_counter()
         state.train_time += time.perf_counter() - t_start
         sums = acc.reduce(self._sums.clone(), reduction="sum")
@@ -214,21 +214,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, split: str) -> EvalResult:
+        from cnnforge.reports.evaluation import eval_result, gather_outputs
+
         self.model.eval()
-        logits_all, y_all = [], []
-        for x, y in self.loaders[split]:
-            with self.acc.autocast():
-                logits = self.model(self.prepare_input(x))
-            logits, y = self.acc.gather_for_metrics((logits.float(), y.to(self.acc.device)))
-            logits_all.append(logits.cpu())
-            y_all.append(y.cpu())
+        logits, y = gather_outputs(lambda x: self.model(self.prepare_input(x)), self.loaders[split], self.acc)
         self.model.train()
-        logits = torch.cat(logits_all)
-        y = torch.cat(y_all)
-        loss = float(nn.functional.cross_entropy(logits, y)) if len(y) else float("nan")
-        pred = logits.argmax(1)
-        return EvalResult(loss, float((pred == y).float().mean()) if len(y) else float("nan"), y.numpy(), pred.numpy(),
-                          torch.softmax(logits, 1).numpy())
+        return eval_result(logits, y)
 
     # ------------------------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, state: TrainState) -> Path | None:

@@ -194,7 +194,8 @@ def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any
         from cnnforge.reports.run_reports import write_run_reports
 
         rundir.write_json(run_dir / rundir.SUMMARY, summary)
-        write_run_reports(run_dir, test, trainer.info, history, split="test")
+        write_run_reports(run_dir, test, trainer.info, history, split="test", checkpoint=tested_with,
+                          images=trainer.loaders["test"].dataset)
     acc.wait_for_everyone()
     return summary
 
