@@ -1,4 +1,4 @@
-"""The built-in datasets of the skeleton: bundled ``digits`` and ``cifar10`` in torchvision's layout.
+"""The built-in array datasets: bundled ``digits``, and ``cifar10`` / ``cifar100`` in torchvision's layout.
 
 A dataset factory returns a Dataset of ``(uint8 HxWxC image, int label)`` with ``classes``,
 ``mean`` and ``std``, or ``None`` for a split it does not have (cnnforge then carves that split
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -28,15 +29,33 @@ class ArrayDataset:
         self.images = np.ascontiguousarray(images, dtype=np.uint8)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.classes = list(classes)
-        scaled = self.images.reshape(-1, self.images.shape[-1]).astype(np.float64) / 255.0 if mean is None else None
-        self.mean = tuple(mean) if mean is not None else tuple(scaled.mean(0).tolist())
-        self.std = tuple(std) if std is not None else tuple(np.maximum(scaled.std(0), 1e-6).tolist())
+        if mean is None or std is None:
+            mean, std = channel_stats(self.images)
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         return self.images[index], int(self.labels[index])
+
+
+def channel_stats(images: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of uint8 NHWC ``images`` in [0, 1], summed in chunks.
+
+    A float64 copy of a whole image folder would need eight times its size in memory; running
+    sums of a few hundred images at a time need almost none.
+    """
+    channels = images.shape[-1]
+    total, squares, count = np.zeros(channels), np.zeros(channels), 0
+    for start in range(0, len(images), chunk):
+        block = images[start:start + chunk].reshape(-1, channels).astype(np.float64) / 255.0
+        total += block.sum(0)
+        squares += np.square(block).sum(0)
+        count += len(block)
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(squares / max(count, 1) - np.square(mean), 0.0))
+    return mean, np.maximum(std, 1e-6)
 
 
 @register_dataset
@@ -51,7 +70,11 @@ def digits(*, split: str) -> ArrayDataset | None:
     return ArrayDataset(images, bunch.target, [str(d) for d in range(10)])
 
 
-def _cifar_folder(root: str, folder: str, download: bool, downloader: str) -> Path:
+def dataset_folder(root: str, folder: str, download: bool, downloader: str) -> Path:
+    """``root/folder``, fetched first by ``torchvision.datasets.<downloader>`` when ``download`` is set.
+
+    Offline, the download fails as one DataError line naming the folder (no traceback, no retries).
+    """
     path = Path(root).expanduser() / folder
     if path.is_dir():
         return path
@@ -64,7 +87,7 @@ def _cifar_folder(root: str, folder: str, download: bool, downloader: str) -> Pa
             raise DataError(f"download failed ({type(exc).__name__}: {exc})".splitlines()[0], where=str(path),
                             hint="copy the extracted folder there by hand") from None
         return path
-    raise DataError(f"no {folder}/ folder here", where=str(path.parent),
+    raise DataError(f"no {folder}/ folder here", where=str(Path(root).expanduser()),
                     hint=f"put torchvision's extracted {folder}/ under data.root or set data.download: true")
 
 
@@ -90,7 +113,24 @@ def cifar10(*, root: str, split: str, download: bool = False) -> ArrayDataset | 
     """CIFAR-10 from torchvision's ``cifar-10-batches-py/`` layout under ``data.root``."""
     if split == "val":
         return None
-    folder = _cifar_folder(root, "cifar-10-batches-py", download, "CIFAR10")
+    folder = dataset_folder(root, "cifar-10-batches-py", download, "CIFAR10")
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     images, labels = read_cifar_batches([folder / n for n in names], b"labels")
     return ArrayDataset(images, labels, CIFAR10_CLASSES, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
+
+
+@register_dataset
+def cifar100(*, root: str, split: str, download: bool = False,
+             labels: Literal["fine", "coarse"] = "fine") -> ArrayDataset | None:
+    """CIFAR-100 from torchvision's ``cifar-100-python/`` layout: 100 fine classes, or the 20 coarse superclasses."""
+    if split == "val":
+        return None
+    folder = dataset_folder(root, "cifar-100-python", download, "CIFAR100")
+    meta_file = folder / "meta"
+    meta = load_pickle(meta_file)
+    try:
+        classes = [name.decode() if isinstance(name, bytes) else str(name) for name in meta[f"{labels}_label_names".encode()]]
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"not a CIFAR-100 meta file (no {labels}_label_names: {exc})", where=str(meta_file)) from None
+    images, targets = read_cifar_batches([folder / ("train" if split == "train" else "test")], f"{labels}_labels".encode())
+    return ArrayDataset(images, targets, classes, mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))

@@ -8,13 +8,14 @@ from the middle of an epoch (``skip_first_batches`` just drops the first positio
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cnnforge.data.pipeline import resolve_pipelines, seed_pipeline
 from cnnforge.errors import ConfigError, DataError
 from cnnforge.recipe import Recipe
 
@@ -62,7 +63,7 @@ class AugmentedDataset(Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         image, label = self.base[int(self.indices[index])]
         if self.transform is not None:
-            self.transform.set_random_seed(int(_rng(self.seed, AUGMENT, epoch, index).integers(2**31)))
+            seed_pipeline(self.transform, _rng(self.seed, AUGMENT, epoch, index))
             image = self.transform(image=image)["image"]
         image = np.ascontiguousarray(image)
         if image.ndim == 2:
@@ -161,9 +162,11 @@ def data_info(ds: Any, where: str) -> DataInfo:
 
 
 def build_splits(recipe: Recipe) -> Splits:
-    """Train / val / test datasets of ``recipe``; missing splits carved from train, stratified by label."""
-    from cnnforge.data.pipeline import build_transform
+    """Train / val / test datasets of ``recipe``; missing splits carved from train, stratified by label.
 
+    ``info`` describes what the model receives: the training pipeline's output size and channels,
+    and the statistics of a ``normalize`` op when the recipe has one.
+    """
     d, seed, src = recipe.data, recipe.seed, recipe.source
     pool = _open(recipe, "train")
     if pool is None:
@@ -187,10 +190,13 @@ def build_splits(recipe: Recipe) -> Splits:
         test_idx = np.arange(len(test))
     if len(train_idx) == 0:
         raise ConfigError("leaves no training samples", where=f"{src}: data.split")
-    train_tf = build_transform(recipe.augment.train, src, "train")
-    eval_tf = build_transform(recipe.augment.eval, src, "eval")
-    return Splits(AugmentedDataset(pool, train_idx, train_tf, seed), AugmentedDataset(val, val_idx, eval_tf, seed),
-                  AugmentedDataset(test, test_idx, eval_tf, seed), info)
+    sample = np.asarray(pool[int(train_idx[0])][0])
+    pipes = resolve_pipelines(recipe.augment, src, sample if sample.ndim == 3 else sample[..., None])
+    height, width, channels = pipes.shape
+    info = replace(info, image_size=(height, width), channels=channels,
+                   **(dict(zip(("mean", "std"), pipes.stats)) if pipes.stats else {}))
+    return Splits(AugmentedDataset(pool, train_idx, pipes.train, seed),
+                  AugmentedDataset(val, val_idx, pipes.eval, seed), AugmentedDataset(test, test_idx, pipes.eval, seed), info)
 
 
 def make_loader(ds: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_workers: int,

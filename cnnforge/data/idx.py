@@ -1,0 +1,83 @@
+"""MNIST and Fashion-MNIST read from IDX files in torchvision's ``<Name>/raw/`` layout, gzipped or not.
+
+torchvision's own reader wants the files unpacked and names no file when one is cut short; users
+often have only the ``.gz`` files from the original site, so cnnforge reads both and checks each
+header against the bytes that follow it.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from cnnforge.data.builtin_datasets import ArrayDataset, dataset_folder
+from cnnforge.errors import DataError
+from cnnforge.registry import register_dataset
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
+_UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one MNIST-style files use
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """The uint8 array in an IDX file (``.gz`` or plain); a short or malformed file is a DataError naming it."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DataError("file is missing", where=str(path)) from None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; a cut .gz ends in EOFError
+        raise DataError(f"not a readable gzip file ({exc})", where=str(path)) from None
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != _UBYTE or data[3] == 0:
+        raise DataError("not an IDX file of unsigned bytes (bad magic number)", where=str(path))
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"truncated: the header of {ndim} dimensions is cut short", where=str(path))
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    expected = math.prod(shape)
+    if len(data) - header != expected:
+        raise DataError(f"truncated or padded: {len(data) - header} data bytes, the header {list(shape)} says {expected}",
+                        where=str(path))
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _idx_file(raw: Path, stem: str) -> Path:
+    """``raw/stem``, or ``raw/stem.gz`` when only the compressed file is there."""
+    plain = raw / stem
+    packed = raw / f"{stem}.gz"
+    if plain.is_file() or not packed.is_file():
+        return plain
+    return packed
+
+
+def _idx_dataset(root: str, split: str, download: bool, name: str, classes: list[str],
+                 mean: float, std: float) -> ArrayDataset | None:
+    if split == "val":
+        return None  # carved from train by data.val_fraction
+    raw = dataset_folder(root, f"{name}/raw", download, name)
+    prefix = "train" if split == "train" else "t10k"
+    image_file, label_file = _idx_file(raw, f"{prefix}-images-idx3-ubyte"), _idx_file(raw, f"{prefix}-labels-idx1-ubyte")
+    images, labels = read_idx(image_file), read_idx(label_file)
+    if images.ndim != 3:
+        raise DataError(f"holds a {images.ndim}-d array, expected images (N, H, W)", where=str(image_file))
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"holds {labels.shape} labels for {len(images)} images in {image_file.name}", where=str(label_file))
+    return ArrayDataset(images, labels, classes, mean=(mean,), std=(std,))
+
+
+@register_dataset
+def mnist(*, root: str, split: str, download: bool = False) -> ArrayDataset | None:
+    """MNIST handwritten digits (28x28 grayscale) from ``MNIST/raw/`` under ``data.root``."""
+    return _idx_dataset(root, split, download, "MNIST", [str(d) for d in range(10)], 0.1307, 0.3081)
+
+
+@register_dataset
+def fashion_mnist(*, root: str, split: str, download: bool = False) -> ArrayDataset | None:
+    """Fashion-MNIST clothing images (28x28 grayscale) from ``FashionMNIST/raw/`` under ``data.root``."""
+    return _idx_dataset(root, split, download, "FashionMNIST", FASHION_CLASSES, 0.2860, 0.3530)
