@@ -34,6 +34,10 @@ def make_accelerator(recipe: Recipe, *, log_with: list[str] | None = None, proje
     launcher_world = int(os.environ.get("WORLD_SIZE", "1"))
     if recipe.train.parallel == "none" and launcher_world > 1:
         raise ConfigError(f"is 'none' but the launcher started {launcher_world} processes", where=f"{recipe.source}: train.parallel")
+    if launcher_world > 1 and not all(os.environ.get(k) for k in ("RANK", "MASTER_ADDR", "MASTER_PORT")):
+        raise CnnforgeError(f"WORLD_SIZE={launcher_world} is set but no launcher started the other ranks "
+                            "(RANK/MASTER_ADDR/MASTER_PORT missing)", where="environment",
+                            hint="start several processes with `accelerate launch --multi_gpu --num_processes N`")
     acc = Accelerator(
         cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=recipe.train.grad_accum,
         log_with=log_with or None, project_dir=project_dir,

@@ -1,0 +1,65 @@
+"""The launch modes of design.md §6, each run for real on this CPU machine."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, cli, one_error_line
+
+ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+
+
+def _accelerate(*args: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+
+    return subprocess.run([ACCELERATE, "launch", *args], cwd=cwd, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _test_size() -> int:
+    import cnnforge
+    from cnnforge.data.loading import build_splits
+
+    return len(build_splits(cnnforge.load_recipe(ROOT / "recipes" / "digits_convnet.yaml")).test)
+
+
+def _only_run_dir(out: Path) -> Path:
+    runs = [p.parent for p in out.rglob("manifest.json")]
+    assert len(runs) == 1, runs  # one set of files, however many processes
+    return runs[0]
+
+
+@pytest.mark.slow
+def test_literal_accelerate_launch_of_the_flagship(tmp_path: Path, cifar_root: Path) -> None:
+    proc = _accelerate("cnnforge", "run", "recipes/cifar_vgg_bn.yaml", f"data.root={cifar_root}", "train.epochs=1",
+                       "data.num_workers=0", "data.batch_size=32", f"train.out_dir={tmp_path}", cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = _only_run_dir(tmp_path)
+    for name in ("recipe.yaml", "metrics.jsonl", "summary.json", "model.safetensors"):
+        assert (run / name).exists(), name
+    assert json.loads((run / "summary.json").read_text())["test/samples"] == 60
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
+    proc = _accelerate("--multi_gpu", "--num_processes", "2", "-m", "cnnforge", "run",
+                       str(ROOT / "recipes" / "digits_convnet.yaml"), "train.epochs=2", f"train.out_dir={tmp_path}",
+                       cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = _only_run_dir(tmp_path)
+    assert json.loads((run / "manifest.json").read_text())["world_size"] == 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["ranks_in_sync"] is True  # both ranks end with bit-identical weights
+    assert summary["test/samples"] == _test_size()  # gathered without the padding duplicates
+    assert proc.stdout.count("run directory:") == 1  # only the main process prints
+
+
+def test_world_size_without_a_launcher_is_a_clear_error(tmp_path: Path) -> None:
+    proc = cli("run", "recipes/digits_convnet.yaml", f"train.out_dir={tmp_path}", env={"WORLD_SIZE": "2"})
+    assert proc.returncode == 1
+    assert "WORLD_SIZE=2" in one_error_line(proc)
+    assert not any(tmp_path.iterdir())
