@@ -46,8 +46,9 @@ def eval_result(logits: torch.Tensor, y: torch.Tensor) -> EvalResult:
 
 @dataclass
 class RunSplit:
-    """A run loaded for evaluation on one split: accelerator, predictor, dataset and its (sharded) loader."""
+    """A run loaded for evaluation on one split: recipe, accelerator, predictor, dataset and its (sharded) loader."""
 
+    recipe: Any
     acc: Any
     predictor: Any
     dataset: Any
@@ -82,7 +83,7 @@ def open_split(run_dir: Path, split: str, checkpoint: str | None, *, limit: int 
     d = recipe.data
     loader = make_loader(dataset, batch_size=d.eval_batch_size or d.batch_size, shuffle=False, seed=recipe.seed,
                          num_workers=d.num_workers, pin_memory=torch.cuda.is_available())
-    return RunSplit(acc, predictor, dataset, acc.prepare(loader))
+    return RunSplit(recipe, acc, predictor, dataset, acc.prepare(loader))
 
 
 def report_dir(run_dir: Path, split: str, checkpoint: str) -> Path:
@@ -118,5 +119,5 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", checkpoint: str | 
     finally:
         acc.end_training()
     numbers = {"split": split, "checkpoint": predictor.checkpoint, "samples": int(len(y)), "accuracy": result.acc,
-               "loss": result.loss, "world_size": acc.num_processes}
+               "loss": result.loss, "world_size": acc.num_processes, "main_process": acc.is_main_process}
     return out, numbers
