@@ -1,7 +1,9 @@
 """Tiny datasets in the on-disk formats cnnforge reads, written by the tests themselves (no downloads)."""
 from __future__ import annotations
 
+import gzip
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +36,78 @@ def write_cifar10(root: Path, n_train: int = 200, n_test: int = 60, seed: int = 
     with (d / "batches.meta").open("wb") as f:
         pickle.dump({b"label_names": [c.encode() for c in CIFAR_CLASSES]}, f)
     return Path(root)
+
+
+def class_images(labels: np.ndarray, size: int, channels: int, rng: np.random.Generator) -> np.ndarray:
+    """(N, size, size, channels) uint8: a bright band whose row and colour depend on the label, plus noise."""
+    n = len(labels)
+    x = rng.integers(0, 60, (n, size, size, channels)).astype(np.int32)
+    band = max(1, size // 5)
+    for i, y in enumerate(labels):
+        top = (int(y) * band) % max(1, size - band)
+        x[i, top:top + band, :, int(y) % channels] += 180
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """An IDX file of unsigned bytes (gzipped when ``path`` ends in ``.gz``)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)
+    return path
+
+
+def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 120, n_test: int = 40, gz: bool = True,
+                seed: int = 0) -> Path:
+    """``root/<folder>/raw/`` with torchvision's four IDX file names (``.gz`` or plain); 28x28 images."""
+    rng = np.random.default_rng(seed)
+    raw = Path(root) / folder / "raw"
+    suffix = ".gz" if gz else ""
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        write_idx(raw / f"{prefix}-images-idx3-ubyte{suffix}", class_images(labels, 28, 1, rng)[..., 0])
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte{suffix}", labels.astype(np.uint8))
+    return Path(root)
+
+
+def write_cifar100(root: Path, n_train: int = 200, n_test: int = 50, seed: int = 0) -> Path:
+    """``root/cifar-100-python/`` (train, test, meta) in torchvision's python-pickle layout."""
+    rng = np.random.default_rng(seed)
+    d = Path(root) / "cifar-100-python"
+    d.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", n_train), ("test", n_test)):
+        fine = np.arange(n) % 100
+        data = class_images(fine % 10, 32, 3, rng).transpose(0, 3, 1, 2).reshape(n, 3072)
+        with (d / name).open("wb") as f:
+            pickle.dump({b"data": data, b"fine_labels": fine.tolist(), b"coarse_labels": (fine // 5).tolist()}, f)
+    with (d / "meta").open("wb") as f:
+        pickle.dump({b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+                     b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}, f)
+    return Path(root)
+
+
+def write_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "frog"), per_class: int = 10,
+                       size: int = 16, suffix: str = ".png", gray: bool = False, seed: int = 0) -> Path:
+    """``root/<class>/<i><suffix>`` written with Pillow (JPEG, PNG, BMP ...); returns ``root``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(classes):
+        folder = Path(root) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        images = class_images(np.full(per_class, label), size, 1 if gray else 3, rng)
+        for i, image in enumerate(images):
+            Image.fromarray(image[..., 0] if gray else image).save(folder / f"{i:03d}{suffix}")
+    return Path(root)
+
+
+def truncate(path: Path, keep: float = 0.5) -> Path:
+    """Cut ``path`` to ``keep`` of its bytes, as an interrupted download or copy leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: max(1, int(len(data) * keep))])
+    return path

@@ -1,0 +1,43 @@
+"""``cnnforge augment preview``: see what the training augmentation does before a long run starts."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("augment", parents=[common], help="inspect a recipe's augmentation")
+    actions = p.add_subparsers(dest="augment_action", metavar="ACTION", parser_class=type(p))
+    v = actions.add_parser(
+        "preview", parents=[common], help="write a PNG grid of training images and their augmentations",
+        description="Write a grid of N training images, each followed by the augmented versions the first "
+                    "epochs of a run with this recipe and seed will see.")
+    v.add_argument("recipe", help="recipe YAML file")
+    v.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. augment.train=cifar_standard")
+    v.add_argument("--out", required=True, help="PNG file to write")
+    v.add_argument("--n", type=int, default=16, help="training images to show (default 16, classes taken in turn)")
+    v.add_argument("--epochs", type=int, default=3, help="augmented versions per image (default 3)")
+    v.set_defaults(func=_preview)
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cnnforge.errors import ConfigError
+
+    for flag, value in (("--n", args.n), ("--epochs", args.epochs)):
+        if value < 1:
+            raise ConfigError(f"must be at least 1, got {value}", where=flag)
+    from cnnforge.data.loading import build_splits
+    from cnnforge.data.preview import describe_spec, render_preview
+    from cnnforge.recipe import check_recipe, load_recipe
+
+    recipe = check_recipe(load_recipe(args.recipe, args.overrides))
+    splits = build_splits(recipe)
+    title = f"{recipe.name} ({recipe.data.name}, seed {recipe.seed}): augment.train = {describe_spec(recipe.augment.train)}"
+    out = render_preview(splits.train, splits.info.classes, title=title, out=Path(args.out), n=args.n,
+                         versions=args.epochs)
+    if not args.quiet:
+        print(f"wrote {out}")
+    return 0
