@@ -327,6 +327,25 @@ REPORTED_METRICS = ("val/acc", "val/loss", "train/loss", "train/acc", "lr")
 
 def check_recipe(recipe: Recipe) -> Recipe:
     """Check every registry name and builder param in ``recipe`` (light: no torch, no data)."""
+    _check_names(recipe)
+    src = recipe.source
+    for key, value, allowed in (("train.best_metric", recipe.train.best_metric, REPORTED_METRICS),
+                                ("tune.metric", recipe.tune.metric if recipe.tune else None, REPORTED_METRICS)):
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{value!r} is not a metric the trainer reports ({', '.join(allowed)})",
+                              where=f"{src}: {key}", hint=did_you_mean(value, allowed))
+    if recipe.tune is not None:
+        for key, values in recipe.tune.grid.items():
+            for value in values:  # every grid value must give a valid recipe, names and params included
+                try:
+                    _check_names(recipe_from_dict(set_key(recipe.to_dict(), key, value), src))
+                except ConfigError as exc:
+                    raise ConfigError(f"value {value!r} is invalid: {exc.message}", where=f"{src}: tune.grid.{key}",
+                                      hint=exc.hint) from None
+    return recipe
+
+
+def _check_names(recipe: Recipe) -> None:
     from cnnforge import registry
     from cnnforge.data.pipeline import check_augment
 
@@ -340,21 +359,6 @@ def check_recipe(recipe: Recipe) -> Recipe:
         context = ({"num_classes", "in_channels", "image_size"} if section == "model" else {"root", "split", "download"})
         registry.builder_kwargs(entry, spec.params, context=dict.fromkeys(context), where=f"{src}: {section}")
     check_augment(recipe.augment, src)
-    for key, value, allowed in (("train.best_metric", recipe.train.best_metric, REPORTED_METRICS),
-                                ("tune.metric", recipe.tune.metric if recipe.tune else None, REPORTED_METRICS)):
-        if value is not None and value not in allowed:
-            raise ConfigError(f"{value!r} is not a metric the trainer reports ({', '.join(allowed)})",
-                              where=f"{src}: {key}", hint=did_you_mean(value, allowed))
-    if recipe.tune is not None:
-        for key, values in recipe.tune.grid.items():
-            for value in values:  # every grid value must give a valid recipe
-                trial = set_key(recipe.to_dict(), key, value)
-                try:
-                    recipe_from_dict(trial, src)
-                except ConfigError as exc:
-                    raise ConfigError(f"value {value!r} is invalid: {exc.message}", where=f"{src}: tune.grid.{key}",
-                                      hint=exc.hint) from None
-    return recipe
 
 
 def set_key(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:

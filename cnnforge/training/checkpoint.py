@@ -96,8 +96,8 @@ def save_checkpoint(ckpt_dir: Path, tag: str, *, model: dict[str, torch.Tensor],
                     state: dict[str, Any], keep: int) -> Path:
     """Write checkpoint ``tag`` into ``ckpt_dir`` atomically; prune all but the newest ``keep``."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    final = ckpt_dir / f"{PREFIX}{tag}"
-    tmp = ckpt_dir / f".tmp-{PREFIX}{tag}-{os.getpid()}"
+    final = _unused_name(ckpt_dir, f"{PREFIX}{tag}")
+    tmp = ckpt_dir / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -114,13 +114,24 @@ def save_checkpoint(ckpt_dir: Path, tag: str, *, model: dict[str, torch.Tensor],
     manifest = {"files": {name: sha256(tmp / name) for name in files}}
     atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
     _fsync_dir(tmp)
-    if final.exists():  # the same tag written again (a rerun of a step): replace it whole
-        shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(ckpt_dir)
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _unused_name(ckpt_dir: Path, name: str) -> Path:
+    """``name``, or ``name-rNN`` when a resumed run writes the same position again.
+
+    The older folder is never replaced in place: it stays loadable until pruning, after the new
+    one is complete, so a kill at any moment leaves a good checkpoint behind.
+    """
+    path, revision = ckpt_dir / name, 0
+    while path.exists():
+        revision += 1
+        path = ckpt_dir / f"{name}-r{revision:02d}"
+    return path
 
 
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:

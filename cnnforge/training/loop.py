@@ -51,6 +51,10 @@ class EvalResult:
     probs: np.ndarray = field(repr=False)
 
 
+#: rollbacks (each halving the LR) before ``on_nan: rollback`` gives up like ``stop``
+MAX_ROLLBACKS = 3
+
+
 class _Rollback(Exception):
     pass
 
@@ -161,7 +165,7 @@ class Trainer:
         if policy == "skip":
             state.skipped_steps += 1
             return
-        if policy == "rollback" and ckpt.latest_valid(self.ckpt_dir) is not None:
+        if policy == "rollback" and state.rollbacks < MAX_ROLLBACKS and ckpt.latest_valid(self.ckpt_dir) is not None:
             raise _Rollback
         last = ckpt.latest_valid(self.ckpt_dir)
         raise NonFiniteLossError(f"non-finite loss at {where}; last good checkpoint: {last or 'none'}",

@@ -87,6 +87,8 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
     from cnnforge.training.setup import make_accelerator, make_optimizer, make_schedule, model_for, wrap_parallel
     from cnnforge.training.tracking import finish_tracking, start_tracking
 
+    if run_dir is None:
+        rundir.check_writable(recipe)
     set_seed(recipe.seed)
     acc = make_accelerator(recipe)
     splits = build_splits(recipe)

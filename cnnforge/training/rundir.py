@@ -44,6 +44,16 @@ def create(recipe: Recipe) -> Path:
     raise CnnforgeError("too many runs started in the same second", where=str(base))
 
 
+def check_writable(recipe: Recipe) -> None:
+    """Fail on an unusable ``train.out_dir`` before any heavy work (data, model) starts."""
+    out = Path(recipe.train.out_dir).expanduser()
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+        what = "is not a folder" if existing is not None and not existing.is_dir() else "is not writable"
+        raise CnnforgeError(f"cannot create run directories: {existing} {what}",
+                            where=f"{recipe.source}: train.out_dir")
+
+
 def recipe_hash(recipe_yaml: str) -> str:
     return hashlib.sha256(recipe_yaml.encode()).hexdigest()[:16]
 
