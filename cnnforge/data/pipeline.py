@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -99,21 +100,15 @@ def build_pipeline(spec: Any, source: str = "<recipe>", split: str = "train") ->
     return Pipeline(A.Compose(steps, seed=0) if steps else None, stats)
 
 
-def _nodes(transform: Any) -> Iterator[Any]:
-    yield transform
-    if isinstance(transform, _albumentations().BaseCompose):  # not ColorJitter, whose `transforms` are functions
-        for child in transform.transforms:
-            yield from _nodes(child)
-
-
 def seed_pipeline(transform: Any, rng: np.random.Generator) -> None:
-    """Give ``transform`` and each op inside it its own seed drawn from ``rng``.
+    """Point ``transform`` and every op inside it at one random stream drawn from ``rng``.
 
-    Parents are seeded before their children, so a Compose's own propagation is overwritten.
+    The ops take turns drawing from the shared stream, so they stay independent (hflip and vflip do
+    not flip together, as with ``set_random_seed``'s one seed for all), and reseeding costs one
+    generator per image instead of two per op: ``set_random_seed`` made it 40 % of the sample path.
+    ``set_random_state`` propagates through nested ``Compose`` objects.
     """
-    nodes = list(_nodes(transform))
-    for node, seed in zip(nodes, rng.integers(2**32, size=len(nodes))):
-        node.set_random_seed(int(seed))
+    transform.set_random_state(rng, random.Random(int(rng.integers(2**63))))
 
 
 @dataclass(frozen=True)
