@@ -1,0 +1,237 @@
+"""``cnnforge.tune``: a recipe's ``tune:`` section as a Ray Tune experiment, on this machine or a Ray cluster.
+
+Every trial is the trainer ``cnnforge run`` uses (:mod:`cnnforge.sweep_trial`). An experiment lives in
+``<train.out_dir>/<name>/tune-<time>/`` next to the recipe's runs, and it is identified by the resolved
+recipe it sweeps (``sweep.yaml``): running the same command again restores the newest experiment of
+that recipe with ``Tuner.restore`` instead of starting over, so finished trials are never trained
+twice and interrupted ones continue from their last Ray checkpoint. ``fresh=True`` starts a new one.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnforge.errors import CnnforgeError, ConfigError
+from cnnforge.recipe import Recipe, TuneConfig, check_recipe, load_recipe, recipe_from_dict, set_key
+from cnnforge.sweep_results import TrialRow, collect_trials, report_results
+
+#: the resolved recipe an experiment sweeps; a rerun continues the experiment whose file matches
+SWEEP_RECIPE = "sweep.yaml"
+EXPERIMENT_PREFIX = "tune-"
+
+
+@dataclass
+class TuneResult:
+    """What a sweep left behind: its directory, every trial (best first) and the best trial's recipe."""
+
+    experiment_dir: Path
+    trials: list[TrialRow] = field(default_factory=list)
+    best_recipe: Path | None = None
+    metric: str = "val/acc"
+
+    @property
+    def best(self) -> TrialRow | None:
+        return self.trials[0] if self.trials and self.trials[0].value is not None else None
+
+    @property
+    def exit_code(self) -> int:
+        """0 when at least one trial finished; 1 when every trial failed."""
+        return 0 if self.best is not None else 1
+
+
+def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overrides: Iterable[str] = (), *,
+         address: str | None = None, max_concurrent: int | None = None, fresh: bool = False,
+         quiet: bool = False) -> TuneResult:
+    """Run the recipe's ``tune:`` sweep with Ray Tune and write results.csv, best.yaml and results.png.
+
+    ``address`` is a Ray cluster (``auto`` or ``HOST:PORT``; default: a Ray started for this call on
+    this machine). ``max_concurrent`` caps trials running at once (default ``tune.max_concurrent``).
+    Rerunning after an interruption continues the same experiment unless ``fresh``. ``quiet`` hides
+    Ray's progress; the results table and paths are always printed.
+    """
+    overrides = list(overrides)
+    recipe = check_recipe(load_recipe(recipe_or_path, overrides))
+    spec = check_sweep(recipe)
+    if max_concurrent is not None and max_concurrent < 1:
+        raise ConfigError(f"must be at least 1, got {max_concurrent}", where="--max-concurrent")
+    experiment, restoring = _experiment_dir(recipe, fresh)
+    replay = _replay_prefix(recipe_or_path, overrides, experiment)
+
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    started = _connect(address)
+    try:
+        _check_resources(spec, recipe.source)
+        tuner = _tuner(recipe, spec, experiment, restoring, max_concurrent, quiet)
+        print(f"{'continuing' if restoring else 'starting'} experiment {experiment}", flush=True)
+        grid = tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+    interrupted = grid.num_terminated + grid.num_errors < len(grid)  # Ray stops on Ctrl-C and returns
+    trials = collect_trials(grid, recipe, replay, interrupted=interrupted)
+    result = TuneResult(experiment, trials, metric=spec.metric)
+    result.best_recipe = report_results(experiment, recipe, trials)
+    if interrupted:
+        print(f"interrupted: run the same command again to continue {experiment}")
+        raise KeyboardInterrupt
+    return result
+
+
+# ------------------------------------------------------------------------------------------- checks
+
+def check_sweep(recipe: Recipe) -> TuneConfig:
+    """Everything about ``tune:`` that can be wrong, found before Ray starts (one ConfigError)."""
+    src = recipe.source
+    spec = recipe.tune
+    if spec is None:
+        raise ConfigError("the recipe has no tune: section", where=f"{src}: tune",
+                          hint="add tune: {metric: val/acc, grid: {optim.lr: [0.1, 0.01]}}")
+    if not spec.grid and not spec.sample:
+        raise ConfigError("nothing to sweep: tune.grid and tune.sample are both empty", where=f"{src}: tune")
+    both = sorted(set(spec.grid) & set(spec.sample))
+    if both:
+        raise ConfigError("a key is both in grid and in sample", where=f"{src}: tune.sample.{both[0]}")
+    for key, sample in spec.sample.items():
+        low, high = sample.uniform or sample.loguniform or (0.0, 1.0)
+        if low >= high or (sample.loguniform is not None and low <= 0):
+            raise ConfigError(f"[{low:g}, {high:g}] is not a range{' of positive numbers' if sample.loguniform else ''}",
+                              where=f"{src}: tune.sample.{key}")
+        for value in sample.choice if sample.choice is not None else (low, high):
+            try:
+                recipe_from_dict(set_key(recipe.to_dict(), key, value), src)
+            except ConfigError as exc:
+                raise ConfigError(f"value {value!r} is invalid: {exc.message}", where=f"{src}: tune.sample.{key}",
+                                  hint=exc.hint) from None
+    if spec.scheduler.name == "asha" and spec.scheduler.grace_period > recipe.train.epochs:
+        raise ConfigError(f"grace_period {spec.scheduler.grace_period} is longer than train.epochs "
+                          f"({recipe.train.epochs})", where=f"{src}: tune.scheduler.grace_period")
+    gpu = spec.resources_per_trial.gpu
+    if gpu > 1 and not float(gpu).is_integer():
+        raise ConfigError(f"{gpu:g} GPUs: Ray shares a GPU only in fractions below 1, more must be whole",
+                          where=f"{src}: tune.resources_per_trial.gpu")
+    if gpu >= 2 and recipe.train.parallel != "dp":
+        raise ConfigError(f"a trial is one process; to use its {gpu:g} GPUs set train.parallel: dp",
+                          where=f"{src}: tune.resources_per_trial.gpu")
+    return spec
+
+
+# ------------------------------------------------------------------------------------------- experiment
+
+def _experiment_dir(recipe: Recipe, fresh: bool) -> tuple[Path, bool]:
+    """(experiment directory, whether it continues an earlier one); a new one holds ``sweep.yaml``."""
+    base = Path(recipe.train.out_dir).expanduser().resolve() / recipe.name
+    text = recipe.to_yaml()
+    if not fresh:
+        for path in sorted(base.glob(f"{EXPERIMENT_PREFIX}*"), key=lambda p: p.stat().st_mtime_ns, reverse=True):
+            if (path / SWEEP_RECIPE).is_file() and (path / SWEEP_RECIPE).read_text() == text:
+                return path, True
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for i in range(1000):
+            path = base / f"{EXPERIMENT_PREFIX}{stamp}{'' if i == 0 else f'-{i}'}"
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            (path / SWEEP_RECIPE).write_text(text)
+            return path, False
+    except OSError as exc:
+        raise CnnforgeError(f"cannot create the experiment directory: {exc.strerror}",
+                            where=f"{recipe.source}: train.out_dir={base}") from None
+    raise CnnforgeError("too many experiments started in the same second", where=str(base))
+
+
+def _replay_prefix(recipe_or_path: Any, overrides: list[str], experiment: Path) -> list[str]:
+    """``cnnforge run <recipe> <overrides>``: what a trial's replay command starts with."""
+    if isinstance(recipe_or_path, (str, os.PathLike)):
+        return ["cnnforge", "run", str(recipe_or_path), *overrides]
+    return ["cnnforge", "run", str(experiment / SWEEP_RECIPE)]
+
+
+def _connect(address: str | None) -> bool:
+    """Connect to the Ray cluster at ``address`` or start one here; True when this call started Ray."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return False
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+    except ConnectionError as exc:
+        raise CnnforgeError(f"cannot reach a Ray cluster: {str(exc).splitlines()[0]}", where=f"--address {address}",
+                            hint="start one with `ray start --head` on the head node") from None
+    return True
+
+
+def _check_resources(spec: TuneConfig, src: str) -> None:
+    """A trial that asks for more than the whole cluster has would wait forever: say so instead."""
+    import ray
+
+    have = ray.cluster_resources()
+    for name, wanted in (("CPU", spec.resources_per_trial.cpu), ("GPU", spec.resources_per_trial.gpu)):
+        if wanted > have.get(name, 0.0):
+            raise ConfigError(f"a trial asks for {wanted:g} {name} but the Ray cluster has {have.get(name, 0.0):g}",
+                              where=f"{src}: tune.resources_per_trial.{name.lower()}")
+
+
+def search_space(spec: TuneConfig) -> dict[str, Any]:
+    """Ray's ``param_space``: every grid key as ``grid_search``, every sampled key as its distribution."""
+    from ray import tune as ray_tune
+
+    space: dict[str, Any] = {key: ray_tune.grid_search(list(values)) for key, values in spec.grid.items()}
+    for key, sample in spec.sample.items():
+        if sample.choice is not None:
+            space[key] = ray_tune.choice(list(sample.choice))
+        elif sample.uniform is not None:
+            space[key] = ray_tune.uniform(*sample.uniform)
+        else:
+            space[key] = ray_tune.loguniform(*sample.loguniform)  # type: ignore[misc]
+    return space
+
+
+def trial_dirname(trial: Any) -> str:
+    """A trial's folder is its id (the default name repeats the whole config)."""
+    return str(trial.trial_id)
+
+
+def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, max_concurrent: int | None,
+           quiet: bool) -> Any:
+    from ray import tune as ray_tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from cnnforge.sweep_trial import run_trial, yaml_value
+
+    trial_recipe = recipe.model_copy(deep=True)
+    trial_recipe.data.root = str(Path(recipe.data.root).expanduser().resolve())  # Ray moves trials to other folders
+    extra = []
+    if recipe.tracking.backend == "wandb" and recipe.tracking.group is None:
+        extra.append(f"tracking.group={yaml_value(f'{recipe.name}-{experiment.name}')}")
+    trainable = ray_tune.with_resources(
+        ray_tune.with_parameters(run_trial, recipe=trial_recipe, overrides=extra, experiment_dir=str(experiment)),
+        {"cpu": spec.resources_per_trial.cpu, "gpu": spec.resources_per_trial.gpu})
+    if restoring and ray_tune.Tuner.can_restore(str(experiment)):
+        return ray_tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
+    if spec.scheduler.name == "asha":
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=recipe.train.epochs, grace_period=spec.scheduler.grace_period,
+                                  reduction_factor=spec.scheduler.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    return ray_tune.Tuner(
+        trainable, param_space=search_space(spec),
+        tune_config=ray_tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
+                                        scheduler=scheduler, max_concurrent_trials=max_concurrent or spec.max_concurrent,
+                                        trial_dirname_creator=trial_dirname, reuse_actors=True),
+        run_config=ray_tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=0 if quiet else 1,
+                                      failure_config=ray_tune.FailureConfig(max_failures=spec.max_failures),
+                                      checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=2)))

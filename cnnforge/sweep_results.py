@@ -1,0 +1,153 @@
+"""A finished sweep as files a person reads: the ranked table (``results.csv``), the best trial as a
+recipe ``cnnforge run`` trains (``best.yaml``), the metric against each swept key (``results.png``),
+and for every trial the ``cnnforge run`` command that replays it."""
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnforge.recipe import Recipe, load_recipe
+from cnnforge.sweep_trial import trial_overrides, trial_run_dir
+from cnnforge.training import rundir
+
+RESULTS_CSV = "results.csv"
+BEST_RECIPE = "best.yaml"
+RESULTS_PNG = "results.png"
+
+
+@dataclass
+class TrialRow:
+    """One trial: its swept values, the metric at its last reported epoch, and how it ended."""
+
+    trial: str
+    params: dict[str, Any]
+    value: float | None
+    epochs: int
+    time_s: float
+    status: str  # done | stopped early | unfinished | error: <first line>
+    command: str
+    run_dir: Path | None = None
+    test_acc: float | None = None
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str], *, interrupted: bool) -> list[TrialRow]:
+    """Every trial of a Ray ``ResultGrid``, best first by ``tune.metric`` (failed trials last)."""
+    assert recipe.tune is not None
+    metric, maximize = recipe.tune.metric, recipe.tune.mode == "max"
+    rows = []
+    for result in grid:
+        metrics = result.metrics or {}
+        config = dict(result.config or {})
+        run_dir = trial_run_dir(Path(result.path))
+        finished = run_dir is not None and (run_dir / rundir.SUMMARY).exists()
+        summary = rundir.read_json(run_dir / rundir.SUMMARY) if finished else {}
+        if result.error is not None:
+            status = "error: " + (str(result.error).strip().splitlines() or ["?"])[-1][:200]
+        elif finished:
+            status = "done"
+        else:
+            status = "unfinished" if interrupted else "stopped early"
+        rows.append(TrialRow(
+            trial=str(metrics.get("trial_id") or Path(result.path).name), params=config,
+            value=_finite(metrics.get(metric)), epochs=int(metrics.get("epoch") or 0),
+            time_s=round(float(metrics.get("time_total_s") or 0.0), 1), status=status,
+            command=shlex.join([*replay, *trial_overrides(config)]), run_dir=run_dir,
+            test_acc=_finite(summary.get("test/acc"))))
+    sign = -1.0 if maximize else 1.0
+    return sorted(rows, key=lambda r: (r.value is None, sign * r.value if r.value is not None else 0.0, r.trial))
+
+
+def report_results(experiment: Path, recipe: Recipe, trials: list[TrialRow]) -> Path | None:
+    """Write results.csv, best.yaml and results.png into ``experiment``, print the table; the best.yaml path."""
+    import pandas as pd
+
+    assert recipe.tune is not None
+    metric = recipe.tune.metric
+    keys = [*recipe.tune.grid, *recipe.tune.sample]
+    table = pd.DataFrame([{"rank": i + 1, "trial": t.trial, **{k: t.params.get(k) for k in keys}, metric: t.value,
+                           "epochs": t.epochs, "time_s": t.time_s, "status": t.status, "test/acc": t.test_acc,
+                           "run_dir": str(t.run_dir or ""), "command": t.command} for i, t in enumerate(trials)])
+    table.to_csv(experiment / RESULTS_CSV, index=False)
+    print("")
+    print(table.drop(columns=["test/acc", "run_dir", "command"]).to_string(index=False, na_rep="-", float_format="{:.4g}".format))
+    print("\nreplay a trial with:")
+    for t in trials:
+        print(f"  {t.trial}  {t.command}")
+    best = _write_best(experiment, recipe, trials)
+    if best is not None:
+        print(f"\nbest: trial {trials[0].trial} with {metric} {trials[0].value:.4g}; train it with: cnnforge run {best}")
+    errors = sum(t.status.startswith("error") for t in trials)
+    if errors:
+        print(f"{errors} of {len(trials)} trials failed (see the status column and each trial's error.txt)")
+    if any(t.value is not None for t in trials):
+        plot_metric(experiment / RESULTS_PNG, recipe, trials)
+        print(f"plot: {experiment / RESULTS_PNG}")
+    print(f"results: {experiment / RESULTS_CSV}")
+    print(f"experiment directory: {experiment}")
+    return best
+
+
+def _write_best(experiment: Path, recipe: Recipe, trials: list[TrialRow]) -> Path | None:
+    """The best trial as a complete recipe without the ``tune:`` section: ``cnnforge run best.yaml`` trains it."""
+    if not trials or trials[0].value is None:
+        return None
+    top = trials[0]
+    best = load_recipe(recipe, trial_overrides(top.params))
+    best.tune = None
+    path = experiment / BEST_RECIPE
+    header = (f"# best trial {top.trial} of {experiment}: {recipe.tune.metric if recipe.tune else ''} {top.value:.6g}\n"
+              f"# train it with: cnnforge run {path}\n")
+    path.write_text(header + best.to_yaml())
+    return path
+
+
+def plot_metric(path: Path, recipe: Recipe, trials: list[TrialRow]) -> None:
+    """One panel per swept key: every trial's metric at its value, with the mean per grid value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    assert recipe.tune is not None
+    spec = recipe.tune
+    keys = [*spec.grid, *spec.sample]
+    scored = [t for t in trials if t.value is not None]
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, sharey=True)
+    for ax, key in zip(axes.flat, keys):
+        sample = spec.sample.get(key)
+        continuous = sample is not None and sample.choice is None
+        if continuous:
+            ax.scatter([t.params[key] for t in scored], [t.value for t in scored], s=22, alpha=0.8)
+            if sample.loguniform is not None:
+                ax.set_xscale("log")
+        else:
+            values = list(spec.grid.get(key) or (sample.choice if sample else []))
+            labels = [str(v) for v in values]
+            for i, value in enumerate(values):
+                ys = [t.value for t in scored if t.params.get(key) == value]
+                ax.scatter([i] * len(ys), ys, s=22, alpha=0.6, color="tab:blue")
+                if ys:
+                    ax.plot([i - 0.25, i + 0.25], [sum(ys) / len(ys)] * 2, color="tab:red", linewidth=2)
+            ax.set_xticks(range(len(values)), labels, rotation=30 if max(map(len, labels), default=0) > 6 else 0)
+            ax.set_xlim(-0.5, len(values) - 0.5)
+        ax.set_xlabel(key)
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(spec.metric)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{recipe.name}: {spec.metric} ({spec.mode}) of {len(scored)} trials by swept value"
+                 + ("  (red: mean)" if any(k in spec.grid or spec.sample[k].choice is not None for k in keys) else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,80 @@
+"""What one Ray Tune trial runs: the ``cnnforge run`` trainer, reporting every epoch to Ray.
+
+A trial's cnnforge run directory lives in the trial's folder of the experiment
+(``<experiment>/<trial id>/runs/<name>/<run id>/``), not in Ray's per-session working directory:
+a restarted driver starts a new Ray session, and the trial must find its run there again.
+Every epoch checkpoint cnnforge writes is also handed to Ray (``tune.report(..., checkpoint=...)``),
+so ASHA sees each epoch and a retried or restored trial continues from the checkpoint Ray recorded.
+
+This module is imported inside Ray workers; it must stay importable without the driver's state.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnforge.errors import CnnforgeError
+from cnnforge.recipe import Recipe
+from cnnforge.training import rundir
+
+#: a trial's cnnforge runs go to ``<trial dir>/RUNS/<name>/<run id>``
+RUNS = "runs"
+
+
+def yaml_value(value: Any) -> str:
+    """``value`` as the YAML text an override ``key=value`` parses back to the same value."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
+def trial_overrides(config: Mapping[str, Any]) -> list[str]:
+    """A trial's Ray config ``{"optim.lr": 0.01}`` as cnnforge overrides ``["optim.lr=0.01"]``."""
+    return [f"{key}={yaml_value(value)}" for key, value in config.items()]
+
+
+def trial_run_dir(trial_dir: Path) -> Path | None:
+    """The trial's newest cnnforge run directory (a retry that had no checkpoint starts a new one)."""
+    runs = [p.parent for p in (trial_dir / RUNS).glob(f"*/*/{rundir.MANIFEST}") if rundir.is_run_dir(p.parent)]
+    return max(runs, key=lambda p: (p / rundir.MANIFEST).stat().st_mtime_ns, default=None)
+
+
+def run_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequence[str], experiment_dir: str) -> None:
+    """Ray Tune's trainable: train ``recipe`` with the trial's ``config``, or continue the trial."""
+    from ray import tune
+
+    from cnnforge.training.run import resume, train
+
+    trial_dir = Path(experiment_dir) / tune.get_context().get_trial_id()
+    previous = trial_run_dir(trial_dir)
+    restored = tune.get_checkpoint()
+    done_epochs = _epochs_in(restored)
+    if previous is not None and (previous / rundir.SUMMARY).exists():
+        # the run finished but the driver stopped before recording it: tell Ray what it missed, train nothing
+        for row in rundir.read_metrics(previous):
+            if row.get("epoch", 0) > done_epochs:
+                tune.report(row)
+        return
+
+    def report(row: dict[str, Any], ckpt_dir: Path | None) -> None:
+        tune.report(dict(row), checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None)
+
+    if restored is None:
+        run_overrides = [*overrides, *trial_overrides(config), f"train.out_dir={trial_dir / RUNS}"]
+        train(recipe, run_overrides, quiet=True, reporter=report)
+        return
+    if previous is None:
+        raise CnnforgeError("Ray restored this trial but its run directory is gone", where=str(trial_dir / RUNS),
+                            hint="on a multi-node cluster train.out_dir must be on storage every node sees")
+    with restored.as_directory() as ckpt_dir:
+        resume(previous, checkpoint=ckpt_dir, quiet=True, reporter=report)
+
+
+def _epochs_in(checkpoint: Any) -> int:
+    """Epochs completed at a Ray checkpoint (0 without one); it holds cnnforge's ``state.json``."""
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as path:
+        return int(json.loads((Path(path) / "state.json").read_text())["epoch"])
