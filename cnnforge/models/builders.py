@@ -6,16 +6,10 @@ reproduces. Parameter counts in the docstrings are at the seed's input size and 
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field
-
+from cnnforge.models.params import Activation, Dropout, Size, Width
 from cnnforge.registry import register_model
-
-Activation = Literal["relu", "leaky_relu", "elu", "selu", "gelu", "silu"]
-Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
-Width = Annotated[int, Field(ge=1)]
-Size = tuple[int, int]
 
 
 def _size(image_size: Any, default: Size) -> Size:

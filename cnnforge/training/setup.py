@@ -90,7 +90,7 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
         return [{"params": params}]
     head = _head_parameters(model)
     if not head:
-        raise ConfigError("the model has no recognisable classifier head (fc, head, classifier)",
+        raise ConfigError("the model has no recognisable classifier head (fc, head, heads, classifier)",
                           where=f"{recipe.source}: optim.head_lr")
     head_ids = {id(p) for p in head}
     body = [p for p in params if id(p) not in head_ids]
@@ -98,14 +98,10 @@ def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
 
 
 def _head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    get = getattr(model, "get_classifier", None)  # timm models say which module is the head
-    if callable(get) and isinstance(get(), nn.Module):
-        return list(get().parameters())
-    for name in ("fc", "head", "classifier"):
-        module = getattr(model, name, None)
-        if isinstance(module, nn.Module):
-            return list(module.parameters())
-    return []
+    from cnnforge.models.transfer import classifier_of  # the same head that `freeze: backbone` keeps trainable
+
+    head = classifier_of(model)
+    return list(head.parameters()) if head is not None else []
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
