@@ -195,7 +195,8 @@ def build_splits(recipe: Recipe) -> Splits:
     height, width, channels = pipes.shape
     info = replace(info, image_size=(height, width), channels=channels,
                    **(dict(zip(("mean", "std"), pipes.stats)) if pipes.stats else {}))
-    return Splits(AugmentedDataset(pool, train_idx, pipes.train, seed),
+    train_transform = pipes.train if recipe.augment.mode == "sample" else None  # batch: the trainer augments
+    return Splits(AugmentedDataset(pool, train_idx, train_transform, seed),
                   AugmentedDataset(val, val_idx, pipes.eval, seed), AugmentedDataset(test, test_idx, pipes.eval, seed), info)
 
 

@@ -65,6 +65,10 @@ def check_augment(augment: Any, source: str) -> None:
         spec = getattr(augment, split)
         for i, (name, params) in enumerate(_specs(spec)):
             _op_kwargs(name, params, _where(source, split, spec, i))
+    if augment.mode == "batch":
+        from cnnforge.data.batch_augment import batch_ops
+
+        batch_ops(augment, source)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnforge.data.batch_augment import make_batch_augment
 from cnnforge.data.loading import DataInfo
 from cnnforge.errors import NonFiniteLossError
 from cnnforge.recipe import Recipe
@@ -73,6 +74,7 @@ class Trainer:
         self.mean = torch.tensor(info.mean, device=acc.device).view(shape) * 255.0
         self.inv_std = 1.0 / (torch.tensor(info.std, device=acc.device).view(shape) * 255.0)
         self.memory_format = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
+        self.batch_augment = make_batch_augment(recipe)  # augment.mode: batch -> train ops run here, on the device
         self.ckpt_dir = run_dir / rundir.CHECKPOINTS
         self._sums = torch.zeros(3, dtype=torch.float64, device=acc.device)  # loss*n, correct, n of this epoch
         self.best_weights: dict[str, torch.Tensor] | None = None
@@ -114,6 +116,8 @@ class Trainer:
         every = recipe.train.checkpoint_every_steps
         for x, y in loader:
             data_wait += time.perf_counter() - t_ready
+            if self.batch_augment is not None:
+                x = self.batch_augment(x.to(acc.device, non_blocking=True), (state.epoch, state.batch, acc.process_index))
             x = self.prepare_input(x)
             y = y.to(acc.device, non_blocking=True)
             with acc.accumulate(self.model):

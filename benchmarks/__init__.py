@@ -1,0 +1,1 @@
+"""Benchmarks that print measured ratios; see docs/benchmarks.md."""

@@ -1,0 +1,104 @@
+"""What every benchmark shares: its command line, timing, synthetic CIFAR data and the report it prints.
+
+Run them from the repository root as ``python -m benchmarks.<name>`` (they reuse the test suite's
+synthetic data writers in ``tests/datafiles.py``). A benchmark prints a table for people and one JSON line (prefixed ``BENCH``) for scripts; every
+ratio in it is measured in the same process and run, with the contenders interleaved, so that the
+noise of a shared machine affects them alike. ``--tiny`` shrinks everything for the test suite: it
+checks that a benchmark runs, not its numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--tiny", action="store_true", help="seconds-long smoke run (what the test suite does)")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved rounds per contender (best one counts)")
+    return p
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch_threads": torch.get_num_threads()}
+
+
+def interleaved(contenders: dict[str, Callable[[], Any]], repeats: int, *,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Seconds of each contender over ``repeats`` rounds, run A, B, C, A, B, C, ...
+
+    ``clock=time.process_time`` measures CPU time instead of wall time: for single-threaded work on
+    a machine shared with others it is what the work costs, not how long the neighbours kept the core.
+    """
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = clock()
+            fn()
+            times[name].append(clock() - start)
+    return times
+
+
+def best(times: Sequence[float]) -> float:
+    """The fastest round: on a shared machine the others mostly measure the neighbours."""
+    return min(times)
+
+
+def median(times: Sequence[float]) -> float:
+    return statistics.median(times)
+
+
+def write_cifar(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Synthetic CIFAR-10 files (class-dependent colour bands plus noise) in torchvision's layout."""
+    from tests.datafiles import write_cifar10
+
+    return write_cifar10(root, n_train=n_train, n_test=n_test, seed=seed)
+
+
+def cifar_array(n: int, seed: int = 0) -> tuple[Any, Any]:
+    """``n`` synthetic 32x32 RGB uint8 images (N, H, W, C) and their labels, in memory."""
+    import numpy as np
+
+    from tests.datafiles import cifar_images
+
+    flat, labels = cifar_images(n, np.random.default_rng(seed))
+    return flat.reshape(n, 3, 32, 32).transpose(0, 2, 3, 1).copy(), np.asarray(labels)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """A plain text table of ``rows`` (same keys), floats with 4 significant digits."""
+    def cell(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    header = list(rows[0])
+    cells = [[cell(r[k]) for k in header] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def report(name: str, rows: list[dict[str, Any]], result: dict[str, Any], *, tiny: bool) -> dict[str, Any]:
+    """Print the table and the ``BENCH {json}`` line; returns the JSON object."""
+    out = {"benchmark": name, "tiny": tiny, **result, "machine": machine()}
+    print(f"\n{name}{' (tiny: numbers mean nothing)' if tiny else ''}")
+    print(table(rows))
+    print("BENCH " + json.dumps(out, sort_keys=False), flush=True)
+    return out
