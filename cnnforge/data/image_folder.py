@@ -174,7 +174,7 @@ def materialise_split(src: Path, dst: Path, ratios: Sequence[float], seed: int, 
     (when no image is skipped), so a run on ``src`` and a run on ``dst`` see the same test images.
     Nothing is overwritten: ``dst`` must not exist or be empty.
     """
-    from cnnforge.data.loading import stratified_split
+    from cnnforge.data.stratify import stratified_split
 
     if abs(sum(ratios) - 1.0) > 1e-6 or len(ratios) != 3 or min(ratios) < 0 or ratios[0] <= 0:
         raise ConfigError(f"must be three fractions train val test adding up to 1 (train > 0), got {list(ratios)}",

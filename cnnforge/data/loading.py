@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnforge.data.pipeline import resolve_pipelines, seed_pipeline
+from cnnforge.data.stratify import stratified_split
 from cnnforge.errors import ConfigError, DataError
 from cnnforge.recipe import Recipe
 
@@ -66,6 +67,8 @@ class AugmentedDataset(Dataset):
             seed_pipeline(self.transform, _rng(self.seed, AUGMENT, epoch, index))
             image = self.transform(image=image)["image"]
         image = np.ascontiguousarray(image)
+        if not image.flags.writeable:  # a memory-mapped or frombuffer dataset: torch wants its own copy
+            image = image.copy()
         if image.ndim == 2:
             image = image[..., None]
         return torch.from_numpy(image).permute(2, 0, 1), int(label)
@@ -90,36 +93,6 @@ class EpochSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = _rng(self.seed, SHUFFLE, self.epoch).permutation(self.n) if self.shuffle else np.arange(self.n)
         return iter([(self.epoch, int(i)) for i in order])
-
-
-def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
-    """Index arrays for ``fractions`` of ``labels`` with class proportions kept (deterministic by seed)."""
-    from sklearn.model_selection import train_test_split
-
-    rest = np.arange(len(labels))
-    parts: list[np.ndarray] = []
-    remaining = 1.0
-    for k, frac in enumerate(fractions[:-1]):
-        share = frac / remaining if remaining > 0 else 0.0
-        if share <= 0 or len(rest) == 0:
-            parts.append(rest[:0])
-            continue
-        if share >= 1:
-            parts.append(rest)
-            rest = rest[:0]
-            continue
-        y = labels[rest]
-        counts = np.bincount(y)
-        strat = y if counts[counts > 0].min() >= 2 else None
-        n_take = max(1, round(share * len(rest)))
-        try:
-            take, rest = train_test_split(rest, train_size=n_take, stratify=strat, random_state=seed + k)
-        except ValueError:  # too few samples per class for a stratified cut of that size
-            take, rest = train_test_split(rest, train_size=n_take, random_state=seed + k)
-        parts.append(np.sort(take))
-        remaining -= frac
-    parts.append(np.sort(rest))
-    return parts
 
 
 def _open(recipe: Recipe, split: str) -> Any:
