@@ -6,8 +6,9 @@ Three decisions live here:
   quarter of the bytes to move), so a ``normalize`` op only supplies the statistics it uses;
 * evaluation sees no random ops unless ``augment.eval`` says so, only the resize that brings its
   images to the size the training pipeline produces;
-* every op draws from its own seed. albumentations' ``Compose.set_random_seed`` hands all its ops
-  the *same* seed, so ``hflip`` and ``vflip`` (both p=0.5) would always flip together.
+* each image reseeds the whole pipeline with one stream its ops draw from in turn.
+  albumentations' ``Compose.set_random_seed`` hands all its ops the *same* seed, so ``hflip`` and
+  ``vflip`` (both p=0.5) would always flip together.
 """
 from __future__ import annotations
 
