@@ -1,9 +1,11 @@
 """``cnnforge.load_predictor(run_dir)``: a trained run as seed 004's ``ImageInference``, for one's own images.
 
 A prediction must see exactly what evaluation saw, so the preprocessing is taken from the run, not
-guessed: the image is read with the run's channel count, resized to the training image size, passed
-through the recipe's ``augment.eval`` pipeline and normalised with the dataset's mean and std by
-the same arithmetic as the trainer (``(x - 255 mean) / (255 std)`` on uint8 pixels).
+guessed: the image is read with the run's channel count, passed through the recipe's
+``augment.eval`` pipeline, resized to the size the model was trained on (when it is not that size
+already; evaluation does the same resize when ``augment.eval`` is absent) and normalised with the
+run's mean and std by the same arithmetic as the trainer (``(x - 255 mean) / (255 std)`` on uint8
+pixels).
 """
 from __future__ import annotations
 
@@ -142,15 +144,23 @@ class Predictor:
         """One image -> uint8 CHW tensor of the run's channels and size, after the eval pipeline."""
         import cv2
 
+        from cnnforge.data.pipeline import seed_pipeline
+
+        source = str(image) if isinstance(image, (str, os.PathLike)) else "image"
         array = read_image(image, self.info.channels) if isinstance(image, (str, os.PathLike)) else self._array(image)
+        if self.transform is not None:
+            seed_pipeline(self.transform, np.random.default_rng(0))  # random eval ops give the same answer every call
+            try:
+                array = self.transform(image=array)["image"]
+            except Exception as exc:  # e.g. a center crop larger than the image
+                raise DataError(f"augment.eval cannot transform this {array.shape[1]}x{array.shape[0]} image "
+                                f"({type(exc).__name__}: {exc})", where=source) from None
         h, w = self.info.image_size
         if array.shape[:2] != (h, w):
-            shrink = array.shape[0] * array.shape[1] > h * w
-            array = cv2.resize(array, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-            array = array.reshape(h, w, -1)
-        if self.transform is not None:
-            array = self.transform(image=array)["image"].reshape(h, w, -1)
-        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+            # linear, as evaluation's resize; area averaging when shrinking a photo a lot, which linear would alias
+            far = array.shape[0] >= 2 * h and array.shape[1] >= 2 * w
+            array = cv2.resize(array, (w, h), interpolation=cv2.INTER_AREA if far else cv2.INTER_LINEAR)
+        return torch.from_numpy(np.ascontiguousarray(array.reshape(h, w, -1))).permute(2, 0, 1)
 
     def _array(self, image: np.ndarray) -> np.ndarray:
         import cv2
@@ -216,7 +226,7 @@ def load_predictor(run_dir: str | os.PathLike[str], *, checkpoint: str | None = 
     Without ``checkpoint`` the weights are the ones the run was tested with. The device defaults
     to CUDA when available.
     """
-    from cnnforge.data.pipeline import build_transform
+    from cnnforge.data.pipeline import build_pipeline
     from cnnforge.recipe import check_recipe, load_recipe
     from cnnforge.training import checkpoint as ckpt
     from cnnforge.training.setup import model_for
@@ -232,6 +242,6 @@ def load_predictor(run_dir: str | os.PathLike[str], *, checkpoint: str | None = 
     weights = ckpt.load_weights(weights_path)
     ckpt.check_compatible(model, weights, str(weights_path))
     model.load_state_dict(weights)
-    transform = build_transform(recipe.augment.eval, recipe.source, "eval")
+    transform = build_pipeline(recipe.augment.eval, recipe.source, "eval").transform
     device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     return Predictor(model, info, transform=transform, device=device, run_dir=path, checkpoint=name)

@@ -88,8 +88,9 @@ def _grey_grid(w: np.ndarray, path: Path, heading: str) -> Path:
         tiles = [(f"#{i}", w[i, 0]) for i in range(n_filters)]
     else:  # one row per filter, one column per input channel
         rows, cols = n_filters, n_channels
-        names = ["R", "G", "B"] if n_channels == 3 else [f"in {j}" for j in range(n_channels)]
+        names = ["R", "G", "B"] if n_channels == 3 else [f"ch {j}" for j in range(n_channels)]
         tiles = [(f"#{i} {names[j]}", w[i, j]) for i in range(n_filters) for j in range(n_channels)]
+        heading += "\nrow: filter, column: input channel"
     tile = 1.1 if cols <= 8 else 0.75
     fig, axes = plt.subplots(rows, cols, figsize=(tile * cols + 1.4, tile * rows + 1.0), squeeze=False)
     for ax in axes.ravel():
@@ -113,7 +114,7 @@ def parse_kernel(text: str) -> tuple[str, np.ndarray | None]:
         return text, np.asarray(KERNELS[text], dtype=np.float32)
     if text == "sobel":
         return text, None
-    hint = f"{did_you_mean(text, NAMES) or 'use'} one of {', '.join(NAMES)} or rows like [[0,1,0],[1,-4,1],[0,1,0]]"
+    hint = did_you_mean(text, NAMES) or f"use one of {', '.join(NAMES)} or rows like [[0,1,0],[1,-4,1],[0,1,0]]"
     try:
         rows = yaml.safe_load(text)
         matrix = np.asarray(rows, dtype=np.float32)
@@ -157,7 +158,7 @@ def kernel_demo(image_path: str | os.PathLike[str], kernel_text: str, out: Path)
     shown = np.abs(response) if signed else response
     im = axes[2].imshow(shown, cmap="gray")
     what = "|response|" if signed else "gradient magnitude" if kernel is None else "response"
-    axes[2].set_title(f"{what} of {name}")
+    axes[2].set_title(f"{what} ({name})")
     fig.colorbar(im, ax=axes[2], shrink=0.85)
     for ax in (axes[0], axes[2]):
         ax.set_xticks([])
