@@ -61,6 +61,9 @@ def _quiet_dependencies() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(timm|torchvision|accelerate|ray|albumentations)")
+    # --verbose turns the root logger to DEBUG for cnnforge's messages, not for every library's internals
+    for name in ("accelerate", "matplotlib", "PIL", "urllib3", "filelock", "fsspec", "git", "wandb", "asyncio", "h5py"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

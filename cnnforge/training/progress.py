@@ -1,67 +1,137 @@
-"""Console progress on the main process: a rich bar on a terminal, one plain line per epoch otherwise."""
+"""Console progress on the main process: a live rich bar on a terminal, one plain line per epoch otherwise.
+
+CI logs and ``| tee`` files get one compact line per epoch and no control characters; a terminal (or a
+Jupyter notebook) also gets a transient bar with the step, the running loss, it/s and the ETA of the
+whole run. ``--quiet`` silences both; ``--verbose`` (the ``cnnforge`` logger at DEBUG) adds the other
+metrics and timings to the epoch line.
+"""
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import Any
 
+#: how often the bar reads the running loss; reading it waits for the GPU, so not every step
+REFRESH_S = 0.25
 
-def _fmt_time(seconds: float) -> str:
+#: metrics of the compact epoch line; --verbose shows every metric of the row
+_BRIEF = ("train/loss", "val/loss", "val/acc")
+
+
+def format_duration(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour on."""
     seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+    h, m, s = seconds // 3600, seconds % 3600 // 60, seconds % 60
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _format_value(key: str, value: float) -> str:
+    if key == "lr":
+        return f"{value:.3g}"
+    if key.startswith("time/"):
+        return f"{value:.2f}s"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def epoch_line(row: dict[str, Any], epochs: int, eta_s: float | None, *, verbose: bool = False) -> str:
+    """``epoch 3/15  train/loss 0.4312  val/loss 0.3921  val/acc 0.9123  1234 img/s  eta 0:41``."""
+    keys = [k for k in row if k not in ("epoch", "train/samples_per_s")] if verbose else [k for k in _BRIEF if k in row]
+    parts = [f"epoch {row['epoch']}/{epochs}"]
+    parts += [f"{k} {_format_value(k, row[k])}" for k in keys if isinstance(row[k], (int, float))]
+    if "train/samples_per_s" in row:
+        parts.append(f"{row['train/samples_per_s']:.0f} img/s")
+    if eta_s is not None:
+        parts.append(f"eta {format_duration(eta_s)}")
+    return "  ".join(parts)
+
+
+def _interactive() -> bool:
+    """A real terminal or a notebook; ``TTY_INTERACTIVE=0`` turns the bar off (rich's switch)."""
+    from rich.console import Console
+
+    console = Console()
+    return console.is_jupyter or (sys.stdout.isatty() and console.is_interactive)
 
 
 class Progress:
-    """Epoch/step progress with loss, throughput and ETA; silent when ``enabled`` is False."""
+    """Epoch and step progress of one run; everything is a no-op when ``enabled`` is False."""
 
-    def __init__(self, *, enabled: bool, epochs: int, steps_per_epoch: int, quiet: bool = False) -> None:
+    def __init__(self, *, enabled: bool, epochs: int, steps_per_epoch: int, quiet: bool = False,
+                 verbose: bool | None = None) -> None:
         self.enabled = enabled and not quiet
-        self.epochs, self.steps = epochs, steps_per_epoch
-        self.live = self.enabled and sys.stdout.isatty()
+        self.verbose = logging.getLogger("cnnforge").isEnabledFor(logging.DEBUG) if verbose is None else verbose
+        self.epochs, self.steps = epochs, max(1, steps_per_epoch)
+        self.live = self.enabled and _interactive()
         self._bar: Any = None
         self._task: Any = None
-        self._start = self._epoch_start = time.perf_counter()
+        self._start = self._epoch_start = self._last_refresh = time.perf_counter()
+        self._origin: float | None = None  # position (in epochs) when this process started training
+        self._epoch = self._first_step = 0
+
+    def _position(self, epoch: int, step: int) -> float:
+        return epoch + step / self.steps
+
+    def _eta(self, position: float) -> float | None:
+        if self._origin is None or position <= self._origin:
+            return None
+        elapsed = time.perf_counter() - self._start
+        return elapsed / (position - self._origin) * (self.epochs - position)
 
     def start_epoch(self, epoch: int, first_step: int = 0) -> None:
+        """``first_step`` > 0 when a resumed run continues inside an epoch."""
+        self._epoch, self._first_step = epoch, first_step
         self._epoch_start = time.perf_counter()
+        if self._origin is None:
+            self._origin = self._position(epoch, first_step)
         if not self.live:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+        from rich.progress import Progress as Bar
 
         if self._bar is None:
-            self._bar = Bar(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("loss {task.fields[loss]}  {task.fields[rate]} it/s"), TimeRemainingColumn(),
-                            transient=True)
+            self._bar = Bar(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} it/s"),
+                            TextColumn("eta {task.fields[eta]}"), transient=True)
             self._bar.start()
         if self._task is not None:
             self._bar.remove_task(self._task)
         self._task = self._bar.add_task("train", total=self.steps, completed=first_step,
-                                        epoch=f"{epoch + 1}/{self.epochs}", loss="-", rate="-")
+                                        epoch=f"{epoch + 1}/{self.epochs}", loss="…", rate="…", eta="…")
 
-    def step(self, done: int, loss: float | None) -> None:
-        if self.live and self._task is not None:
-            rate = done / max(1e-9, time.perf_counter() - self._epoch_start)
-            self._bar.update(self._task, completed=done, loss="-" if loss is None else f"{loss:.4f}", rate=f"{rate:.1f}")
+    def step(self, done: int, sums: Any = None) -> None:
+        """``done`` batches of the epoch are trained; ``sums`` is the epoch's running (loss × n, correct, n).
+
+        ``sums`` may be a tensor on the GPU: it is read only when the bar refreshes.
+        """
+        if not self.live or self._task is None:
+            return
+        now = time.perf_counter()
+        if done < self.steps and now - self._last_refresh < REFRESH_S:
+            return
+        self._last_refresh = now
+        fields: dict[str, str] = {"rate": f"{(done - self._first_step) / max(1e-9, now - self._epoch_start):.1f}"}
+        if sums is not None and float(sums[2]) > 0:
+            fields["loss"] = f"{float(sums[0]) / float(sums[2]):.4f}"
+        eta = self._eta(self._position(self._epoch, done))
+        if eta is not None:
+            fields["eta"] = format_duration(eta)
+        self._bar.update(self._task, completed=done, **fields)
 
     def end_epoch(self, epoch: int, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self._start
-        eta = elapsed / (epoch + 1) * (self.epochs - epoch - 1)
-        parts = [f"epoch {epoch + 1}/{self.epochs}"]
-        parts += [f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("train/", "val/")) and isinstance(v, float)]
-        parts += [f"{row.get('train/samples_per_s', 0):.0f} img/s", f"eta {_fmt_time(eta)}"]
-        self.print("  ".join(parts))
+        """Print the epoch's line (above the bar on a terminal)."""
+        if self.enabled:
+            self.print(epoch_line(row, self.epochs, self._eta(epoch + 1.0), verbose=self.verbose))
 
     def print(self, text: str) -> None:
         if not self.enabled:
             return
         if self._bar is not None:
-            self._bar.console.print(text, highlight=False)
+            self._bar.console.print(text, highlight=False, markup=False)
         else:
             print(text, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
-            self._bar = None
+            self._bar, self._task = None, None
