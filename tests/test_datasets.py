@@ -149,6 +149,10 @@ def test_imagefolder_uses_train_val_test_folders(tmp_path: Path) -> None:
     write_image_folder(tmp_path / "val", classes=("dog",), per_class=2, seed=2)
     s = open_splits({"name": "imagefolder", "root": str(tmp_path)})
     assert (len(s.train), len(s.val), len(s.test)) == (24, 2, 6) and set(s.val.labels.tolist()) == {1}
+    (tmp_path / "test").rename(tmp_path / "held_out")  # train/ and val/ only: test carved from train/
+    s = open_splits({"name": "imagefolder", "root": str(tmp_path), "split": [0.5, 0.25, 0.25]})
+    assert (len(s.train), len(s.val), len(s.test)) == (18, 2, 6) and np.bincount(s.test.labels).tolist() == [2, 2, 2]
+    assert s.test.base is s.train.base and not set(base_files(s.train)) & set(base_files(s.test))
 
 
 def test_imagefolder_test_class_unknown_to_train(tmp_path: Path) -> None:

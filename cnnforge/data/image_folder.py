@@ -1,9 +1,9 @@
 """``imagefolder``: one folder per class, in any format Pillow or OpenCV reads (seed 004's MNIST JPEGs).
 
-``root/train``, ``root/val`` and ``root/test`` are used when ``train/`` exists; otherwise ``root``
-itself holds the class folders and cnnforge carves val and test from it with a stratified split
-(``data.split``), in memory, without copying a file. ``cnnforge data split`` writes the same split
-out as folders.
+``root/train``, ``root/val`` and ``root/test`` are used when ``train/`` exists (a missing one is
+carved from ``train/``); otherwise ``root`` itself holds the class folders and cnnforge carves val
+and test from it with a stratified split (``data.split``), in memory, without copying a file.
+``cnnforge data split`` writes the same split out as folders.
 
 Images are decoded once, when the dataset opens, into one uint8 array at ``image_size``: a bad file
 is found before training starts rather than in a loader worker mid-epoch, and epochs do not decode

@@ -149,12 +149,14 @@ def build_splits(recipe: Recipe) -> Splits:
     if labels.size and (labels.min() < 0 or labels.max() >= len(info.classes)):
         raise DataError(f"labels must lie in 0..{len(info.classes) - 1}, found {labels.min()}..{labels.max()}",
                         where=f"{d.root} ({d.name})")
-    test, val = _open(recipe, "test"), None
-    if test is None:
+    test, val = _open(recipe, "test"), _open(recipe, "val")
+    if test is None and val is None:  # one pool: data.split
         train_idx, val_idx, test_idx = stratified_split(labels, d.split, seed)
         val, test = pool, pool
+    elif test is None:  # train/ and val/ folders: the test share of data.split comes out of train
+        train_idx, test_idx = stratified_split(labels, (1.0 - d.split[2], d.split[2]), seed)
+        val_idx, test = np.arange(len(val)), pool
     else:
-        val = _open(recipe, "val")
         if val is None:
             train_idx, val_idx = stratified_split(labels, (1.0 - d.val_fraction, d.val_fraction), seed)
             val = pool
