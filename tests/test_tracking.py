@@ -27,6 +27,13 @@ def _recipe(tmp: Path, backend: str, **tracking: object) -> Path:
     return path
 
 
+def _train(tmp: Path, backend: str, *overrides: str) -> Path:
+    """In-process (the CLI's start-up is tested with wandb below): the run directory."""
+    import cnnforge
+
+    return cnnforge.train(_recipe(tmp, backend), overrides, quiet=True).run_dir
+
+
 def _run_dir(tmp: Path) -> Path:
     runs = [p.parent for p in (tmp / "runs").rglob("manifest.json")]
     assert len(runs) == 1, runs
@@ -40,9 +47,7 @@ def _wandb_env(tmp: Path) -> dict[str, str]:
 
 
 def test_csv_backend_logs_config_epochs_and_final_metrics(tmp_path: Path) -> None:
-    proc = cli("run", str(_recipe(tmp_path, "csv")), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = _run_dir(tmp_path)
+    run = _train(tmp_path, "csv")
     with (run / "csv" / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["step"] for r in rows] == ["1", "2"]
@@ -68,16 +73,15 @@ def test_csv_tracker_replaces_repeated_steps_like_a_resume(tmp_path: Path) -> No
 def test_tensorboard_backend_writes_scalars_image_and_hparams(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    proc = cli("run", str(_recipe(tmp_path, "tensorboard")), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    events = EventAccumulator(str(_run_dir(tmp_path) / "tensorboard"), size_guidance={"images": 0}).Reload()
+    run = _train(tmp_path, "tensorboard")
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
     tags = events.Tags()
     assert [e.step for e in events.Scalars("val/acc")] == [1, 2]
     assert [e.step for e in events.Scalars("test/acc")] == [2]
     image = events.Images("test/confusion_matrix/0" if "test/confusion_matrix/0" in tags["images"]
                           else "test/confusion_matrix")[0]
     assert image.width > 300 and image.height > 300, tags["images"]
-    assert list((_run_dir(tmp_path) / "tensorboard").rglob("hparams.yml"))
+    assert list((run / "tensorboard").rglob("hparams.yml"))
 
 
 def test_wandb_offline_run_keeps_the_api_key_out_of_the_run_directory(tmp_path: Path) -> None:
@@ -122,9 +126,7 @@ def test_unreachable_wandb_server_is_one_error_line(tmp_path: Path) -> None:
 
 
 def test_backend_none_writes_no_tracker_files(tmp_path: Path) -> None:
-    proc = cli("run", str(_recipe(tmp_path, "none")), "train.epochs=1", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = _run_dir(tmp_path)
+    run = _train(tmp_path, "none", "train.epochs=1")
     assert not any((run / d).exists() for d in ("csv", "tensorboard", "wandb"))
 
 
