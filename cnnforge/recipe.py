@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cnnforge.errors import ConfigError, did_you_mean
 
@@ -45,11 +45,12 @@ class DataConfig(_Named):
     split: tuple[Fraction, Fraction, Fraction] = (0.6, 0.2, 0.2)
     download: bool = False
 
-    @model_validator(mode="after")
-    def _split_sums_to_one(self) -> DataConfig:
-        if abs(sum(self.split) - 1.0) > 1e-6:
-            raise ValueError(f"split ratios must add up to 1, got {list(self.split)} (sum {sum(self.split):g})")
-        return self
+    @field_validator("split")
+    @classmethod
+    def _split_sums_to_one(cls, split: tuple[float, float, float]) -> tuple[float, float, float]:
+        if abs(sum(split) - 1.0) > 1e-6:
+            raise ValueError(f"split ratios must add up to 1, got {list(split)} (sum {sum(split):g})")
+        return split
 
     @property
     def params(self) -> dict[str, Any]:
