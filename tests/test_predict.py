@@ -1,0 +1,154 @@
+"""``cnnforge predict``, ``cnnforge.load_predictor`` and ``cnnforge export``: a run used on one's own images."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import cnnforge
+from cnnforge.data.loading import build_splits
+from tests.conftest import ROOT, cli, one_error_line
+
+DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    return cnnforge.train(DIGITS, ["train.epochs=2", "optim.lr=0.01", "data.num_workers=0", f"train.out_dir={out}"],
+                          quiet=True).run_dir
+
+
+@pytest.fixture(scope="module")
+def test_images(run_dir: Path) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """The raw test images of the run (uint8 8x8) and the run's own predictions for them."""
+    test = build_splits(cnnforge.load_recipe(run_dir / "recipe.yaml")).test
+    images = np.stack([test.base[int(i)][0] for i in test.indices])
+    with (run_dir / "reports" / "predictions.csv").open() as f:
+        return images, list(csv.DictReader(f))
+
+
+def test_predictor_sees_what_evaluation_saw(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str, str]]]) -> None:
+    images, rows = test_images
+    predictor = cnnforge.load_predictor(run_dir)
+    assert predictor.classes == [str(d) for d in range(10)] and predictor.checkpoint == "best"
+    probs = predictor.probabilities(images)
+    assert probs.shape == (len(rows), 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert [str(p) for p in probs.argmax(1)] == [r["predicted"] for r in rows]
+    confidence = probs[np.arange(len(rows)), probs.argmax(1)]
+    assert np.allclose(confidence, [float(r["confidence"]) for r in rows], atol=2e-6)
+    assert predictor(images[0]) == rows[0]["predicted"]  # seed 004's infer_image: the class name
+
+
+def test_predictor_accepts_other_image_forms(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str, str]]]) -> None:
+    images, _ = test_images
+    predictor = cnnforge.load_predictor(run_dir, checkpoint="last", device="cpu")
+    base = predictor.probabilities(images[:4])
+    assert np.allclose(predictor.probabilities(list(images[:4, :, :, 0] / 255.0)), base, atol=1e-6)  # float HxW in [0, 1]
+    rgb = np.repeat(images[:4], 3, axis=-1)
+    assert np.allclose(predictor.probabilities(rgb), base, atol=1e-6)  # RGB of a grey image is that grey image
+    big = cv2.resize(images[0], (64, 64), interpolation=cv2.INTER_NEAREST)
+    assert predictor.predict(big, topk=10)[0].topk[0][0] in predictor.classes  # resized to the run's 8x8
+    top = predictor.predict(images[0], topk=3)[0]
+    assert len(top.topk) == 3 and top.topk[0] == (top.label, top.probability)
+    assert [p for _, p in top.topk] == sorted((p for _, p in top.topk), reverse=True)
+    with pytest.raises(cnnforge.DataError, match="HxW, HxWx1 or HxWx3"):
+        predictor.probabilities(np.zeros((8, 8, 2), np.uint8))
+    with pytest.raises(cnnforge.DataError, match="uint8, or float in"):
+        predictor.probabilities(np.full((8, 8), 7.0))
+
+
+def test_predict_cli(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str, str]]], tmp_path: Path) -> None:
+    images, rows = test_images
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"digit{i}.png")
+        cv2.imwrite(str(files[-1]), images[i])
+    proc = cli("predict", str(run_dir), *map(str, files), "--json", "--topk", "2")
+    assert proc.returncode == 0, proc.stderr
+    answers = json.loads(proc.stdout)
+    assert [a["image"] for a in answers] == [str(f) for f in files]
+    assert [a["label"] for a in answers] == [r["predicted"] for r in rows[:3]]
+    assert [len(a["topk"]) for a in answers] == [2, 2, 2]
+    assert answers[0]["probability"] == pytest.approx(float(rows[0]["confidence"]), abs=1e-5)
+
+    proc = cli("predict", str(run_dir), str(files[0]))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{files[0]}: {rows[0]['predicted']} (") and "then" in proc.stdout
+
+
+def test_predict_failures_are_one_line(run_dir: Path, tmp_path: Path) -> None:
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.zeros((8, 8), np.uint8))
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    for bad, message in (("broken.jpg", "not a readable image"), ("empty.png", "not a readable image"),
+                         ("missing.png", "no such image file"), (".", "is a directory")):
+        proc = cli("predict", str(run_dir), str(good), str(tmp_path / bad))
+        assert proc.returncode == 1, proc.stderr
+        line = one_error_line(proc)
+        assert message in line and str(tmp_path / bad) in line
+        assert proc.stdout == ""  # nothing is printed for the good image either
+    proc = cli("predict", str(tmp_path), str(good))
+    assert proc.returncode == 2 and "not a run directory" in one_error_line(proc)
+    proc = cli("predict", str(run_dir), str(good), "--topk", "0")
+    assert proc.returncode == 2 and "--topk" in one_error_line(proc)
+
+
+_LOAD_TORCHSCRIPT = """
+import json, sys, numpy as np, torch
+extra = {"cnnforge.json": ""}
+model = torch.jit.load(sys.argv[1], _extra_files=extra)
+images = torch.from_numpy(np.load(sys.argv[2]))
+meta = json.loads(extra["cnnforge.json"])
+print(json.dumps({"logits": model(images).tolist(), "classes": meta["classes"],
+                  "cnnforge_imported": "cnnforge" in sys.modules}))
+"""
+
+
+def test_export_torchscript_runs_without_cnnforge(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str, str]]],
+                                                  tmp_path: Path) -> None:
+    images, _ = test_images
+    proc = cli("export", str(run_dir), "--format", "torchscript")
+    assert proc.returncode == 0, proc.stderr
+    exported = run_dir / "export" / "digits_convnet-best.pt"
+    sidecar = json.loads(exported.with_name(exported.name + ".json").read_text())
+    assert sidecar["image_size"] == [8, 8] and sidecar["channels"] == 1 and sidecar["classes"][0] == "0"
+
+    batch = tmp_path / "batch.npy"
+    np.save(batch, np.ascontiguousarray(images[:16].transpose(0, 3, 1, 2)))  # raw uint8 NCHW
+    out = subprocess.run([sys.executable, "-c", _LOAD_TORCHSCRIPT, str(exported), str(batch)], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert answer["cnnforge_imported"] is False and answer["classes"] == sidecar["classes"]
+    probs = torch.softmax(torch.tensor(answer["logits"]), 1).numpy()
+    assert np.allclose(probs, cnnforge.load_predictor(run_dir).probabilities(images[:16]), atol=1e-5)
+
+    proc = cli("export", str(run_dir), "--format", "torchscript")
+    assert proc.returncode == 1 and "already exists (use --force" in one_error_line(proc)
+    proc = cli("export", str(run_dir), "--format", "torchscript", "--force")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_export_safetensors_carries_weights_and_preprocessing(run_dir: Path, tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    target = tmp_path / "digits.safetensors"
+    proc = cli("export", str(run_dir), "--format", "safetensors", "--checkpoint", "last", "--out", str(target))
+    assert proc.returncode == 0, proc.stderr
+    final = load_file(run_dir / "model.safetensors")
+    exported = load_file(target)
+    assert exported.keys() == final.keys() and all(torch.equal(exported[k], final[k]) for k in final)
+    with safe_open(str(target), "pt") as f:
+        meta = json.loads(f.metadata()["cnnforge"])
+    assert meta["checkpoint"] == "last" and meta["model"]["name"] == "convnet" and len(meta["mean"]) == 1
+    assert json.loads((tmp_path / "digits.safetensors.json").read_text()) == meta
