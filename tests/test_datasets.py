@@ -99,7 +99,7 @@ def test_cifar100_fine_and_coarse(tmp_path: Path) -> None:
     assert len(coarse.info.classes) == 20 and coarse.test[49][1] == 49 // 5
 
 
-def test_cifar_truncated_pickle_names_the_file(tmp_path: Path, cifar_root: Path) -> None:
+def test_cifar_truncated_pickle_names_the_file(tmp_path: Path) -> None:
     write_cifar100(tmp_path)
     bad = truncate(tmp_path / "cifar-100-python" / "train", 0.5)
     with pytest.raises(DataError, match="not a readable dataset pickle") as err:
