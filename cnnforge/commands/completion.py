@@ -1,0 +1,65 @@
+"""``cnnforge completion SHELL``: a tab-completion script for bash, zsh or tcsh.
+
+shtab writes the script from the argparse parser itself, so every command, option and ``choices``
+list completes without cnnforge keeping a second description of its CLI, and completing costs the
+shell nothing at run time (no Python start per <TAB>). Arguments that name recipes complete YAML
+files, run directories and data folders complete directories, images and outputs complete files.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+SHELLS = ("bash", "zsh", "tcsh")
+
+#: argument dests, across all commands, that name recipes, folders or other files
+RECIPE_DESTS = {"recipe"}
+DIR_DESTS = {"run_dir", "dir", "src", "dst"}
+FILE_DESTS = {"out", "image", "images"}
+
+_YAML_BASH = """
+_cnnforge_compgen_yaml() {
+  compgen -d -- "$1"
+  compgen -f -X '!*?.yaml' -- "$1"
+  compgen -f -X '!*?.yml' -- "$1"
+}
+"""
+RECIPE_FILE = {"bash": "_cnnforge_compgen_yaml", "zsh": "_files -g '*.(yaml|yml)'", "tcsh": "f:*.{yaml,yml}"}
+
+
+def add(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "completion", parents=[common], help="print a shell tab-completion script",
+        description="Print a tab-completion script for SHELL on stdout.",
+        epilog="bash: cnnforge completion bash > ~/.local/share/bash-completion/completions/cnnforge\n"
+               "zsh:  cnnforge completion zsh > ~/.zfunc/_cnnforge  (with fpath+=(~/.zfunc) before compinit)\n"
+               "tcsh: cnnforge completion tcsh > ~/.cnnforge.completion.csh; echo 'source ~/.cnnforge.completion.csh' >> ~/.tcshrc",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("shell", choices=SHELLS)
+    p.set_defaults(func=_completion)
+
+
+def mark_paths(parser: argparse.ArgumentParser, shtab: Any) -> None:
+    """Tell shtab which arguments, in every subcommand, complete recipe files or directories."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                mark_paths(child, shtab)
+        elif action.dest in RECIPE_DESTS:
+            action.complete = RECIPE_FILE  # type: ignore[attr-defined]
+        elif action.dest in DIR_DESTS:
+            action.complete = shtab.DIRECTORY  # type: ignore[attr-defined]
+        elif action.dest in FILE_DESTS:
+            action.complete = shtab.FILE  # type: ignore[attr-defined]
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    from cnnforge.cli import build_parser
+
+    parser = build_parser()
+    mark_paths(parser, shtab)
+    sys.stdout.write(shtab.complete(parser, shell=args.shell, preamble={"bash": _YAML_BASH}))
+    return 0
