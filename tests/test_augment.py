@@ -166,6 +166,9 @@ def test_preview_writes_a_readable_grid(cifar_root: Path, tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     pixels = matplotlib.image.imread(out)
     assert pixels.shape[0] > 600 and pixels.shape[1] > 600 and pixels.std() > 0.05
+    batch = cli("augment", "preview", str(recipe), "augment.mode=batch", "augment.train=[{name: hflip}]",
+                "--out", str(tmp_path / "batch.png"), "--n", "2", "--epochs", "1")
+    assert batch.returncode == 0 and (tmp_path / "batch.png").stat().st_size > 1000, batch.stderr
     bad = cli("augment", "preview", str(recipe), "--out", str(out), "--n", "0")
     assert bad.returncode == 2 and "--n: must be at least 1" in one_error_line(bad)
 

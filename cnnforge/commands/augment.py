@@ -34,8 +34,11 @@ def _preview(args: argparse.Namespace) -> int:
     from cnnforge.recipe import check_recipe, load_recipe
 
     recipe = check_recipe(load_recipe(args.recipe, args.overrides))
-    splits = build_splits(recipe)
     title = f"{recipe.name} ({recipe.data.name}, seed {recipe.seed}): augment.train = {describe_spec(recipe.augment.train)}"
+    if recipe.augment.mode == "batch":  # the batched ops run in the trainer; show their per-sample twins
+        recipe = load_recipe(recipe, ["augment.mode=sample"])
+        title += " (augment.mode: batch, shown with the per-sample ops of the same names)"
+    splits = build_splits(recipe)
     out = render_preview(splits.train, splits.info.classes, title=title, out=Path(args.out), n=args.n,
                          versions=args.epochs)
     if not args.quiet:

@@ -56,8 +56,9 @@ def render_preview(train: Any, classes: list[str], *, title: str, out: Path, n: 
     rows = math.ceil(len(picks) / blocks_per_row)
     # a narrow empty column between groups keeps them apart
     ratios = ([1.0] * group + [0.25]) * blocks_per_row
+    width = max(6.0, 1.35 * group * blocks_per_row + 0.3)  # wide enough for the title and the legend line
     fig, axes = plt.subplots(rows, len(ratios) - 1, squeeze=False, gridspec_kw={"width_ratios": ratios[:-1]},
-                             figsize=(1.35 * group * blocks_per_row + 0.3, 1.45 * rows + 1.2))
+                             figsize=(width, 1.45 * rows + 1.4))
     for ax in axes.flat:
         ax.axis("off")
     for k, position in enumerate(picks):
@@ -75,9 +76,11 @@ def render_preview(train: Any, classes: list[str], *, title: str, out: Path, n: 
             cells[1 + epoch].axis("on")
             _show(cells[1 + epoch], image.permute(1, 2, 0).numpy())
             cells[1 + epoch].set_title(f"epoch {epoch + 1}", fontsize=8, color="0.3")
-    fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=11)
-    fig.text(0.5, 0.005, "green frame: original image; to its right: the augmented versions training sees in "
-             f"epochs 1-{versions} (same seed, same images)", ha="center", va="bottom", fontsize=8, color="0.3")
+    fig.suptitle("\n".join(textwrap.wrap(title, int(width * 10))), fontsize=11)
+    legend = (f"green frame: original image; to its right: the augmented versions training sees in epochs 1-{versions} "
+              "(same seed, same images)")
+    fig.text(0.5, 0.005, "\n".join(textwrap.wrap(legend, int(width * 15))), ha="center", va="bottom", fontsize=8,
+             color="0.3")
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
