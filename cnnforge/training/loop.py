@@ -178,6 +178,7 @@ class Trainer:
     def _rollback(self, state: TrainState) -> TrainState:
         path = ckpt.latest_valid(self.ckpt_dir)
         assert path is not None
+        self.optimizer.zero_grad(set_to_none=True)  # the non-finite gradients must not leak into the next step
         restored = self.load_checkpoint(path)
         restored.rollbacks = state.rollbacks + 1
         restored.lr_scale = state.lr_scale * 0.5
