@@ -8,10 +8,13 @@ twice and interrupted ones continue from their last Ray checkpoint. ``fresh=True
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,18 +73,41 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
         _check_resources(spec, recipe.source)
         tuner = _tuner(recipe, spec, experiment, restoring, max_concurrent, quiet)
         print(f"{'continuing' if restoring else 'starting'} experiment {experiment}", flush=True)
-        grid = tuner.fit()
+        with _graceful_interrupt() as interrupted:
+            grid = tuner.fit()
     finally:
         if started:
             ray.shutdown()
-    interrupted = grid.num_terminated + grid.num_errors < len(grid)  # Ray stops on Ctrl-C and returns
-    trials = collect_trials(grid, recipe, replay, interrupted=interrupted)
+    if interrupted.is_set():
+        print(f"interrupted: run the same command again to continue {experiment}", flush=True)
+        raise KeyboardInterrupt
+    trials = collect_trials(grid, recipe, replay)
     result = TuneResult(experiment, trials, metric=spec.metric)
     result.best_recipe = report_results(experiment, recipe, trials)
-    if interrupted:
-        print(f"interrupted: run the same command again to continue {experiment}")
-        raise KeyboardInterrupt
     return result
+
+
+@contextlib.contextmanager
+def _graceful_interrupt() -> Iterator[threading.Event]:
+    """Ctrl-C during ``fit``: Ray Tune's graceful stop (SIGUSR1: stop trials, save the experiment) and an event
+    that says it happened, which Ray does not report. A second Ctrl-C interrupts at once."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted  # signals can only be handled on the main thread; Ray then skips them too
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        interrupted.set()
+        signal.signal(signal.SIGINT, previous)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ray would take SIGINT and hide the interruption
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ------------------------------------------------------------------------------------------- checks
@@ -104,8 +130,9 @@ def check_sweep(recipe: Recipe) -> TuneConfig:
             raise ConfigError(f"[{low:g}, {high:g}] is not a range{' of positive numbers' if sample.loguniform else ''}",
                               where=f"{src}: tune.sample.{key}")
         for value in sample.choice if sample.choice is not None else (low, high):
+            trial = {**set_key(recipe.to_dict(), key, value), "tune": None}  # names and params, like grid values
             try:
-                recipe_from_dict(set_key(recipe.to_dict(), key, value), src)
+                check_recipe(recipe_from_dict(trial, src))
             except ConfigError as exc:
                 raise ConfigError(f"value {value!r} is invalid: {exc.message}", where=f"{src}: tune.sample.{key}",
                                   hint=exc.hint) from None
@@ -161,6 +188,8 @@ def _connect(address: str | None) -> bool:
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # every trial checkpoint forces an experiment snapshot (what makes a rerun resume exactly); Ray warns about it
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return False
     try:
@@ -220,6 +249,8 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     trainable = ray_tune.with_resources(
         ray_tune.with_parameters(run_trial, recipe=trial_recipe, overrides=extra, experiment_dir=str(experiment)),
         {"cpu": spec.resources_per_trial.cpu, "gpu": spec.resources_per_trial.gpu})
+    # trials that have not started yet have no results; Ray warns about each of them on restore and on Ctrl-C
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if restoring and ray_tune.Tuner.can_restore(str(experiment)):
         return ray_tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
     if spec.scheduler.name == "asha":

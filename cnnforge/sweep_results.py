@@ -28,7 +28,7 @@ class TrialRow:
     value: float | None
     epochs: int
     time_s: float
-    status: str  # done | stopped early | unfinished | error: <first line>
+    status: str  # done | stopped early | error: <first line>
     command: str
     run_dir: Path | None = None
     test_acc: float | None = None
@@ -38,7 +38,7 @@ def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str], *, interrupted: bool) -> list[TrialRow]:
+def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str]) -> list[TrialRow]:
     """Every trial of a Ray ``ResultGrid``, best first by ``tune.metric`` (failed trials last)."""
     assert recipe.tune is not None
     metric, maximize = recipe.tune.metric, recipe.tune.mode == "max"
@@ -54,7 +54,7 @@ def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str], *, interrup
         elif finished:
             status = "done"
         else:
-            status = "unfinished" if interrupted else "stopped early"
+            status = "stopped early"  # by ASHA
         rows.append(TrialRow(
             trial=str(metrics.get("trial_id") or Path(result.path).name), params=config,
             value=_finite(metrics.get(metric)), epochs=int(metrics.get("epoch") or 0),

@@ -11,6 +11,7 @@ This module is imported inside Ray workers; it must stay importable without the 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ def run_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequence[str
 
     from cnnforge.training.run import resume, train
 
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     trial_dir = Path(experiment_dir) / tune.get_context().get_trial_id()
     previous = trial_run_dir(trial_dir)
     restored = tune.get_checkpoint()

@@ -1,0 +1,329 @@
+"""``cnnforge tune``: Ray Tune sweeps from the CLI, killed, interrupted, failing and on a started cluster.
+
+Ray starts slowly on 2 shared cores, so each slow test runs few sweeps and checks everything about them.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnforge.errors import ConfigError
+from cnnforge.recipe import load_recipe
+from tests.conftest import ROOT, cli, one_error_line
+from tests.fake_dist import write_distribution
+
+SWEEP_DIGITS = ROOT / "recipes" / "sweep_digits.yaml"
+
+#: a model Ray workers can only know through plugin discovery, which fails on demand: ``fail: once`` raises
+#: in the second epoch unless the marker file says it already did, ``fail: always`` at every first batch
+PLUGIN = '''
+from pathlib import Path
+
+from cnnforge import register_model
+from cnnforge.models.builders import convnet
+
+
+@register_model
+def faulty_convnet(*, num_classes, in_channels=1, image_size=None, activation="relu", fail="never", marker=""):
+    """Seed 000's ConvNet from a plugin, failing on demand."""
+    model = convnet(num_classes=num_classes, in_channels=in_channels, image_size=image_size, activation=activation)
+    forward, calls = model.forward, []
+
+    def failing_forward(x):
+        if model.training:
+            calls.append(1)
+            if fail == "always" and len(calls) == 1:
+                raise RuntimeError("always failing, injected by the test")
+            if fail == "once" and len(calls) == 20 and not Path(marker).exists():  # 17 batches an epoch
+                Path(marker).touch()
+                raise RuntimeError("failing once, injected by the test")
+        return forward(x)
+
+    model.forward = failing_forward
+    return model
+'''
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+@pytest.fixture
+def plugin_env(tmp_path: Path) -> dict[str, str]:
+    """PYTHONPATH with a throwaway distribution whose ``cnnforge.plugins`` entry point adds the models above."""
+    site = write_distribution(tmp_path / "site", "cnnforge-tune-testplugin", "0.1", "tune_testplugin", PLUGIN)
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"),
+            "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"), "WANDB_DATA_DIR": str(tmp_path / "wandb-data")}
+
+
+def _write_recipe(path: Path, **sections: object) -> Path:
+    recipe = {"name": path.stem, "seed": 0, "data": {"name": "digits", "batch_size": 64, "num_workers": 0},
+              "model": {"name": "convnet"}, "optim": {"name": "adam", "lr": 0.01},
+              "train": {"epochs": 2, "checkpoint_every": 1, "out_dir": str(path.parent / "runs")},
+              "tracking": {"backend": "none"}, **sections}
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def _experiments(out_dir: Path, name: str) -> list[Path]:
+    return sorted((out_dir / name).glob("tune-*"))
+
+
+def _results(experiment: Path) -> list[dict[str, str]]:
+    with (experiment / "results.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _run_dirs(trial_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in trial_dir.glob("runs/*/*/manifest.json"))
+
+
+def _epochs(run_dir: Path) -> list[int]:
+    return [yaml.safe_load(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``cnnforge ARGS`` in its own process group (so Ray's processes can be cleaned up with it)."""
+    exe = str(Path(sys.executable).parent / "cnnforge")
+    out = log.open("wb")
+    return subprocess.Popen([exe, *args], cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Whatever this test started in the process group (Ray's helpers outlive a killed driver)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+
+
+def _wait_for(condition, what: str, timeout: float = 300.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(1.0)
+
+
+# --------------------------------------------------------------------------------------------- fast checks
+
+def test_bad_metric_is_one_line_and_exit_2_before_ray_starts(tmp_path: Path) -> None:
+    proc = cli("tune", str(SWEEP_DIGITS), "tune.metric=val/acuracy", f"train.out_dir={tmp_path}")
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert "tune.metric" in line and "'val/acuracy' is not a metric the trainer reports" in line
+    assert "did you mean val/acc" in line
+    assert not any(tmp_path.iterdir())  # no experiment directory: nothing started
+    assert "ray" not in proc.stdout.lower() + proc.stderr.lower().replace("cnnforge", "")
+
+
+@pytest.mark.parametrize(("overrides", "where", "message"), [
+    (["tune=null"], "tune", "no tune: section"),
+    (["tune.grid={}"], "tune", "nothing to sweep"),
+    (["tune.grid={optim.lr: [0.1, -1]}"], "tune.grid.optim.lr", "value -1 is invalid"),
+    (["tune.grid={optim.lr: [0.1]}", "tune.sample={optim.lr: {uniform: [0.1, 0.2]}}"], "tune.sample.optim.lr",
+     "both in grid and in sample"),
+    (["tune.sample={optim.weight_decay: {loguniform: [0, 0.1]}}"], "tune.sample.optim.weight_decay",
+     "not a range of positive numbers"),
+    (["tune.sample={model.dropout: {choice: [0.1, 1.5]}}"], "tune.sample.model.dropout", "value 1.5 is invalid"),
+    (["tune.scheduler={name: asha, grace_period: 9}"], "tune.scheduler.grace_period", "longer than train.epochs"),
+    (["tune.resources_per_trial.gpu=2"], "tune.resources_per_trial.gpu", "set train.parallel: dp"),
+    (["tune.resources_per_trial.gpu=1.5"], "tune.resources_per_trial.gpu", "must be whole"),
+])
+def test_sweep_mistakes_are_config_errors_before_ray(tmp_path: Path, overrides: list[str], where: str, message: str) -> None:
+    import cnnforge
+
+    with pytest.raises(ConfigError) as err:
+        cnnforge.tune(SWEEP_DIGITS, [*overrides, f"train.out_dir={tmp_path}"])
+    assert err.value.where.endswith(where), err.value.one_line()
+    assert message in err.value.message, err.value.one_line()
+    assert not any(tmp_path.iterdir())
+    assert "ray" not in sys.modules or not __import__("ray").is_initialized()
+
+
+def test_tune_command_usage_errors_and_light_help() -> None:
+    proc = cli("tune", str(SWEEP_DIGITS), "--max-concurrent", "0")
+    assert proc.returncode == 2 and "must be at least 1" in one_error_line(proc)
+    code = "import sys; from cnnforge.cli import build_parser; build_parser(); assert 'ray' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True).returncode == 0
+
+
+def test_both_sweep_recipes_are_valid_sweeps() -> None:
+    from cnnforge.sweep import check_sweep
+
+    digits = check_sweep(load_recipe(SWEEP_DIGITS))
+    assert len(digits.grid["model.activation"]) * len(digits.grid["optim.lr"]) == 12
+    seed002 = load_recipe(ROOT / "recipes" / "sweep_activation_dropout_lr.yaml")
+    spec = check_sweep(seed002)  # names are checked by check_recipe; CIFAR files are not needed for this
+    assert spec.grid == {"model.activation": ["relu", "leaky_relu", "elu", "selu"], "model.dropout": [0.3, 0.5, 0.7],
+                         "optim.lr": [0.1, 0.05, 0.01]}
+    assert spec.scheduler.name == "asha" and seed002.model.name == "vgg_bn" and seed002.data.name == "cifar10"
+
+
+# --------------------------------------------------------------------------------------------- sweeps
+
+@pytest.mark.slow
+def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path) -> None:
+    """kill -9 mid-sweep, rerun: finished trials are not trained again and the results are complete."""
+    args = ["tune", str(SWEEP_DIGITS), f"train.out_dir={tmp_path}"]
+    first = _start(args, tmp_path / "first.log")
+    try:
+        _wait_for(lambda: len(list(tmp_path.glob("sweep_digits/tune-*/*/runs/*/*/summary.json"))) >= 3,
+                  "three finished trials")
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        _kill_group(first)
+    [experiment] = _experiments(tmp_path, "sweep_digits")
+    finished = {p.parent: (p.stat().st_mtime_ns, (p.parent / "metrics.jsonl").read_text())
+                for p in experiment.glob("*/runs/*/*/summary.json")}
+
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"continuing experiment {experiment}" in proc.stdout
+    for run_dir, (mtime, metrics) in finished.items():  # untouched: neither retrained nor re-tested
+        summary = run_dir / "summary.json"
+        assert summary.stat().st_mtime_ns == mtime and (run_dir / "metrics.jsonl").read_text() == metrics, run_dir
+        assert _run_dirs(run_dir.parents[2]) == [run_dir]
+
+    rows = _results(experiment)
+    assert len(rows) == 12 and {r["status"] for r in rows} == {"done"}
+    accs = [float(r["val/acc"]) for r in rows]
+    assert accs == sorted(accs, reverse=True) and [r["rank"] for r in rows] == [str(i) for i in range(1, 13)]
+    assert {(r["model.activation"], float(r["optim.lr"])) for r in rows} == {
+        (a, lr) for a in ("relu", "leaky_relu", "elu", "selu") for lr in (0.003, 0.01, 0.03)}
+    for row in rows:
+        run_dir = Path(row["run_dir"])
+        assert _epochs(run_dir) == [1, 2, 3] and row["epochs"] == "3"  # a resumed trial repeats no epoch
+        assert f"{row['trial']}  {row['command']}" in proc.stdout
+    assert (experiment / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"experiment directory: {experiment}" in proc.stdout
+
+    # the best trial: its replay command names its values, and best.yaml retrains exactly it
+    best = rows[0]
+    command = shlex.split(best["command"])
+    assert command[:3] == ["cnnforge", "run", str(SWEEP_DIGITS)]
+    assert f"model.activation={best['model.activation']}" in command and f"optim.lr={best['optim.lr']}" in command
+    best_yaml = experiment / "best.yaml"
+    recipe = load_recipe(best_yaml)
+    assert recipe.tune is None and recipe.model.params["activation"] == best["model.activation"]
+    assert recipe.to_dict() == {**load_recipe(SWEEP_DIGITS, command[3:]).to_dict(), "tune": None}
+    replay = cli("run", str(best_yaml), f"train.out_dir={tmp_path / 'replay'}", env={"OMP_NUM_THREADS": "1"})
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    [replay_dir] = [p.parent for p in (tmp_path / "replay").rglob("summary.json")]
+    replayed = yaml.safe_load((replay_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert replayed["val/acc"] == pytest.approx(float(best["val/acc"]), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_failing_trials_are_retried_and_reported_then_fresh_ctrl_c_and_resume(tmp_path: Path,
+                                                                             plugin_env: dict[str, str]) -> None:
+    """One trial fails once (retried from its Ray checkpoint), one always (reported); the sweep goes on.
+    Then ``--fresh`` starts a second experiment, Ctrl-C stops it and the same command finishes it."""
+    marker = tmp_path / "failed-once"
+    recipe = _write_recipe(tmp_path / "faults.yaml", model={"name": "faulty_convnet", "marker": str(marker)},
+                           tune={"metric": "val/loss", "mode": "min", "grid": {"model.fail": ["once", "always"]},
+                                 "max_failures": 1})
+    args = ["tune", str(recipe)]
+    proc = cli(*args, env=plugin_env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    [first] = _experiments(tmp_path / "runs", "faults")
+    rows = {r["model.fail"]: r for r in _results(first)}
+    assert marker.exists()  # the flaky trial did fail ...
+    once = rows["once"]  # ... and its retry continued from the epoch-1 checkpoint in the same run directory
+    assert once["status"] == "done" and once["epochs"] == "2" and once["rank"] == "1"
+    assert _run_dirs(first / once["trial"]) == [Path(once["run_dir"])] and _epochs(Path(once["run_dir"])) == [1, 2]
+    always = rows["always"]
+    assert always["status"].startswith("error") and "always failing, injected by the test" in always["status"]
+    assert len(_run_dirs(first / always["trial"])) == 2  # the first attempt and its one retry
+    assert "1 of 2 trials failed" in proc.stdout
+    assert load_recipe(first / "best.yaml").model.params == {"fail": "once", "marker": str(marker)}
+    first_results = (first / "results.csv").read_text()
+
+    fresh_run = _start([*args, "--fresh"], tmp_path / "fresh.log", env=plugin_env)
+    try:
+        def training() -> bool:
+            experiments = _experiments(tmp_path / "runs", "faults")
+            return len(experiments) == 2 and any(experiments[-1].glob("*/runs/*/*/metrics.jsonl"))
+
+        _wait_for(training, "the fresh experiment to train an epoch")
+        os.kill(fresh_run.pid, signal.SIGINT)
+        assert fresh_run.wait(timeout=180) == 130
+    finally:
+        _kill_group(fresh_run)
+    log = (tmp_path / "fresh.log").read_text()
+    second = _experiments(tmp_path / "runs", "faults")[-1]
+    assert second != first and f"starting experiment {second}" in log, log[-3000:]
+    assert "interrupted: run the same command again to continue" in log, log[-3000:]
+    assert not (second / "results.csv").exists() and (first / "results.csv").read_text() == first_results
+
+    proc = cli(*args, env=plugin_env)  # the same command continues the newest experiment of this recipe
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"continuing experiment {second}" in proc.stdout
+    rows = {r["model.fail"]: r for r in _results(second)}
+    assert rows["once"]["status"] == "done" and _epochs(Path(rows["once"]["run_dir"])) == [1, 2]
+    assert rows["always"]["status"].startswith("error")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def ray_head(tmp_path: Path, plugin_env: dict[str, str]) -> Iterator[str]:
+    """``ray start --head`` on 127.0.0.1 with 2 CPUs and the test plugin on its workers' path; its address."""
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="cfray", dir="/tmp")  # Ray's socket paths must stay short
+    log = tmp_path / "ray-head.log"
+    exe = str(Path(sys.executable).parent / "ray")
+    head = subprocess.Popen(
+        [exe, "start", "--head", f"--port={port}", "--num-cpus=2", "--node-ip-address=127.0.0.1",
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}", "--block",
+         f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}"],
+        env={**os.environ, **plugin_env}, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(lambda: "Ray runtime started" in log.read_text() or head.poll() is not None, "ray start", 180)
+        assert head.poll() is None, log.read_text()[-3000:]
+        yield f"127.0.0.1:{port}"
+    finally:
+        _kill_group(head)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_sweep_on_a_started_ray_cluster_with_plugins_asha_and_wandb(tmp_path: Path, plugin_env: dict[str, str],
+                                                                    ray_head: str) -> None:
+    recipe = _write_recipe(tmp_path / "cluster.yaml", model={"name": "faulty_convnet"},
+                           train={"epochs": 3, "checkpoint_every": 1, "out_dir": str(tmp_path / "runs")},
+                           tracking={"backend": "wandb", "project": "cnnforge-tests"},
+                           tune={"metric": "val/acc", "mode": "max", "grid": {"optim.lr": [0.03, 1.0e-5, 0.01, 3.0e-6]},
+                                 "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2}})
+    proc = cli("tune", str(recipe), "--address", ray_head, "--max-concurrent", "2", env=plugin_env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    [experiment] = _experiments(tmp_path / "runs", "cluster")
+    rows = _results(experiment)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"done", "stopped early"}, rows
+    assert all(int(r["epochs"]) < 3 for r in rows if r["status"] == "stopped early")  # ASHA cut the weak ones
+    assert float(rows[0]["optim.lr"]) >= 0.01 and rows[0]["status"] == "done"
+    group = f"cluster-{experiment.name}"
+    for row in rows:
+        run_dir = Path(row["run_dir"])
+        manifest = yaml.safe_load((run_dir / "manifest.json").read_text())
+        assert "cnnforge-tune-testplugin" in str(manifest["plugins"])  # discovered inside the Ray worker
+        assert load_recipe(run_dir / "recipe.yaml").tracking.group == group
+        [offline] = (run_dir / "wandb").glob("offline-run-*")
+        assert group.encode() in next(offline.glob("*.wandb")).read_bytes()
