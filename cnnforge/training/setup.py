@@ -64,8 +64,38 @@ def model_for(recipe: Recipe, info: DataInfo) -> nn.Module:
     if declared_classes is not None and declared_classes != len(info.classes):
         raise ConfigError(f"is {declared_classes} but {recipe.data.name} has {len(info.classes)} classes",
                           where=f"{recipe.source}: model.num_classes")
-    return build_model(recipe.model.name, num_classes=len(info.classes), in_channels=info.channels,
-                       image_size=info.image_size, where=f"{recipe.source}: model", **params)
+    model = build_model(recipe.model.name, num_classes=len(info.classes), in_channels=info.channels,
+                        image_size=info.image_size, where=f"{recipe.source}: model", **params)
+    _materialize_lazy(model, info)
+    return model
+
+
+def _materialize_lazy(model: nn.Module, info: DataInfo) -> None:
+    """Give lazy layers (``nn.LazyLinear`` ...) their shapes with one dry forward: DDP and optimizers need them."""
+    from torch.nn.parameter import UninitializedParameter
+
+    if not any(isinstance(p, UninitializedParameter) for p in model.parameters()):
+        return
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(2, info.channels, *info.image_size))
+    model.train(was_training)
+
+
+def speed_up(model: nn.Module, recipe: Recipe) -> nn.Module:
+    """``train.channels_last`` and ``train.compile``, applied before Accelerate wraps the model.
+
+    channels_last stores conv weights NHWC (the trainer feeds NHWC inputs to match). compile uses
+    ``nn.Module.compile``, in place, so parameter names and checkpoints stay those of the eager model
+    (``torch.compile(model)`` would prefix them with ``_orig_mod.``). Both are off by default:
+    benchmarks/speed_knobs.py finds neither faster for the seed models on a CPU (docs/benchmarks.md).
+    """
+    if recipe.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if recipe.train.compile:
+        model.compile()
+    return model
 
 
 def wrap_parallel(model: nn.Module, recipe: Recipe, num_processes: int) -> nn.Module:
