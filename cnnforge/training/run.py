@@ -84,7 +84,8 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
     from cnnforge.data.loading import build_splits, make_loader
     from cnnforge.training.loop import Trainer, TrainState
     from cnnforge.training.progress import Progress
-    from cnnforge.training.setup import make_accelerator, make_optimizer, make_schedule, model_for, wrap_parallel
+    from cnnforge.training.setup import (make_accelerator, make_optimizer, make_schedule, model_for, speed_up,
+                                         wrap_parallel)
     from cnnforge.training.tracking import finish_tracking, start_tracking
 
     if run_dir is None:
@@ -93,10 +94,7 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
     acc = make_accelerator(recipe)
     splits = build_splits(recipe)
     info = splits.info
-    model = model_for(recipe, info)
-    if recipe.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = wrap_parallel(model, recipe, acc.num_processes)
+    model = wrap_parallel(speed_up(model_for(recipe, info), recipe), recipe, acc.num_processes)
 
     # the main process owns the run directory; the others learn its path
     box: list[Any] = [str(run_dir) if run_dir else None]

@@ -1,0 +1,66 @@
+"""Time to 94 %: recipes/cifar_fast.yaml on CIFAR-10, wall-clock training time and test accuracy.
+
+airbench's convention: a fixed schedule, timed from the first training step to the last (data
+loading, compilation warm-up and the final evaluation excluded), then the test accuracy. A warm-up
+run first fills torch.compile's cache, as airbench does, so the timed runs do not pay compilation.
+``reached_94`` says whether the mean test accuracy over the runs is at least 94 %.
+
+It needs a GPU and CIFAR-10 in torchvision's layout under ``--data`` to mean anything. With
+``--tiny`` (the test suite) or without CUDA it trains on a few synthetic images with compile off,
+to check that the recipe runs; those numbers are not CIFAR-10 results.
+
+    python -m benchmarks.cifar_fast --data /path/to/cifar --runs 5
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import ROOT, parser, report, write_cifar
+
+RECIPE = ROOT / "recipes" / "cifar_fast.yaml"
+TARGET = 0.94
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--data", default=os.environ.get("CNNFORGE_DATA", "data"), help="folder with cifar-10-batches-py/")
+    p.add_argument("--runs", type=int, default=None, help="timed runs (default 5 on a GPU, 1 otherwise)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. train.epochs=12")
+    args = p.parse_args(argv)
+    import torch
+
+    import cnnforge
+
+    gpu = torch.cuda.is_available() and not args.tiny
+    with tempfile.TemporaryDirectory(prefix="cnnforge-fast-") as tmp:
+        overrides = [f"train.out_dir={Path(tmp) / 'runs'}", *args.overrides]
+        if gpu:
+            overrides.append(f"data.root={args.data}")
+            runs, warmups = args.runs or 5, 1
+        else:  # a correctness run: synthetic images, small batches, no compilation
+            root = write_cifar(Path(tmp) / "data", n_train=100 if args.tiny else 1000, n_test=40)
+            overrides += [f"data.root={root}", "data.batch_size=32", "data.eval_batch_size=64", "data.num_workers=0",
+                          "train.compile=false", "train.epochs=1"]
+            runs, warmups = args.runs or 1, 0
+        recipe = cnnforge.load_recipe(RECIPE, overrides)
+        results = [cnnforge.train(recipe, quiet=True) for _ in range(warmups + runs)][warmups:]
+    times = [r["train/time_s"] for r in results]
+    accs = [r["test/acc"] for r in results]
+    mean_acc = statistics.fmean(accs)
+    rows = [{"run": i + 1, "train s": t, "test acc": a} for i, (t, a) in enumerate(zip(times, accs))]
+    rows.append({"run": "mean", "train s": statistics.fmean(times), "test acc": mean_acc})
+    result = {"cifar10": gpu, "device": torch.cuda.get_device_name(0) if gpu else "cpu", "runs": runs,
+              "overrides": overrides[1:], "train_s": times, "test_acc": accs, "mean_train_s": statistics.fmean(times),
+              "mean_test_acc": mean_acc, "reached_94": gpu and mean_acc >= TARGET,
+              "time_to_94_s": statistics.fmean(times) if gpu and mean_acc >= TARGET else None,
+              "targets": {"mean_test_acc": TARGET, "mean_train_s_h100": 10.0}}
+    return report("cifar_fast" if gpu else "cifar_fast (CPU correctness run, synthetic data)", rows, result,
+                  tiny=args.tiny)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Every benchmark runs at ``--tiny`` size and prints its table and one ``BENCH {json}`` line.
+
+The numbers of a tiny run mean nothing and are not checked; what must hold at any size is: the
+report is complete, and cnnforge's trainer reaches weights ``torch.equal`` to the plain loop's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def bench(name: str, *args: str, timeout: float = 900) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--tiny", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH ")]
+    assert len(lines) == 1, proc.stdout[-3000:]
+    result = json.loads(lines[0].removeprefix("BENCH "))
+    assert result["tiny"] is True and result["machine"]["python"]
+    assert "(tiny: numbers mean nothing)" in proc.stdout  # the table's title
+    return result
+
+
+def test_trainer_overhead_gives_the_plain_loops_weights() -> None:
+    r = bench("trainer_overhead")
+    assert r["weights_equal"] is True
+    assert r["processes"] == 1 and r["throughput_ratio"] > 0
+    assert set(r["samples_per_s"]) == {"plain", "cnnforge"}
+
+
+@pytest.mark.slow
+def test_trainer_overhead_ddp_gives_the_plain_ddp_weights() -> None:
+    r = bench("trainer_overhead", "--ddp")
+    assert r["weights_equal"] is True and r["processes"] == 2
+
+
+def test_augment_throughput_times_the_three_pipelines() -> None:
+    r = bench("augment_throughput")
+    assert set(r["images_per_s"]) == {"seed_torchvision", "cnnforge_sample", "cnnforge_batch"}
+    assert all(v > 0 for v in r["images_per_s"].values())
+    assert r["ratio_batch_vs_seed"] == pytest.approx(r["images_per_s"]["cnnforge_batch"] / r["images_per_s"]["seed_torchvision"])
+
+
+def test_data_wait_reports_the_share_of_step_time() -> None:
+    r = bench("data_wait")
+    assert 0 <= r["data_wait_fraction"] <= 1 and r["num_workers"] >= 0
+
+
+def test_speed_knobs_measure_each_variant() -> None:
+    r = bench("speed_knobs")
+    speedup = r["models"]["convnet"]["speedup"]
+    assert speedup["fp32"] == 1.0 and {"channels_last", "bf16", "no_mkldnn"} <= set(speedup)
+
+
+def test_startup_reports_heavy_imports() -> None:
+    r = bench("startup")
+    commands = r["commands"]
+    assert commands["cnnforge --help"]["heavy"] == []
+    assert commands["python -c 'import torch'"]["heavy"] == ["torch"]
+
+
+def test_cifar_fast_recipe_trains_on_the_cpu() -> None:
+    r = bench("cifar_fast")
+    assert r["cifar10"] is False and r["reached_94"] is False  # synthetic data: a correctness run only
+    assert 0.0 <= r["mean_test_acc"] <= 1.0 and r["mean_train_s"] > 0
