@@ -157,3 +157,28 @@ def test_cli_reports_a_model_that_cannot_take_the_data_in_one_line(tmp_path) -> 
     assert proc.returncode == 2
     line = one_error_line(proc)
     assert "lenet needs images of at least 16x16 pixels" in line and "got 8x8" in line
+
+
+def test_show_prints_layer_table_parameters_and_flops_at_the_data_size() -> None:
+    proc = cli("show", "recipes/digits_convnet.yaml")
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout[proc.stdout.index("model: convnet"):]
+    assert text.splitlines()[0] == "model: convnet (SeedNet)  input 1x8x8"
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[3:16]}
+    # conv 1->4, 3x3 'same' on 8x8: 2 * 9 * 1 * 4 * 64 = 4,608 FLOPs; 40 parameters; output 4x8x8
+    assert rows["features.0"] == ["features.0", "Conv2d", "4x8x8", "40", "4.61", "K"]
+    assert rows["features.8"][:3] == ["features.8", "MaxPool2d", "16x1x1"]
+    assert rows["head.1"][:4] == ["head.1", "Linear", "32", "544"]  # flatten is 16 on 8x8 inputs
+    assert "parameters: 2,378 (2,378 trainable)" in text
+    assert "FLOPs per image (forward): 24.70 K (24,704)" in text  # 2 * multiply-adds of the 3 convs and 2 linears
+
+
+def test_layer_table_flops_add_up_and_training_mode_is_restored() -> None:
+    from cnnforge.models.summary import layer_table
+
+    model = build("vgg_bn", 3, (32, 32), spatial_dropout=[0.2, 0.3, 0.4]).train()
+    rows, total = layer_table(model, (3, 32, 32))
+    assert model.training
+    assert sum(r.flops for r in rows) == total > 0
+    assert sum(r.params for r in rows) == 205_274
+    assert [r.output for r in rows if r.kind == "MaxPool2d"] == ["16x16x16", "32x8x8", "64x4x4"]
