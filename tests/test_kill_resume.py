@@ -1,0 +1,112 @@
+"""SIGKILL at random moments: checkpoints stay loadable and ``cnnforge resume`` is bit-exact.
+
+Kill moments are random; the seed is printed so a failure can be replayed
+(``CNNFORGE_KILL_SEED=<seed> pytest ...``).
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, cli
+from tests.test_train import assert_same_weights
+
+pytestmark = pytest.mark.slow
+
+DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
+SEED = int(os.environ.get("CNNFORGE_KILL_SEED", time.time_ns() % 10**6))
+ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
+
+
+def _rng(name: str) -> random.Random:
+    print(f"kill seed {SEED} ({name})")
+    return random.Random(f"{SEED}-{name}")
+
+
+def _kill_when_checkpointed(cmd: list[str], out: Path, delay: float) -> Path:
+    """Start ``cmd``, wait for its first checkpoint, wait ``delay`` s more, SIGKILL its whole process group."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 600
+    while not list(out.rglob("ckpt-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, f"finished before the kill: {err[-2000:]}"
+    return next(out.rglob("manifest.json")).parent
+
+
+def _overrides(out: Path, workers: int, every: str) -> list[str]:
+    return ["train.epochs=3", "data.batch_size=32", f"data.num_workers={workers}", f"train.out_dir={out}",
+            "train.checkpoint_every=1" if every == "epoch" else "train.checkpoint_every_steps=9"]
+
+
+@pytest.mark.parametrize(("every", "workers"), [("epoch", 0), ("steps", 0), ("steps", 2)])
+def test_resume_after_sigkill_is_bit_exact(tmp_path: Path, every: str, workers: int) -> None:
+    ref = cli("run", DIGITS, *_overrides(tmp_path / "ref", workers, every), env={"OMP_NUM_THREADS": "1"})
+    assert ref.returncode == 0, ref.stderr
+    ref_dir = next((tmp_path / "ref").rglob("manifest.json")).parent
+    delay = _rng(f"{every}-{workers}").uniform(0.0, 1.5)
+    cut = _kill_when_checkpointed([str(Path(sys.executable).parent / "cnnforge"), "run", DIGITS,
+                                   *_overrides(tmp_path / "cut", workers, every)], tmp_path / "cut", delay)
+    resumed = cli("resume", str(cut), env={"OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights(ref_dir, cut)
+
+
+def test_ddp_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
+    def launch(*args: str) -> list[str]:
+        return [*ACCELERATE, "-m", "cnnforge", *args]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = subprocess.run(launch("run", DIGITS, *_overrides(tmp_path / "ref", 0, "steps")), cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    ref_dir = next((tmp_path / "ref").rglob("manifest.json")).parent
+    cut = _kill_when_checkpointed(launch("run", DIGITS, *_overrides(tmp_path / "cut", 0, "steps")), tmp_path / "cut",
+                                  _rng("ddp").uniform(0.0, 1.5))
+    resumed = subprocess.run(launch("resume", str(cut)), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_weights(ref_dir, cut)
+
+
+SAVER = """
+import sys, torch
+from pathlib import Path
+from cnnforge.training.checkpoint import save_checkpoint
+folder, start = Path(sys.argv[1]), int(sys.argv[2])
+weights = {"w": torch.randn(512, 512), "b": torch.randn(512)}
+for i in range(start, start + 10**6):
+    save_checkpoint(folder, f"e{i:04d}-b000000", model=weights, tensors={"optimizer": {"m": torch.randn(256, 256)}},
+                    state={"epoch": i}, keep=2)
+    print(i, flush=True)
+"""
+
+
+def test_sigkill_during_saving_always_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
+    from cnnforge.training.checkpoint import latest_valid, load_checkpoint
+
+    rng = _rng("saving")
+    folder = tmp_path / "checkpoints"
+    saved = 0
+    for _ in range(12):
+        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(folder), str(saved + 1)], stdout=subprocess.PIPE,
+                                text=True)
+        assert proc.stdout is not None
+        proc.stdout.readline()  # at least one complete checkpoint exists now
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.kill()
+        proc.wait()
+        latest = latest_valid(folder)
+        assert latest is not None
+        _, _, state = load_checkpoint(latest)
+        saved = state["epoch"]
+    assert saved >= 12
