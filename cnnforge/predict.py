@@ -1,11 +1,11 @@
 """``cnnforge.load_predictor(run_dir)``: a trained run as seed 004's ``ImageInference``, for one's own images.
 
 A prediction must see exactly what evaluation saw, so the preprocessing is taken from the run, not
-guessed: the image is read with the run's channel count, passed through the recipe's
-``augment.eval`` pipeline, resized to the size the model was trained on (when it is not that size
-already; evaluation does the same resize when ``augment.eval`` is absent) and normalised with the
-run's mean and std by the same arithmetic as the trainer (``(x - 255 mean) / (255 std)`` on uint8
-pixels).
+guessed. An image is decoded as the ``imagefolder`` dataset decodes files, with the channel count
+and brought to the size of the images the dataset stores (as ``imagefolder`` resizes them); then it
+goes through the very eval pipeline evaluation used (``augment.eval``, or the resize to the training
+size that replaces it) and is normalised by the trainer's arithmetic, ``(x - 255 mean) / (255 std)``
+on uint8 pixels. The dataset's stored image shape is kept in ``data_info.json`` with the run.
 """
 from __future__ import annotations
 
@@ -23,32 +23,42 @@ from cnnforge.data.loading import DataInfo
 from cnnforge.errors import CnnforgeError, ConfigError, DataError
 from cnnforge.training import rundir
 
-#: the input description of a run (classes, channels, size, normalisation), written when it ends
+#: the input description of a run (classes, channels, sizes, normalisation), written when it ends
 DATA_INFO = "data_info.json"
 BEST = "best.safetensors"
 CHECKPOINTS = ("best", "last")
 
 ImageLike = Union[str, "os.PathLike[str]", np.ndarray]
+Shape = tuple[int, int, int]
 
 
-def save_data_info(run_dir: Path, info: DataInfo) -> None:
-    """Keep the data description with the run, so predicting never needs the training data."""
-    rundir.write_json(run_dir / DATA_INFO, asdict(info))
+def stored_shape(dataset: Any) -> Shape:
+    """(height, width, channels) of the images an ``AugmentedDataset`` holds, before any pipeline."""
+    image = np.asarray(dataset.base[int(dataset.indices[0])][0])
+    return (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]) if image.ndim == 3 else 1)
 
 
-def load_data_info(run_dir: Path, recipe: Any) -> DataInfo:
-    """The run's :class:`DataInfo`; a run that never finished gets it by opening its dataset again."""
+def save_data_info(run_dir: Path, info: DataInfo, dataset: Any) -> None:
+    """Keep the data description with the run (``dataset``: one of its splits), so predicting never needs the data."""
+    rundir.write_json(run_dir / DATA_INFO, {**asdict(info), "stored_shape": list(stored_shape(dataset))})
+
+
+def load_data_info(run_dir: Path, recipe: Any) -> tuple[DataInfo, Shape]:
+    """The run's :class:`DataInfo` and stored image shape; a run that never finished opens its dataset again."""
     path = run_dir / DATA_INFO
     if not path.exists():
         from cnnforge.data.loading import build_splits
 
-        return build_splits(recipe).info
+        splits = build_splits(recipe)
+        return splits.info, stored_shape(splits.train)
     raw = rundir.read_json(path)
     try:
-        return DataInfo(classes=list(raw["classes"]), mean=tuple(raw["mean"]), std=tuple(raw["std"]),
+        info = DataInfo(classes=list(raw["classes"]), mean=tuple(raw["mean"]), std=tuple(raw["std"]),
                         channels=int(raw["channels"]), image_size=(int(raw["image_size"][0]), int(raw["image_size"][1])))
+        h, w, c = (int(v) for v in raw["stored_shape"])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise CnnforgeError(f"not a data description ({type(exc).__name__}: {exc})", where=str(path)) from None
+    return info, (h, w, c)
 
 
 def resolve_checkpoint(run_dir: Path, checkpoint: str | None) -> str:
@@ -82,22 +92,29 @@ def weights_file(run_dir: Path, checkpoint: str) -> Path:
 
 
 def read_image(path: str | os.PathLike[str], channels: int) -> np.ndarray:
-    """An image file as uint8 HxWxC with ``channels`` (1: grey, 3: RGB), as OpenCV reads it in seed 004."""
-    import cv2
+    """An image file as uint8 HxWxC with ``channels`` (1: grey, 3: RGB), decoded as ``imagefolder`` decodes it."""
+    from cnnforge.data.image_folder import decode_image
 
     p = Path(path)
     if not p.is_file():
         raise DataError("is a directory, not an image" if p.is_dir() else "no such image file", where=str(p))
     if channels not in (1, 3):
-        raise DataError(f"the model takes {channels}-channel images; image files give 1 (grey) or 3 (RGB)", where=str(p))
+        raise DataError(f"the model reads {channels}-channel images; image files give 1 (grey) or 3 (RGB)", where=str(p))
     try:
-        raw = np.fromfile(p, dtype=np.uint8)
-        image = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR) if raw.size else None
-    except (OSError, cv2.error) as exc:
-        raise DataError(f"cannot read the image ({type(exc).__name__})", where=str(p)) from None
-    if image is None:
-        raise DataError("not a readable image", where=str(p), hint="give a PNG, JPEG, BMP, TIFF or WebP file")
-    return image[..., None] if channels == 1 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        image = decode_image(p, grayscale=channels == 1)
+    except Exception as exc:  # the decoders' own errors (truncated, unknown format): the file is at fault
+        raise DataError(f"not a readable image ({' '.join(str(exc).split())[:160]})", where=str(p),
+                        hint="give a PNG, JPEG, BMP, TIFF or WebP file") from None
+    return image.reshape(*image.shape[:2], channels)
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` at (height, width) the way ``imagefolder`` resizes: area averaging to shrink, linear to grow."""
+    import cv2
+
+    shrink = image.shape[0] * image.shape[1] > size[0] * size[1]
+    out = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out.reshape(*size, image.shape[2])
 
 
 @dataclass(frozen=True)
@@ -118,12 +135,15 @@ class Predictor:
     """A model with its run's preprocessing and class names (seed 004's ``ImageInference``).
 
     ``predictor(image)`` returns the class name; :meth:`predict` gives probabilities and the top
-    classes. An image is a file path or a uint8 array (HxW, HxWx1 or HxWx3 RGB).
+    classes. An image is a file path or an array (HxW, HxWx1 or HxWx3 RGB; uint8, or float in [0, 1]);
+    several are a list or an NxHxWxC array. ``stored_shape`` is the (height, width, channels) of the
+    dataset's images, which ``transform`` (the run's eval pipeline) expects.
     """
 
-    def __init__(self, model: nn.Module, info: DataInfo, *, transform: Any = None, device: str | torch.device = "cpu",
-                 run_dir: Path | None = None, checkpoint: str | None = None) -> None:
-        self.info, self.transform, self.run_dir, self.checkpoint = info, transform, run_dir, checkpoint
+    def __init__(self, model: nn.Module, info: DataInfo, *, stored_shape: Shape, transform: Any = None,
+                 device: str | torch.device = "cpu", run_dir: Path | None = None, checkpoint: str | None = None) -> None:
+        self.info, self.stored_shape, self.transform = info, stored_shape, transform
+        self.run_dir, self.checkpoint = run_dir, checkpoint
         self.model = model.eval()
         self.to(device)
 
@@ -141,26 +161,18 @@ class Predictor:
 
     # ----------------------------------------------------------------------------------- preprocessing
     def preprocess(self, image: ImageLike) -> torch.Tensor:
-        """One image -> uint8 CHW tensor of the run's channels and size, after the eval pipeline."""
-        import cv2
-
+        """One image -> the uint8 CHW tensor evaluation would have fed the model for it."""
         from cnnforge.data.pipeline import seed_pipeline
 
-        source = str(image) if isinstance(image, (str, os.PathLike)) else "image"
-        array = read_image(image, self.info.channels) if isinstance(image, (str, os.PathLike)) else self._array(image)
+        h, w, channels = self.stored_shape
+        array = read_image(image, channels) if isinstance(image, (str, os.PathLike)) else self._array(image)
+        if array.shape[:2] != (h, w):
+            array = resize(array, (h, w))
         if self.transform is not None:
             seed_pipeline(self.transform, np.random.default_rng(0))  # random eval ops give the same answer every call
-            try:
-                array = self.transform(image=array)["image"]
-            except Exception as exc:  # e.g. a center crop larger than the image
-                raise DataError(f"augment.eval cannot transform this {array.shape[1]}x{array.shape[0]} image "
-                                f"({type(exc).__name__}: {exc})", where=source) from None
-        h, w = self.info.image_size
-        if array.shape[:2] != (h, w):
-            # linear, as evaluation's resize; area averaging when shrinking a photo a lot, which linear would alias
-            far = array.shape[0] >= 2 * h and array.shape[1] >= 2 * w
-            array = cv2.resize(array, (w, h), interpolation=cv2.INTER_AREA if far else cv2.INTER_LINEAR)
-        return torch.from_numpy(np.ascontiguousarray(array.reshape(h, w, -1))).permute(2, 0, 1)
+            array = self.transform(image=array)["image"]
+        array = np.ascontiguousarray(array).reshape(*self.info.image_size, self.info.channels)
+        return torch.from_numpy(array).permute(2, 0, 1)
 
     def _array(self, image: np.ndarray) -> np.ndarray:
         import cv2
@@ -174,9 +186,10 @@ class Predictor:
             array = array[..., None]
         if array.ndim != 3 or array.shape[-1] not in (1, 3):
             raise DataError(f"an image array must be HxW, HxWx1 or HxWx3; got shape {array.shape}", where="image")
-        if array.shape[-1] != self.info.channels:
-            code = cv2.COLOR_GRAY2RGB if self.info.channels == 3 else cv2.COLOR_RGB2GRAY
-            array = cv2.cvtColor(array, code).reshape(*array.shape[:2], self.info.channels)
+        channels = self.stored_shape[2]
+        if array.shape[-1] != channels:
+            code = cv2.COLOR_GRAY2RGB if channels == 3 else cv2.COLOR_RGB2GRAY
+            array = cv2.cvtColor(array, code).reshape(*array.shape[:2], channels)
         return array
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
@@ -226,7 +239,7 @@ def load_predictor(run_dir: str | os.PathLike[str], *, checkpoint: str | None = 
     Without ``checkpoint`` the weights are the ones the run was tested with. The device defaults
     to CUDA when available.
     """
-    from cnnforge.data.pipeline import build_pipeline
+    from cnnforge.data.pipeline import resolve_pipelines
     from cnnforge.recipe import check_recipe, load_recipe
     from cnnforge.training import checkpoint as ckpt
     from cnnforge.training.setup import model_for
@@ -237,11 +250,12 @@ def load_predictor(run_dir: str | os.PathLike[str], *, checkpoint: str | None = 
     recipe = check_recipe(load_recipe(path / rundir.RECIPE))
     name = resolve_checkpoint(path, checkpoint)
     weights_path = weights_file(path, name)
-    info = load_data_info(path, recipe)
+    info, shape = load_data_info(path, recipe)
     model = model_for(recipe, info)
     weights = ckpt.load_weights(weights_path)
     ckpt.check_compatible(model, weights, str(weights_path))
     model.load_state_dict(weights)
-    transform = build_pipeline(recipe.augment.eval, recipe.source, "eval").transform
+    # the eval pipeline is built exactly as for evaluation, from an image of the dataset's stored shape
+    transform = resolve_pipelines(recipe.augment, recipe.source, np.zeros(shape, dtype=np.uint8)).eval
     device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-    return Predictor(model, info, transform=transform, device=device, run_dir=path, checkpoint=name)
+    return Predictor(model, info, stored_shape=shape, transform=transform, device=device, run_dir=path, checkpoint=name)

@@ -152,3 +152,22 @@ def test_export_safetensors_carries_weights_and_preprocessing(run_dir: Path, tmp
         meta = json.loads(f.metadata()["cnnforge"])
     assert meta["checkpoint"] == "last" and meta["model"]["name"] == "convnet" and len(meta["mean"]) == 1
     assert json.loads((tmp_path / "digits.safetensors.json").read_text()) == meta
+
+
+def test_predictor_follows_eval_pipelines_that_resize(tmp_path: Path) -> None:
+    """Training crops 8x8 digits to 16x16; evaluation resizes to 20 and centre-crops 16: so must predict."""
+    run = cnnforge.train(DIGITS, ["train.epochs=1", "data.num_workers=0", f"train.out_dir={tmp_path}",
+                                  "augment.train=[{name: random_resized_crop, size: 16, scale: [0.5, 1.0]}]",
+                                  "augment.eval=[{name: resize, size: 20}, {name: center_crop, size: 16}]"],
+                         quiet=True).run_dir
+    predictor = cnnforge.load_predictor(run)
+    assert predictor.info.image_size == (16, 16) and predictor.stored_shape == (8, 8, 1)
+    test = build_splits(cnnforge.load_recipe(run / "recipe.yaml")).test
+    images = np.stack([test.base[int(i)][0] for i in test.indices])
+    with (run / "reports" / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    probs = predictor.probabilities(images)
+    assert [str(p) for p in probs.argmax(1)] == [r["predicted"] for r in rows]
+    assert np.allclose(probs.max(1), [float(r["confidence"]) for r in rows], atol=2e-6)
+    big = np.kron(images[0, :, :, 0], np.ones((4, 4), np.uint8))  # the same digit at 32x32
+    assert np.allclose(predictor.probabilities(big), probs[:1], atol=1e-6)  # brought back to the stored 8x8 first

@@ -47,7 +47,7 @@ def _export(args: argparse.Namespace) -> int:
     info = predictor.info
     meta = {"format": args.format, "classes": info.classes, "channels": info.channels, "image_size": list(info.image_size),
             "mean": list(info.mean), "std": list(info.std), "input": _INPUT[args.format],
-            "augment_eval": recipe.to_dict()["augment"]["eval"],
+            "dataset_image_shape": list(predictor.stored_shape), "augment_eval": recipe.to_dict()["augment"]["eval"],
             "model": recipe.to_dict()["model"],
             "run": str(run_dir.resolve()), "checkpoint": predictor.checkpoint, "cnnforge": __version__}
     text = json.dumps(meta, indent=2)

@@ -31,7 +31,8 @@ def write_run_reports(run_dir: Path, result: Any, info: Any, history: list[dict[
 
     out = out or run_dir / rundir.REPORTS
     out.mkdir(parents=True, exist_ok=True)
-    save_data_info(run_dir, info)
+    if images is not None and len(images):
+        save_data_info(run_dir, info, images)
     classes = list(info.classes)
     y_true, y_pred = np.asarray(result.y_true), np.asarray(result.y_pred)
     weights = weights_file(run_dir, checkpoint)
