@@ -1,0 +1,88 @@
+"""A new plugin distribution, written from the templates in ``cnnforge/templates/plugin``.
+
+The templates are ordinary files with ``$placeholders`` (:class:`string.Template`), and a path part
+``__package__`` becomes the import package, so what a new plugin looks like can be read and changed
+without reading this code. The result has the same layout as ``plugins/cnnforge-example``.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+import string
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from cnnforge.errors import ConfigError
+
+TEMPLATE_SUFFIX = ".tmpl"
+_NAME = re.compile(r"^[a-z][a-z0-9]*(?:[_-][a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class PluginNames:
+    """Every name a plugin needs, derived from the one the user typed (``mynets`` or ``cnnforge-mynets``)."""
+
+    dist: str  # cnnforge-mynets: the distribution, and the folder it is written to
+    package: str  # cnnforge_mynets: the import package the entry point names
+    short: str  # mynets: the entry-point name
+    model: str  # mynets: the registered model (and its builder function)
+    class_name: str  # Mynets: the nn.Module
+    cnnforge_version: str
+
+    @classmethod
+    def from_name(cls, name: str) -> PluginNames:
+        from cnnforge import __version__
+
+        short = name.removeprefix("cnnforge-").removeprefix("cnnforge_")
+        if not _NAME.match(short):
+            raise ConfigError(f"{name!r} is not a usable plugin name", where="new-plugin NAME",
+                              hint="lower-case letters and digits, words joined by - or _, e.g. my-nets")
+        model = short.replace("-", "_")
+        if keyword.iskeyword(model):
+            raise ConfigError(f"{model!r} is a Python keyword and cannot name the model's builder", where="new-plugin NAME")
+        return cls(dist=f"cnnforge-{short}", package=f"cnnforge_{model}", short=short, model=model,
+                   class_name="".join(part.capitalize() for part in model.split("_")), cnnforge_version=__version__)
+
+
+def _templates() -> list[tuple[str, str]]:
+    """(relative path with placeholders, text) of every template file."""
+    root = resources.files("cnnforge") / "templates" / "plugin"
+    out: list[tuple[str, str]] = []
+
+    def walk(node: object, prefix: str) -> None:
+        for child in sorted(node.iterdir(), key=lambda c: c.name):  # type: ignore[attr-defined]
+            if child.is_dir():
+                walk(child, f"{prefix}{child.name}/")
+            elif child.name.endswith(TEMPLATE_SUFFIX):
+                out.append((prefix + child.name.removesuffix(TEMPLATE_SUFFIX), child.read_text(encoding="utf-8")))
+
+    walk(root, "")
+    return out
+
+
+def new_plugin(name: str, parent: str | Path = ".") -> tuple[Path, list[Path]]:
+    """Write the distribution for ``name`` into ``parent/<dist>``; returns (its folder, the files written).
+
+    Refuses a name a registered model already has (installing the plugin would then fail on the
+    clash) and an existing non-empty folder (cnnforge never overwrites a user's files).
+    """
+    from cnnforge import registry
+
+    names = PluginNames.from_name(name)
+    if names.model in registry.models.names():
+        owner = registry.models.get(names.model).package
+        raise ConfigError(f"a model {names.model!r} is already registered by {owner}", where="new-plugin NAME",
+                          hint="choose another name")
+    target = Path(parent) / names.dist
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ConfigError("already exists and is not empty; nothing was written", where=str(target),
+                          hint="choose another --dir or NAME")
+    values = asdict(names)
+    written = []
+    for rel, text in _templates():
+        path = target / rel.replace("__package__", names.package)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(string.Template(text).substitute(values), encoding="utf-8")
+        written.append(path)
+    return target, written
