@@ -24,7 +24,7 @@ def make_accelerator(recipe: Recipe, *, log_with: list[str] | None = None, proje
     processes that all think they are rank 0; ``cpu=True`` makes it use gloo instead.
     """
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
     cuda = torch.cuda.is_available()
     precision = recipe.train.precision
@@ -42,6 +42,7 @@ def make_accelerator(recipe: Recipe, *, log_with: list[str] | None = None, proje
         cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=recipe.train.grad_accum,
         log_with=log_with or None, project_dir=project_dir,
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=True)],
+        dataloader_config=DataLoaderConfiguration(non_blocking=cuda),  # the loaders pin memory on CUDA
     )
     if acc.num_processes != launcher_world:
         raise CnnforgeError(
