@@ -3,6 +3,7 @@ code, no traceback, and nothing created or changed in existing run directories."
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ CASES = [
     # ---- resume
     Case("resume-not-a-run", ["resume", "{d}"], 2, ["not a run directory"]),
     Case("resume-changed-recipe", ["resume", "{changed}"], 2, ["recipe.yaml changed", "--force"]),
+    Case("resume-other-torch", ["resume", "{oldtorch}"], 2, ["manifest.json", "torch 1.0.0", "--force"]),
     Case("resume-other-model", ["resume", "--force", "{other}"], 1, ["ckpt-e0001", "layer 'features.0.weight' has shape (4, 1, 3, 3) in the checkpoint"]),
 ]
 
@@ -113,6 +115,11 @@ def _prepare(case: Case, d: Path, precious: Path) -> dict[str, str]:
         changed = shutil.copytree(precious, d / "changed")
         (changed / "recipe.yaml").write_text((changed / "recipe.yaml").read_text().replace("lr: 0.01", "lr: 0.02"))
         names["changed"] = str(changed)
+    if "{oldtorch}" in used:  # made with other kernels: resuming would not be bit-exact
+        old = shutil.copytree(precious, d / "oldtorch")
+        manifest = json.loads((old / "manifest.json").read_text())
+        (old / "manifest.json").write_text(json.dumps({**manifest, "torch": "1.0.0"}))
+        names["oldtorch"] = str(old)
     if "{other}" in used:  # a recipe naming another model, with the old checkpoints
         other = shutil.copytree(precious, d / "other")
         (other / "recipe.yaml").write_text((other / "recipe.yaml").read_text().replace("name: convnet", "name: vgg_bn"))

@@ -134,6 +134,15 @@ def _unused_name(ckpt_dir: Path, name: str) -> Path:
     return path
 
 
+def remove_partial(ckpt_dir: Path) -> None:
+    """Delete the half-written ``.tmp-*`` folders a killed run leaves behind (complete ones are never touched)."""
+    for tmp in ckpt_dir.glob(".tmp-*") if ckpt_dir.is_dir() else []:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     """Complete checkpoint folders, oldest first (temporary folders are never listed)."""
     if not ckpt_dir.is_dir():

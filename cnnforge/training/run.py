@@ -67,10 +67,14 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
         if rundir.recipe_hash(text) != manifest.get("recipe_sha256"):
             raise ConfigError("recipe.yaml changed since the run started; the resumed run would not match",
                               where=str(recipe_file), hint="use --force to resume anyway")
-        if manifest.get("cnnforge") != __version__:
-            raise ConfigError(f"run was made by cnnforge {manifest.get('cnnforge')}, this is {__version__}",
-                              where=str(path / rundir.MANIFEST), hint="use --force to resume anyway")
+        import torch
+
+        for package, now in (("cnnforge", __version__), ("torch", torch.__version__)):
+            if manifest.get(package) != now:  # other kernels or code: the result would no longer be bit-exact
+                raise ConfigError(f"run was made with {package} {manifest.get(package)}, this is {now}",
+                                  where=str(path / rundir.MANIFEST), hint="use --force to resume anyway")
     recipe = check_recipe(load_recipe(recipe_file))
+    ckpt.remove_partial(path / rundir.CHECKPOINTS)
     start = Path(checkpoint) if checkpoint is not None else ckpt.latest_valid(path / rundir.CHECKPOINTS)
     if start is None:
         raise CnnforgeError("no complete checkpoint to resume from", where=str(path / rundir.CHECKPOINTS))
