@@ -82,12 +82,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     images, _ = cifar_array(n)
     import time
 
-    times = interleaved(contenders(images, batch_size), args.repeats or (1 if args.tiny else 3), clock=time.process_time)
+    repeats = args.repeats or (1 if args.tiny else 3)
+    times = interleaved(contenders(images, batch_size), repeats, clock=time.process_time)
     rate = {name: n / best(t) for name, t in times.items()}
     base = rate["seed_torchvision"]
     rows = [{"pipeline": name, "images/s": r, "x seed": r / base} for name, r in rate.items()]
     result = {"images": n, "batch_size": batch_size, "threads": 1, "clock": "process CPU time", "images_per_s": rate,
-              "ratio_sample_vs_seed": rate["cnnforge_sample"] / base, "ratio_batch_vs_seed": rate["cnnforge_batch"] / base,
+              "ratio_sample_vs_seed": rate["cnnforge_sample"] / base,
+              "ratio_batch_vs_seed": rate["cnnforge_batch"] / base,
               "targets": {"ratio_sample_vs_seed": 3.0, "ratio_batch_vs_seed": 10.0}}
     return report("augment_throughput", rows, result, tiny=args.tiny)
 

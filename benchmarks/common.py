@@ -1,10 +1,10 @@
 """What every benchmark shares: its command line, timing, synthetic CIFAR data and the report it prints.
 
 Run them from the repository root as ``python -m benchmarks.<name>`` (they reuse the test suite's
-synthetic data writers in ``tests/datafiles.py``). A benchmark prints a table for people and one JSON line (prefixed ``BENCH``) for scripts; every
-ratio in it is measured in the same process and run, with the contenders interleaved, so that the
-noise of a shared machine affects them alike. ``--tiny`` shrinks everything for the test suite: it
-checks that a benchmark runs, not its numbers.
+synthetic data writers in ``tests/datafiles.py``). A benchmark prints a table for people and one
+JSON line (prefixed ``BENCH``) for scripts; every ratio in it is measured in the same process and
+run, with the contenders interleaved, so that the noise of a shared machine affects them alike.
+``--tiny`` shrinks everything for the test suite: it checks that a benchmark runs, not its numbers.
 """
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ on a fixed random batch is timed with:
 * on CUDA also ``cudnn_benchmark`` and ``tf32`` (``torch.backends`` flags cnnforge could turn on).
 
 Each variant goes through ``cnnforge.training.setup.speed_up``, the code the trainer runs, and
-autocasts as Accelerate does for ``train.precision``. Variants are interleaved and the best round counts.
+autocasts as Accelerate does for ``train.precision``. Variants are interleaved and the best round counts;
+with one CPU thread (the default) rounds are timed in process CPU time, steadier on a shared machine.
 
     python -m benchmarks.speed_knobs                      # all seed models, eager variants
     python -m benchmarks.speed_knobs --compile            # add torch.compile (minutes on a CPU)
@@ -99,8 +100,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variants = ["fp32", "channels_last", "bf16", "fp16", "cudnn_benchmark", "tf32"]
     if args.compile:
         variants.append("compile")
-    batch_size, steps = (8, 2) if args.tiny else (128, 10)
-    repeats = args.repeats or (1 if args.tiny else 3)
+    batch_size, steps = (8, 2) if args.tiny else (128, 5)
+    repeats = args.repeats or (1 if args.tiny else 5)
+    # one CPU thread: count the process's CPU time, not the wall time the neighbours on a shared machine stretch
+    clock = time.process_time if device.type == "cpu" and args.threads == 1 else time.perf_counter
     rows, result = [], {}
     for name in names:
         runs, compile_s = {}, None
@@ -110,13 +113,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runs[variant](2)  # warm-up: allocator, oneDNN primitives, and the compilation itself
             if variant == "compile":
                 compile_s = time.perf_counter() - start
-        times = interleaved({v: (lambda r=r: r(steps)) for v, r in runs.items()}, repeats)
+        times = interleaved({v: (lambda r=r: r(steps)) for v, r in runs.items()}, repeats, clock=clock)
         rate = {v: batch_size * steps / min(t) for v, t in times.items()}
         result[name] = {"samples_per_s": rate, "speedup": {v: r / rate["fp32"] for v, r in rate.items()},
                         "compile_s": compile_s}
         rows += [{"model": name, "variant": v, "samples/s": r, "x fp32": r / rate["fp32"]} for v, r in rate.items()]
     return report("speed_knobs", rows, {"device": str(device), "batch_size": batch_size, "steps": steps,
-                                        "threads": args.threads, "models": result}, tiny=args.tiny)
+                                        "threads": args.threads, "clock": clock.__name__, "models": result},
+                  tiny=args.tiny)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,29 @@
 """``augment.mode: batch``: per-sample random ops on whole batches, seeded by (epoch, batch, rank)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 import cnnforge
-from cnnforge.data.batch_augment import make_batch_augment
+from cnnforge.data.batch_augment import BatchAugment, make_batch_augment
 from cnnforge.data.loading import build_splits
 from tests.conftest import cli, one_error_line
 
 DIGITS = "recipes/digits_convnet.yaml"
 
 
-def augmenter(*ops: str) -> object:
-    recipe = cnnforge.check_recipe(cnnforge.load_recipe(DIGITS, ["augment.mode=batch", f"augment.train=[{', '.join(ops)}]"]))
-    aug = make_batch_augment(recipe)
+def augmenter(*ops: str) -> BatchAugment:
+    overrides = ["augment.mode=batch", f"augment.train=[{', '.join(ops)}]"]
+    aug = make_batch_augment(cnnforge.check_recipe(cnnforge.load_recipe(DIGITS, overrides)))
     assert aug is not None
     return aug
 
 
 def images(n: int = 16, channels: int = 3, size: int = 32) -> torch.Tensor:
-    return torch.randint(1, 256, (n, channels, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(1, 256, (n, channels, size, size), dtype=torch.uint8, generator=g)
 
 
 def test_sample_mode_has_no_batch_augmenter() -> None:
@@ -80,9 +83,9 @@ def test_random_crop_cuts_windows_of_the_padded_image() -> None:
     assert padded.shape == x.shape
 
 
-def test_training_in_batch_mode_is_reproducible(tmp_path) -> None:
-    overrides = ["augment.mode=batch", "augment.train=[{name: rotate, limit: 15}, {name: random_crop, size: 8, padding: 1}]",
-                 "train.epochs=1", f"train.out_dir={tmp_path}"]
+def test_training_in_batch_mode_is_reproducible(tmp_path: Path) -> None:
+    overrides = ["augment.mode=batch", "train.epochs=1", f"train.out_dir={tmp_path}",
+                 "augment.train=[{name: rotate, limit: 15}, {name: random_crop, size: 8, padding: 1}]"]
     recipe = cnnforge.load_recipe(DIGITS, overrides)
     assert build_splits(recipe).train.transform is None  # the loader leaves the train split to the trainer
     first = cnnforge.train(recipe, quiet=True)

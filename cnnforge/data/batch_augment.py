@@ -58,7 +58,9 @@ def _flip(dim: int) -> Callable[..., torch.Tensor]:
 
 
 _RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
-_YIQ_TO_RGB = ((1.00000000, 0.95617069, 0.62143257), (1.00000000, -0.27268860, -0.64681324), (1.00000000, -1.10374408, 1.70062309))  # the exact inverse
+_YIQ_TO_RGB = ((1.0, 0.95617069, 0.62143257),  # the inverse of _RGB_TO_YIQ to float32 precision
+               (1.0, -0.27268860, -0.64681324),
+               (1.0, -1.10374408, 1.70062309))
 
 
 def _yiq_matrices(saturation: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
@@ -185,7 +187,7 @@ def batch_ops(augment: Any, source: str) -> list[tuple[Callable[..., Any], dict[
         accepted = inspect.signature(fn).parameters
         for key in params:
             if key not in accepted:
-                raise ConfigError(f"is not supported by augment.mode: batch", where=f"{where}.{key}",
+                raise ConfigError("is not supported by augment.mode: batch", where=f"{where}.{key}",
                                   hint="use augment.mode: sample for this op")
         ops.append((fn, params))
     return ops

@@ -5,7 +5,8 @@ conv, three groups of (conv, max-pool, BatchNorm, GELU, conv, BatchNorm, GELU) o
 and a max-pooled linear head whose logits are scaled by 1/9 (it keeps them small at the high learning
 rates a short schedule needs). BatchNorm scales stay fixed at 1 (only the shifts learn) and the
 running statistics move fast (momentum 0.4), as there. Left out, because cnnforge's trainer has no
-place for them yet: the data-dependent whitening initialisation of the stem, per-group learning rates, lookahead/EMA weights and flip test-time augmentation.
+place for them yet: the data-dependent whitening initialisation of the stem, per-group learning
+rates, lookahead/EMA weights and flip test-time augmentation.
 
 Light at import (the module is registered by cnnforge.builtins): torch loads when a model is built.
 """
@@ -24,7 +25,7 @@ from cnnforge.registry import register_model
 def fastnet(*, num_classes: int, in_channels: int = 3, image_size: Size | None = None,
             widths: tuple[Width, Width, Width] = (64, 256, 256), stem_width: Width = 24,
             logit_scale: Annotated[float, Field(gt=0)] = 1 / 9) -> Any:
-    """airbench94's net: 2x2 stem, three conv-pool-BN-GELU groups 64/256/256, max-pooled head (1,972,792 params on 3x32x32)."""
+    """airbench94's net: 2x2 stem, conv-pool-BN-GELU groups 64/256/256, max-pooled head (1,972,792 params, 3x32x32)."""
     import torch
     from torch import nn
 
@@ -43,8 +44,8 @@ def fastnet(*, num_classes: int, in_channels: int = 3, image_size: Size | None =
         return norm
 
     def group(cin: int, cout: int) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2), batch_norm(cout), nn.GELU(),
-                             nn.Conv2d(cout, cout, 3, padding=1, bias=False), batch_norm(cout), nn.GELU())
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2), batch_norm(cout),
+                             nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1, bias=False), batch_norm(cout), nn.GELU())
 
     layers: OrderedDict[str, nn.Module] = OrderedDict(stem=nn.Conv2d(in_channels, stem_width, 2), stem_act=nn.GELU())
     cin = stem_width
