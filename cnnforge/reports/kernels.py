@@ -66,7 +66,8 @@ def _grid_shape(n: int) -> tuple[int, int]:
 def _rgb_grid(w: np.ndarray, path: Path, heading: str) -> Path:
     plt = plots.pyplot()
     rows, cols = _grid_shape(len(w))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 0.4, 1.45 * rows + 0.8), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 0.4, 1.45 * rows + 0.8), squeeze=False,
+                             layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     for i, (ax, f) in enumerate(zip(axes.ravel(), w)):
@@ -75,7 +76,6 @@ def _rgb_grid(w: np.ndarray, path: Path, heading: str) -> Path:
         ax.imshow((f - f.min()) / span if span > 0 else np.zeros_like(f), interpolation="nearest")
         ax.set_title(f"#{i}", fontsize=8)
     fig.suptitle(f"{heading}\nRGB view, each filter scaled to its own min..max", fontsize=10)
-    fig.tight_layout()
     return plots.save(fig, path)
 
 
@@ -83,25 +83,24 @@ def _grey_grid(w: np.ndarray, path: Path, heading: str) -> Path:
     plt = plots.pyplot()
     n_filters, n_channels = w.shape[:2]
     limit = float(np.abs(w).max()) or 1.0
-    if n_channels == 1:  # one tile per filter, laid out as a near-square grid
-        rows, cols = _grid_shape(n_filters)
-        tiles = [(f"#{i}", w[i, 0]) for i in range(n_filters)]
-    else:  # one row per filter, one column per input channel
-        rows, cols = n_filters, n_channels
-        names = ["R", "G", "B"] if n_channels == 3 else [f"ch {j}" for j in range(n_channels)]
-        tiles = [(f"#{i} {names[j]}", w[i, j]) for i in range(n_filters) for j in range(n_channels)]
-        heading += "\nrow: filter, column: input channel"
-    tile = 1.1 if cols <= 8 else 0.75
-    fig, axes = plt.subplots(rows, cols, figsize=(tile * cols + 1.4, tile * rows + 1.0), squeeze=False)
+    # each filter is a block of its channels side by side; blocks wrap into a near-square figure
+    per_row = max(1, min(n_filters, round(math.sqrt(1.5 * n_filters / n_channels))))
+    rows, cols = math.ceil(n_filters / per_row), per_row * n_channels
+    names = ["R", "G", "B"] if n_channels == 3 else [f"ch {j}" for j in range(n_channels)]
+    tile = 1.1 if cols <= 10 else 0.8
+    fig, axes = plt.subplots(rows, cols, figsize=(tile * cols + 1.2, tile * rows + 1.1), squeeze=False,
+                             layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     image = None
-    for ax, (label, kernel) in zip(axes.ravel(), tiles):
-        image = ax.imshow(kernel, cmap="gray", vmin=-limit, vmax=limit, interpolation="nearest")
-        ax.set_title(label, fontsize=7 if cols > 8 else 8)
-    fig.suptitle(f"{heading}\ngrey: weight value, one scale for all tiles", fontsize=10)
-    fig.tight_layout()
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="weight")
+    for i in range(n_filters):
+        for j in range(n_channels):
+            ax = axes[i // per_row, (i % per_row) * n_channels + j]
+            image = ax.imshow(w[i, j], cmap="gray", vmin=-limit, vmax=limit, interpolation="nearest")
+            ax.set_title(f"#{i}" if n_channels == 1 else f"#{i} {names[j]}", fontsize=7 if cols > 10 else 8)
+    what = "" if n_channels == 1 else "each filter: its input channels side by side; "
+    fig.suptitle(f"{heading}\n{what}grey: weight value, one scale for all tiles", fontsize=10)
+    fig.colorbar(image, ax=axes, shrink=min(0.8, 4.0 / rows + 0.3), label="weight")
     return plots.save(fig, path)
 
 
