@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from cnnforge.errors import CnnforgeError
-from cnnforge.recipe import Recipe
+from cnnforge.recipe import Recipe, load_recipe
 from cnnforge.training import rundir
 
 #: a trial's cnnforge runs go to ``<trial dir>/RUNS/<name>/<run id>``
@@ -60,18 +60,27 @@ def run_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequence[str
                 tune.report(row)
         return
 
+    run_overrides = [*overrides, *trial_overrides(config), f"train.out_dir={trial_dir / RUNS}"]
+    epochs = load_recipe(recipe, run_overrides).train.epochs
+    last: list[tuple[dict[str, Any], Any]] = []
+
     def report(row: dict[str, Any], ckpt_dir: Path | None) -> None:
-        tune.report(dict(row), checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None)
+        checkpoint = tune.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
+        if row["epoch"] < epochs:
+            tune.report(dict(row), checkpoint=checkpoint)
+        else:  # Ray may stop a trial at any report (ASHA does at its last epoch): let the run finish first
+            last.append((dict(row), checkpoint))
 
     if restored is None:
-        run_overrides = [*overrides, *trial_overrides(config), f"train.out_dir={trial_dir / RUNS}"]
         train(recipe, run_overrides, quiet=True, reporter=report)
-        return
-    if previous is None:
+    elif previous is None:
         raise CnnforgeError("Ray restored this trial but its run directory is gone", where=str(trial_dir / RUNS),
                             hint="on a multi-node cluster train.out_dir must be on storage every node sees")
-    with restored.as_directory() as ckpt_dir:
-        resume(previous, checkpoint=ckpt_dir, quiet=True, reporter=report)
+    else:
+        with restored.as_directory() as ckpt_dir:
+            resume(previous, checkpoint=ckpt_dir, quiet=True, reporter=report)
+    for row, checkpoint in last:
+        tune.report(row, checkpoint=checkpoint)
 
 
 def _epochs_in(checkpoint: Any) -> int:
