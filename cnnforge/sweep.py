@@ -39,11 +39,12 @@ class TuneResult:
 
     @property
     def best(self) -> TrialRow | None:
-        return self.trials[0] if self.trials and self.trials[0].value is not None else None
+        """The first trial that did not fail and reported the metric (failed trials sort last)."""
+        return next((t for t in self.trials if t.value is not None and not t.failed), None)
 
     @property
     def exit_code(self) -> int:
-        """0 when at least one trial finished; 1 when every trial failed."""
+        """0 when at least one trial trained without failing; 1 when every trial failed."""
         return 0 if self.best is not None else 1
 
 
@@ -196,10 +197,11 @@ def _connect(address: str | None) -> bool:
         if address:
             ray.init(address=address, logging_level=logging.WARNING)
         else:
-            ray.init(include_dashboard=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+            ray.init(include_dashboard=False, logging_level=logging.WARNING)
     except ConnectionError as exc:
         raise CnnforgeError(f"cannot reach a Ray cluster: {str(exc).splitlines()[0]}", where=f"--address {address}",
-                            hint="start one with `ray start --head` on the head node") from None
+                            hint="is `ray start --head` running there? With HOST:PORT Ray also needs RAY_AUTH_MODE=token "
+                                 "and the cluster's RAY_AUTH_TOKEN; --address auto finds a local cluster's token") from None
     return True
 
 
@@ -252,7 +254,7 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     # trials that have not started yet have no results; Ray warns about each of them on restore and on Ctrl-C
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if restoring and ray_tune.Tuner.can_restore(str(experiment)):
-        return ray_tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
+        return ray_tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
     if spec.scheduler.name == "asha":
         scheduler = ASHAScheduler(time_attr="epoch", max_t=recipe.train.epochs, grace_period=spec.scheduler.grace_period,
                                   reduction_factor=spec.scheduler.reduction_factor)

@@ -33,13 +33,17 @@ class TrialRow:
     run_dir: Path | None = None
     test_acc: float | None = None
 
+    @property
+    def failed(self) -> bool:
+        return self.status.startswith("error")
+
 
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str]) -> list[TrialRow]:
-    """Every trial of a Ray ``ResultGrid``, best first by ``tune.metric`` (failed trials last)."""
+    """Every trial of a Ray ``ResultGrid``, best first by ``tune.metric``; failed trials come last."""
     assert recipe.tune is not None
     metric, maximize = recipe.tune.metric, recipe.tune.mode == "max"
     rows = []
@@ -62,7 +66,7 @@ def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str]) -> list[Tri
             command=shlex.join([*replay, *trial_overrides(config)]), run_dir=run_dir,
             test_acc=_finite(summary.get("test/acc"))))
     sign = -1.0 if maximize else 1.0
-    return sorted(rows, key=lambda r: (r.value is None, sign * r.value if r.value is not None else 0.0, r.trial))
+    return sorted(rows, key=lambda r: (r.failed, r.value is None, sign * (r.value or 0.0), r.trial))
 
 
 def report_results(experiment: Path, recipe: Recipe, trials: list[TrialRow]) -> Path | None:
@@ -84,7 +88,7 @@ def report_results(experiment: Path, recipe: Recipe, trials: list[TrialRow]) -> 
     best = _write_best(experiment, recipe, trials)
     if best is not None:
         print(f"\nbest: trial {trials[0].trial} with {metric} {trials[0].value:.4g}; train it with: cnnforge run {best}")
-    errors = sum(t.status.startswith("error") for t in trials)
+    errors = sum(t.failed for t in trials)
     if errors:
         print(f"{errors} of {len(trials)} trials failed (see the status column and each trial's error.txt)")
     if any(t.value is not None for t in trials):
@@ -97,9 +101,9 @@ def report_results(experiment: Path, recipe: Recipe, trials: list[TrialRow]) -> 
 
 def _write_best(experiment: Path, recipe: Recipe, trials: list[TrialRow]) -> Path | None:
     """The best trial as a complete recipe without the ``tune:`` section: ``cnnforge run best.yaml`` trains it."""
-    if not trials or trials[0].value is None:
+    top = trials[0] if trials else None
+    if top is None or top.value is None or top.failed:
         return None
-    top = trials[0]
     best = load_recipe(recipe, trial_overrides(top.params))
     best.tune = None
     path = experiment / BEST_RECIPE

@@ -174,6 +174,24 @@ def test_both_sweep_recipes_are_valid_sweeps() -> None:
     assert spec.scheduler.name == "asha" and seed002.model.name == "vgg_bn" and seed002.data.name == "cifar10"
 
 
+def test_search_space_has_every_grid_key_and_each_sampled_distribution() -> None:
+    import numpy as np
+
+    from cnnforge.sweep import search_space
+
+    spec = load_recipe(SWEEP_DIGITS, ["tune.sample={optim.weight_decay: {loguniform: [1.0e-5, 1.0e-3]}, "
+                                      "model.dropout: {uniform: [0.1, 0.5]}, data.batch_size: {choice: [32, 64]}}"]).tune
+    assert spec is not None
+    space = search_space(spec)
+    assert space["model.activation"] == {"grid_search": ["relu", "leaky_relu", "elu", "selu"]}
+    assert space["optim.lr"] == {"grid_search": [0.003, 0.01, 0.03]}
+    decay = np.array(space["optim.weight_decay"].sample(size=400))
+    assert decay.min() >= 1e-5 and decay.max() <= 1e-3 and 3e-5 < np.median(decay) < 3e-4  # log-uniform, not uniform
+    dropout = np.array(space["model.dropout"].sample(size=400))
+    assert dropout.min() >= 0.1 and dropout.max() <= 0.5 and 0.25 < np.median(dropout) < 0.35
+    assert set(space["data.batch_size"].sample(size=50)) == {32, 64}
+
+
 # --------------------------------------------------------------------------------------------- sweeps
 
 @pytest.mark.slow
