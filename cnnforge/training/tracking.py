@@ -147,9 +147,11 @@ def start_tracking(acc: Any, recipe: Recipe, run_dir: Path) -> bool:
     try:
         acc.init_trackers(recipe.tracking.project, config=flat_config(recipe))
     except Exception as exc:  # wandb's CommError/UsageError, a TensorBoard dir that cannot be written, ...
-        raise CnnforgeError(f"{recipe.tracking.backend} tracking could not start: {type(exc).__name__}: {exc}",
+        backend = recipe.tracking.backend
+        raise CnnforgeError(f"{backend} tracking could not start: {type(exc).__name__}: {exc}",
                             where=f"{recipe.source}: tracking.backend",
-                            hint="without network, run with WANDB_MODE=offline or tracking.backend=csv") from exc
+                            hint="without network, run with WANDB_MODE=offline or tracking.backend=csv"
+                            if backend == "wandb" else None) from exc
     return True
 
 
