@@ -101,9 +101,14 @@ class TrainConfig(_Section):
     best_metric: str = "val/acc"
     best_mode: Literal["max", "min"] = "max"
     on_nan: Literal["stop", "skip", "rollback"] = "stop"
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: auto, on for conv nets on a CPU (benchmarks/speed_knobs.py)
     compile: bool = False
     out_dir: str = "runs"
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML reads a bare `no` (train.precision=no) as false
 
 
 class TrackingConfig(_Section):
