@@ -55,15 +55,15 @@ def make_step(model_name: str, shape: tuple[int, int, int], variant: str, batch_
     from torch import nn
 
     import cnnforge
-    from cnnforge.training.setup import speed_up
+    from cnnforge.training.setup import speed_up, use_channels_last
 
-    recipe = cnnforge.load_recipe({"name": "knobs", "train": {
+    recipe = cnnforge.load_recipe({"name": "knobs", "train": {  # every variant is one switch away from fp32
         "channels_last": variant == "channels_last", "compile": variant == "compile",
         "precision": {"bf16": "bf16", "fp16": "fp16"}.get(variant, "no")}})
     torch.manual_seed(0)
     model = cnnforge.build_model(model_name, num_classes=10, in_channels=shape[0], image_size=shape[1:]).to(device)
-    model = speed_up(model, recipe)
-    memory_format = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
+    model = speed_up(model, recipe, device)
+    memory_format = torch.channels_last if use_channels_last(recipe, model, device) else torch.contiguous_format
     x = torch.randn(batch_size, *shape, device=device).contiguous(memory_format=memory_format)
     y = torch.randint(0, 10, (batch_size,), device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)

@@ -45,7 +45,8 @@ def make_recipe(root: Path, out_dir: Path, *, tiny: bool, epochs: int) -> dict[s
         "model": {"name": "vgg_bn"},
         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
         "schedule": {"name": "none"},
-        "train": {"epochs": epochs, "label_smoothing": 0.1, "checkpoint_every": 0, "out_dir": str(out_dir)},
+        "train": {"epochs": epochs, "label_smoothing": 0.1, "checkpoint_every": 0, "out_dir": str(out_dir),
+                  "channels_last": False},  # NCHW, as the plain loop (on a CPU cnnforge would pick NHWC)
         "tracking": {"backend": "none"},
     }
 

@@ -23,7 +23,7 @@ from cnnforge.recipe import Recipe
 from cnnforge.training import checkpoint as ckpt
 from cnnforge.training import rundir
 from cnnforge.training.progress import Progress
-from cnnforge.training.setup import scale_lr
+from cnnforge.training.setup import scale_lr, use_channels_last
 
 
 @dataclass
@@ -73,7 +73,7 @@ class Trainer:
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(info.mean, device=acc.device).view(shape) * 255.0
         self.inv_std = 1.0 / (torch.tensor(info.std, device=acc.device).view(shape) * 255.0)
-        self.memory_format = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
+        self.memory_format = torch.channels_last if use_channels_last(recipe, model, acc.device) else torch.contiguous_format
         self.batch_augment = make_batch_augment(recipe)  # augment.mode: batch -> train ops run here, on the device
         self.ckpt_dir = run_dir / rundir.CHECKPOINTS
         self._sums = torch.zeros(3, dtype=torch.float64, device=acc.device)  # loss*n, correct, n of this epoch

@@ -98,7 +98,7 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
     acc = make_accelerator(recipe)
     splits = build_splits(recipe)
     info = splits.info
-    model = wrap_parallel(speed_up(model_for(recipe, info), recipe), recipe, acc.num_processes)
+    model = wrap_parallel(speed_up(model_for(recipe, info), recipe, acc.device), recipe, acc.num_processes)
 
     # the main process owns the run directory; the others learn its path
     box: list[Any] = [str(run_dir) if run_dir else None]

@@ -84,15 +84,26 @@ def _materialize_lazy(model: nn.Module, info: DataInfo) -> None:
     model.train(was_training)
 
 
-def speed_up(model: nn.Module, recipe: Recipe) -> nn.Module:
-    """``train.channels_last`` and ``train.compile``, applied before Accelerate wraps the model.
+def use_channels_last(recipe: Recipe, model: nn.Module, device: torch.device) -> bool:
+    """``train.channels_last``; unset, it is on for conv nets on a CPU and off elsewhere.
+
+    benchmarks/speed_knobs.py measured NHWC 1.15-1.4x faster for every seed conv net on a CPU (oneDNN)
+    and no gain for MLPs; on CUDA it is not measured yet, so it stays opt-in there (docs/benchmarks.md).
+    """
+    if recipe.train.channels_last is not None:
+        return recipe.train.channels_last
+    return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def speed_up(model: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
+    """channels_last (:func:`use_channels_last`) and ``train.compile``, applied before Accelerate wraps the model.
 
     channels_last stores conv weights NHWC (the trainer feeds NHWC inputs to match). compile uses
     ``nn.Module.compile``, in place, so parameter names and checkpoints stay those of the eager model
-    (``torch.compile(model)`` would prefix them with ``_orig_mod.``). Both are off by default:
-    benchmarks/speed_knobs.py finds neither faster for the seed models on a CPU (docs/benchmarks.md).
+    (``torch.compile(model)`` would prefix them with ``_orig_mod.``); it is off by default: on a CPU it
+    costs minutes of compilation and was slower than eager for three of four seed models measured.
     """
-    if recipe.train.channels_last:
+    if use_channels_last(recipe, model, device):
         model = model.to(memory_format=torch.channels_last)
     if recipe.train.compile:
         model.compile()
