@@ -114,34 +114,44 @@ def _write_best(experiment: Path, recipe: Recipe, trials: list[TrialRow]) -> Pat
 
 
 def plot_metric(path: Path, recipe: Recipe, trials: list[TrialRow]) -> None:
-    """One panel per swept key: every trial's metric at its value, with the mean per grid value."""
+    """One panel per swept key: every trial's metric at its value (hollow: stopped early), the mean per value."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     assert recipe.tune is not None
     spec = recipe.tune
     keys = [*spec.grid, *spec.sample]
-    scored = [t for t in trials if t.value is not None]
+    scored = [t for t in trials if t.value is not None and not t.failed]
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, sharey=True)
+
+    def dots(ax: Any, xs: Any, group: list[TrialRow]) -> None:
+        xs = np.asarray(xs)
+        for label, filled in (("done", True), ("stopped early", False)):
+            pick = np.array([(t.status == "done") == filled for t in group], dtype=bool)
+            if pick.any():
+                ax.scatter(xs[pick], [t.value for t, p in zip(group, pick) if p], s=24, alpha=0.7, label=label,
+                           facecolors="tab:blue" if filled else "none", edgecolors="tab:blue")
+
     for ax, key in zip(axes.flat, keys):
         sample = spec.sample.get(key)
-        continuous = sample is not None and sample.choice is None
-        if continuous:
-            ax.scatter([t.params[key] for t in scored], [t.value for t in scored], s=22, alpha=0.8)
+        if sample is not None and sample.choice is None:  # a sampled range: the values themselves
+            dots(ax, [t.params[key] for t in scored], scored)
             if sample.loguniform is not None:
                 ax.set_xscale("log")
-        else:
+        else:  # grid or choice values: one column each, points spread a little so they do not hide each other
             values = list(spec.grid.get(key) or (sample.choice if sample else []))
             labels = [str(v) for v in values]
             for i, value in enumerate(values):
-                ys = [t.value for t in scored if t.params.get(key) == value]
-                ax.scatter([i] * len(ys), ys, s=22, alpha=0.6, color="tab:blue")
-                if ys:
-                    ax.plot([i - 0.25, i + 0.25], [sum(ys) / len(ys)] * 2, color="tab:red", linewidth=2)
+                group = [t for t in scored if t.params.get(key) == value]
+                if group:
+                    dots(ax, i + np.linspace(-0.12, 0.12, len(group)) * (len(group) > 1), group)
+                    mean = sum(t.value for t in group) / len(group)  # type: ignore[misc]
+                    ax.plot([i - 0.3, i + 0.3], [mean, mean], color="tab:red", linewidth=2, label="mean")
             ax.set_xticks(range(len(values)), labels, rotation=30 if max(map(len, labels), default=0) > 6 else 0)
             ax.set_xlim(-0.5, len(values) - 0.5)
         ax.set_xlabel(key)
@@ -150,8 +160,9 @@ def plot_metric(path: Path, recipe: Recipe, trials: list[TrialRow]) -> None:
         ax.set_ylabel(spec.metric)
     for ax in list(axes.flat)[len(keys):]:
         ax.set_visible(False)
-    fig.suptitle(f"{recipe.name}: {spec.metric} ({spec.mode}) of {len(scored)} trials by swept value"
-                 + ("  (red: mean)" if any(k in spec.grid or spec.sample[k].choice is not None for k in keys) else ""))
-    fig.tight_layout()
+    handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="upper right", fontsize=8)
+    fig.suptitle(f"{recipe.name}: {spec.metric} ({spec.mode}) of {len(scored)} trials by swept value")
+    fig.tight_layout(rect=(0, 0, 0.92, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
