@@ -67,11 +67,13 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     replay = _replay_prefix(recipe_or_path, overrides, experiment)
 
     import ray
+    from ray import tune as ray_tune
 
     address = address or os.environ.get("RAY_ADDRESS")
     started = _connect(address)
     try:
         _check_resources(spec, recipe.source)
+        restoring = restoring and ray_tune.Tuner.can_restore(str(experiment))  # not if Ray never saved its state
         tuner = _tuner(recipe, spec, experiment, restoring, max_concurrent, quiet)
         print(f"{'continuing' if restoring else 'starting'} experiment {experiment}", flush=True)
         with _graceful_interrupt() as interrupted:
@@ -103,12 +105,17 @@ def _graceful_interrupt() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
         os.kill(os.getpid(), signal.SIGUSR1)
 
+    ray_own = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ray would take SIGINT and hide the interruption
     signal.signal(signal.SIGINT, on_sigint)
     try:
         yield interrupted
     finally:
         signal.signal(signal.SIGINT, previous)
+        if ray_own is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = ray_own
 
 
 # ------------------------------------------------------------------------------------------- checks
@@ -253,11 +260,12 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
         {"cpu": spec.resources_per_trial.cpu, "gpu": spec.resources_per_trial.gpu})
     # trials that have not started yet have no results; Ray warns about each of them on restore and on Ctrl-C
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    if restoring and ray_tune.Tuner.can_restore(str(experiment)):
+    if restoring:
         return ray_tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
     if spec.scheduler.name == "asha":
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=recipe.train.epochs, grace_period=spec.scheduler.grace_period,
-                                  reduction_factor=spec.scheduler.reduction_factor)
+        swept_epochs = [*spec.grid.get("train.epochs", []), *(getattr(spec.sample.get("train.epochs"), "choice", None) or [])]
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=max([recipe.train.epochs, *swept_epochs]),
+                                  grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor)
     else:
         scheduler = FIFOScheduler()
     return ray_tune.Tuner(
