@@ -171,7 +171,7 @@ class Predictor:
         if self.transform is not None:
             seed_pipeline(self.transform, np.random.default_rng(0))  # random eval ops give the same answer every call
             array = self.transform(image=array)["image"]
-        array = np.ascontiguousarray(array).reshape(*self.info.image_size, self.info.channels)
+        array = np.array(array, dtype=np.uint8).reshape(*self.info.image_size, self.info.channels)  # an own, writable copy
         return torch.from_numpy(array).permute(2, 0, 1)
 
     def _array(self, image: np.ndarray) -> np.ndarray:

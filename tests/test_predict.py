@@ -14,7 +14,7 @@ import torch
 
 import cnnforge
 from cnnforge.data.loading import build_splits
-from tests.conftest import ROOT, cli, one_error_line
+from tests.conftest import ROOT, cli, cli_here, one_error_line
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
 
@@ -65,7 +65,8 @@ def test_predictor_accepts_other_image_forms(run_dir: Path, test_images: tuple[n
         predictor.probabilities(np.full((8, 8), 7.0))
 
 
-def test_predict_cli(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str, str]]], tmp_path: Path) -> None:
+def test_predict_cli(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str, str]]], tmp_path: Path,
+                     capsys: pytest.CaptureFixture[str]) -> None:
     images, rows = test_images
     files = []
     for i in range(3):
@@ -79,26 +80,26 @@ def test_predict_cli(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str
     assert [len(a["topk"]) for a in answers] == [2, 2, 2]
     assert answers[0]["probability"] == pytest.approx(float(rows[0]["confidence"]), abs=1e-5)
 
-    proc = cli("predict", str(run_dir), str(files[0]))
+    proc = cli_here(capsys, "predict", str(run_dir), str(files[0]))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"{files[0]}: {rows[0]['predicted']} (") and "then" in proc.stdout
 
 
-def test_predict_failures_are_one_line(run_dir: Path, tmp_path: Path) -> None:
+def test_predict_failures_are_one_line(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = tmp_path / "good.png"
     cv2.imwrite(str(good), np.zeros((8, 8), np.uint8))
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
     (tmp_path / "empty.png").write_bytes(b"")
     for bad, message in (("broken.jpg", "not a readable image"), ("empty.png", "not a readable image"),
                          ("missing.png", "no such image file"), (".", "is a directory")):
-        proc = cli("predict", str(run_dir), str(good), str(tmp_path / bad))
+        proc = cli_here(capsys, "predict", str(run_dir), str(good), str(tmp_path / bad))
         assert proc.returncode == 1, proc.stderr
         line = one_error_line(proc)
         assert message in line and str(tmp_path / bad) in line
         assert proc.stdout == ""  # nothing is printed for the good image either
-    proc = cli("predict", str(tmp_path), str(good))
+    proc = cli_here(capsys, "predict", str(tmp_path), str(good))
     assert proc.returncode == 2 and "not a run directory" in one_error_line(proc)
-    proc = cli("predict", str(run_dir), str(good), "--topk", "0")
+    proc = cli_here(capsys, "predict", str(run_dir), str(good), "--topk", "0")
     assert proc.returncode == 2 and "--topk" in one_error_line(proc)
 
 
@@ -114,7 +115,7 @@ print(json.dumps({"logits": model(images).tolist(), "classes": meta["classes"],
 
 
 def test_export_torchscript_runs_without_cnnforge(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str, str]]],
-                                                  tmp_path: Path) -> None:
+                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     images, _ = test_images
     proc = cli("export", str(run_dir), "--format", "torchscript")
     assert proc.returncode == 0, proc.stderr
@@ -132,18 +133,20 @@ def test_export_torchscript_runs_without_cnnforge(run_dir: Path, test_images: tu
     probs = torch.softmax(torch.tensor(answer["logits"]), 1).numpy()
     assert np.allclose(probs, cnnforge.load_predictor(run_dir).probabilities(images[:16]), atol=1e-5)
 
-    proc = cli("export", str(run_dir), "--format", "torchscript")
+    proc = cli_here(capsys, "export", str(run_dir), "--format", "torchscript")
     assert proc.returncode == 1 and "already exists (use --force" in one_error_line(proc)
-    proc = cli("export", str(run_dir), "--format", "torchscript", "--force")
+    proc = cli_here(capsys, "export", str(run_dir), "--format", "torchscript", "--force")
     assert proc.returncode == 0, proc.stderr
 
 
-def test_export_safetensors_carries_weights_and_preprocessing(run_dir: Path, tmp_path: Path) -> None:
+def test_export_safetensors_carries_weights_and_preprocessing(run_dir: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     target = tmp_path / "digits.safetensors"
-    proc = cli("export", str(run_dir), "--format", "safetensors", "--checkpoint", "last", "--out", str(target))
+    proc = cli_here(capsys, "export", str(run_dir), "--format", "safetensors", "--checkpoint", "last", "--out",
+                    str(target))
     assert proc.returncode == 0, proc.stderr
     final = load_file(run_dir / "model.safetensors")
     exported = load_file(target)

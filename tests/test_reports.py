@@ -14,7 +14,7 @@ from torch import nn
 
 import cnnforge
 from cnnforge.data.loading import build_splits
-from tests.conftest import ROOT, cli, one_error_line
+from tests.conftest import ROOT, cli, cli_here, one_error_line
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
 PNGS = ("curves.png", "confusion_matrix.png", "confusion_matrix_normalized.png", "errors.png")
@@ -76,7 +76,7 @@ def test_every_run_ends_with_a_report(run_dir: Path) -> None:
     assert (run_dir / "data_info.json").exists()
 
 
-def test_eval_reproduces_the_run_report_and_keeps_it(run_dir: Path) -> None:
+def test_eval_reproduces_the_run_report_and_keeps_it(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     reports = run_dir / "reports"
     before = (reports / "metrics.json").read_text()
     proc = cli("eval", str(run_dir))
@@ -84,7 +84,7 @@ def test_eval_reproduces_the_run_report_and_keeps_it(run_dir: Path) -> None:
     assert f"report: {reports}" in proc.stdout
     assert (reports / "metrics.json").read_text() == before  # same weights, same data, same numbers
 
-    proc = cli("eval", str(run_dir), "--split", "val", "--checkpoint", "last")
+    proc = cli_here(capsys, "eval", str(run_dir), "--split", "val", "--checkpoint", "last")
     assert proc.returncode == 0, proc.stderr
     other = json.loads((reports / "val-last" / "metrics.json").read_text())
     val = build_splits(cnnforge.load_recipe(run_dir / "recipe.yaml")).val
@@ -95,23 +95,23 @@ def test_eval_reproduces_the_run_report_and_keeps_it(run_dir: Path) -> None:
         assert (reports / "val-last" / png).exists()
 
 
-def test_eval_failures_are_one_line(run_dir: Path, tmp_path: Path) -> None:
-    proc = cli("eval", str(tmp_path))
+def test_eval_failures_are_one_line(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    proc = cli_here(capsys, "eval", str(tmp_path))
     assert proc.returncode == 2 and "not a run directory" in one_error_line(proc)
-    proc = cli("eval", str(run_dir), "--split", "holdout")
+    proc = cli_here(capsys, "eval", str(run_dir), "--split", "holdout")
     assert proc.returncode == 2 and "--split" in one_error_line(proc)
 
     copy = tmp_path / "no_best"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("best.safetensors", "reports"))
-    proc = cli("eval", str(copy), "--checkpoint", "best")
+    proc = cli_here(capsys, "eval", str(copy), "--checkpoint", "best")
     assert proc.returncode == 1
     assert "kept no best weights (use --checkpoint last)" in one_error_line(proc)
-    proc = cli("eval", str(copy))  # without best weights the default is the final ones
+    proc = cli_here(capsys, "eval", str(copy))  # without best weights the default is the final ones
     assert proc.returncode == 0, proc.stderr
     assert json.loads((copy / "reports" / "metrics.json").read_text())["checkpoint"] == "last"
 
 
-def test_embed_plots_penultimate_features(run_dir: Path) -> None:
+def test_embed_plots_penultimate_features(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     proc = cli("embed", str(run_dir), "--method", "pca", "--n", "120")
     assert proc.returncode == 0, proc.stderr
     png = run_dir / "reports" / "embedding_pca.png"
@@ -121,10 +121,10 @@ def test_embed_plots_penultimate_features(run_dir: Path) -> None:
     assert saved["features"].shape == (120, 16)  # ConvNet.embed: 16 channels x 1 x 1 after three pools of 8x8
     assert set(saved["labels"].tolist()) <= set(range(10)) and list(saved["classes"]) == [str(d) for d in range(10)]
 
-    proc = cli("embed", str(run_dir), "--method", "tsne", "--n", "60", "--split", "val")
+    proc = cli_here(capsys, "embed", str(run_dir), "--method", "tsne", "--n", "60", "--split", "val")
     assert proc.returncode == 0, proc.stderr
     _png_size(run_dir / "reports" / "val-best" / "embedding_tsne.png")
-    proc = cli("embed", str(run_dir), "--n", "2")
+    proc = cli_here(capsys, "embed", str(run_dir), "--n", "2")
     assert proc.returncode == 2 and "--n" in one_error_line(proc)
 
 
@@ -142,11 +142,11 @@ def test_penultimate_hooks_models_without_embed() -> None:
             pass
 
 
-def test_viz_filters(run_dir: Path) -> None:
+def test_viz_filters(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     proc = cli("viz", "filters", str(run_dir))
     assert proc.returncode == 0, proc.stderr
     _png_size(run_dir / "reports" / "filters_layer0.png")
-    proc = cli("viz", "filters", str(run_dir), "--layer", "7")
+    proc = cli_here(capsys, "viz", "filters", str(run_dir), "--layer", "7")
     assert proc.returncode == 2
     assert "--layer: is 7 but the model has 3 conv layer(s)" in one_error_line(proc)
 
@@ -154,10 +154,10 @@ def test_viz_filters(run_dir: Path) -> None:
 def test_filter_grids_of_rgb_layers(tmp_path: Path) -> None:
     from cnnforge.reports.kernels import filter_grid
 
-    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 8, 5))
+    model = nn.Sequential(nn.Conv2d(3, 12, 3), nn.ReLU(), nn.Conv2d(12, 4, 5))
     rgb = _png_size(filter_grid(model, tmp_path / "rgb.png"))
     per_channel = _png_size(filter_grid(model, tmp_path / "channels.png", per_channel=True))
-    assert per_channel[1] > rgb[1]  # 16 rows of R, G, B tiles against one RGB tile per filter
+    assert per_channel[0] * per_channel[1] > rgb[0] * rgb[1]  # R, G, B tiles of each filter against one RGB tile
     _png_size(filter_grid(model, tmp_path / "last.png", layer=-1))
 
 
@@ -185,23 +185,25 @@ def test_fixed_kernels_find_edges() -> None:
     assert np.allclose(convolve(image, None)[2:-2, 4:6], 4.0)  # sobel: gradient magnitude
 
 
-def test_viz_kernel_cli(tmp_path: Path) -> None:
+def test_viz_kernel_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     image = _edge_image(tmp_path / "edge.png")
     proc = cli("viz", "kernel", str(image), "--kernel", "sobel_x", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     _png_size(tmp_path / "edge_sobel_x.png")
-    proc = cli("viz", "kernel", str(image), "--kernel", "[[1,2,1],[2,4,2],[1,2,1]]", "--out", str(tmp_path / "b.png"))
+    proc = cli_here(capsys, "viz", "kernel", str(image), "--kernel", "[[1,2,1],[2,4,2],[1,2,1]]", "--out",
+                    str(tmp_path / "b.png"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "b.png").exists()
 
-    proc = cli("viz", "kernel", str(image), "--kernel", "sobelx", cwd=tmp_path)
+    proc = cli_here(capsys, "viz", "kernel", str(image), "--kernel", "sobelx")
     assert proc.returncode == 2 and "did you mean sobel_x" in one_error_line(proc)
-    proc = cli("viz", "kernel", str(image), "--kernel", "[[1, 2], [3]]", cwd=tmp_path)
+    proc = cli_here(capsys, "viz", "kernel", str(image), "--kernel", "[[1, 2], [3]]")
     assert proc.returncode == 2 and "--kernel" in one_error_line(proc)
     (tmp_path / "notes.png").write_text("not an image")
-    proc = cli("viz", "kernel", str(tmp_path / "notes.png"), "--kernel", "blur", cwd=tmp_path)
+    proc = cli_here(capsys, "viz", "kernel", str(tmp_path / "notes.png"), "--kernel", "blur", "--out",
+                    str(tmp_path / "notes_blur.png"))
     assert proc.returncode == 1 and "not a readable image" in one_error_line(proc)
-    proc = cli("viz", "kernel", str(image), "--kernel", "blur", "--out", str(image))
+    proc = cli_here(capsys, "viz", "kernel", str(image), "--kernel", "blur", "--out", str(image))
     assert proc.returncode == 2 and "overwrite the input" in one_error_line(proc)
 
 
