@@ -195,8 +195,8 @@ def test_search_space_has_every_grid_key_and_each_sampled_distribution() -> None
 # --------------------------------------------------------------------------------------------- sweeps
 
 @pytest.mark.slow
-def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path) -> None:
-    """kill -9 mid-sweep, rerun: finished trials are not trained again and the results are complete."""
+def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """kill -9 mid-sweep, rerun (through the Python API): finished trials are not trained again."""
     args = ["tune", str(SWEEP_DIGITS), f"train.out_dir={tmp_path}"]
     first = _start(args, tmp_path / "first.log")
     try:
@@ -209,9 +209,14 @@ def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path) -> None:
     finished = {p.parent: (p.stat().st_mtime_ns, (p.parent / "metrics.jsonl").read_text())
                 for p in experiment.glob("*/runs/*/*/summary.json")}
 
-    proc = cli(*args)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"continuing experiment {experiment}" in proc.stdout
+    import cnnforge
+    import ray
+
+    result = cnnforge.tune(SWEEP_DIGITS, [f"train.out_dir={tmp_path}"], quiet=True)
+    stdout = capsys.readouterr().out
+    assert not ray.is_initialized()  # the Ray it started is shut down again
+    assert result.experiment_dir == experiment and result.exit_code == 0
+    assert f"continuing experiment {experiment}" in stdout
     for run_dir, (mtime, metrics) in finished.items():  # untouched: neither retrained nor re-tested
         summary = run_dir / "summary.json"
         assert summary.stat().st_mtime_ns == mtime and (run_dir / "metrics.jsonl").read_text() == metrics, run_dir
@@ -226,9 +231,12 @@ def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path) -> None:
     for row in rows:
         run_dir = Path(row["run_dir"])
         assert _epochs(run_dir) == [1, 2, 3] and row["epochs"] == "3"  # a resumed trial repeats no epoch
-        assert f"{row['trial']}  {row['command']}" in proc.stdout
+        assert f"{row['trial']}  {row['command']}" in stdout
     assert (experiment / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"experiment directory: {experiment}" in proc.stdout
+    assert f"experiment directory: {experiment}" in stdout
+    assert [t.trial for t in result.trials] == [r["trial"] for r in rows]
+    assert result.best is not None and result.best.trial == rows[0]["trial"]
+    assert result.best_recipe == experiment / "best.yaml"
 
     # the best trial: its replay command names its values, and best.yaml retrains exactly it
     best = rows[0]
