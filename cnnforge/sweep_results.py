@@ -80,7 +80,7 @@ def report_results(experiment: Path, recipe: Recipe, trials: list[TrialRow]) -> 
                            "epochs": t.epochs, "time_s": t.time_s, "status": t.status, "test/acc": t.test_acc,
                            "run_dir": str(t.run_dir or ""), "command": t.command} for i, t in enumerate(trials)])
     table.to_csv(experiment / RESULTS_CSV, index=False)
-    print("")
+    print()
     print(table.drop(columns=["test/acc", "run_dir", "command"]).to_string(index=False, na_rep="-", float_format="{:.4g}".format))
     print("\nreplay a trial with:")
     for t in trials:

@@ -5,6 +5,8 @@ A trial's cnnforge run directory lives in the trial's folder of the experiment
 a restarted driver starts a new Ray session, and the trial must find its run there again.
 Every epoch checkpoint cnnforge writes is also handed to Ray (``tune.report(..., checkpoint=...)``),
 so ASHA sees each epoch and a retried or restored trial continues from the checkpoint Ray recorded.
+The last epoch is reported only once the run has finished (test metrics, ``summary.json``), because
+Ray may stop a trial at any report and ASHA always stops one that reaches its last epoch.
 
 This module is imported inside Ray workers; it must stay importable without the driver's state.
 """
