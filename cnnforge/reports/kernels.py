@@ -178,7 +178,8 @@ def _show_kernel(ax: Any, kernel: np.ndarray | None, name: str) -> None:
     ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
     if kernel.size <= 49:
         for (i, j), v in np.ndenumerate(kernel):
-            ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=10 if kernel.shape[0] <= 3 else 7)
+            ax.text(j, i, f"{v:.3g}", ha="center", va="center", fontsize=10 if kernel.shape[0] <= 3 else 7,
+                    color="white" if abs(v) > 0.6 * limit else "black")  # legible on the dark ends of the map
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(f"kernel: {name} ({kernel.shape[0]}x{kernel.shape[1]})")
