@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -174,3 +175,19 @@ def test_predictor_follows_eval_pipelines_that_resize(tmp_path: Path) -> None:
     assert np.allclose(probs.max(1), [float(r["confidence"]) for r in rows], atol=2e-6)
     big = np.kron(images[0, :, :, 0], np.ones((4, 4), np.uint8))  # the same digit at 32x32
     assert np.allclose(predictor.probabilities(big), probs[:1], atol=1e-6)  # brought back to the stored 8x8 first
+
+
+def test_predictor_of_an_unfinished_run(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str, str]]],
+                                        tmp_path: Path) -> None:
+    """Before the run ends there are no final weights and no data_info.json: the newest checkpoint and the data serve."""
+    images, _ = test_images
+    copy = tmp_path / "unfinished"
+    drop = {run_dir / "model.safetensors", run_dir / "data_info.json", run_dir / "checkpoints" / "best.safetensors",
+            run_dir / "reports", run_dir / "export"}
+    shutil.copytree(run_dir, copy, ignore=lambda folder, names: [n for n in names if Path(folder) / n in drop])
+    predictor = cnnforge.load_predictor(copy)
+    assert predictor.checkpoint == "last" and predictor.stored_shape == (8, 8, 1)
+    final = cnnforge.load_predictor(run_dir, checkpoint="last")  # the last checkpoint holds the final weights
+    assert np.allclose(predictor.probabilities(images[:8]), final.probabilities(images[:8]), atol=1e-6)
+    with pytest.raises(cnnforge.CnnforgeError, match="kept no best weights"):
+        cnnforge.load_predictor(copy, checkpoint="best")
