@@ -52,6 +52,7 @@ def build(name: str, *, num_classes: int, in_channels: int, image_size: Any, pre
                             pretrained_cfg_overlay={"state_dict": state, "num_classes": source_classes}, **kwargs)
         except RuntimeError as exc:  # the strict load: the file belongs to another architecture
             raise ValueError(f"weights from {path} do not fit {model_id}: {one_line(exc)}") from None
+        model.pretrained_cfg.update(state_dict=None, file=str(path))  # (also default_cfg) keep no second copy
         if source_classes != num_classes:
             model.reset_classifier(num_classes)
     return apply_freeze(model, freeze, name=model_id)  # type: ignore[arg-type]
