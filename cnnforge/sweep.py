@@ -63,8 +63,6 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     spec = check_sweep(recipe)
     if max_concurrent is not None and max_concurrent < 1:
         raise ConfigError(f"must be at least 1, got {max_concurrent}", where="--max-concurrent")
-    experiment, restoring = _experiment_dir(recipe, fresh)
-    replay = _replay_prefix(recipe_or_path, overrides, experiment)
 
     import ray
     from ray import tune as ray_tune
@@ -73,6 +71,7 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     started = _connect(address)
     try:
         _check_resources(spec, recipe.source)
+        experiment, restoring = _experiment_dir(recipe, fresh)
         restoring = restoring and ray_tune.Tuner.can_restore(str(experiment))  # not if Ray never saved its state
         tuner = _tuner(recipe, spec, experiment, restoring, max_concurrent, quiet)
         print(f"{'continuing' if restoring else 'starting'} experiment {experiment}", flush=True)
@@ -84,7 +83,7 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     if interrupted.is_set():
         print(f"interrupted: run the same command again to continue {experiment}", flush=True)
         raise KeyboardInterrupt
-    trials = collect_trials(grid, recipe, replay)
+    trials = collect_trials(grid, recipe, _replay_prefix(recipe_or_path, overrides, experiment))
     result = TuneResult(experiment, trials, metric=spec.metric)
     result.best_recipe = report_results(experiment, recipe, trials)
     return result
@@ -185,9 +184,9 @@ def _experiment_dir(recipe: Recipe, fresh: bool) -> tuple[Path, bool]:
 
 
 def _replay_prefix(recipe_or_path: Any, overrides: list[str], experiment: Path) -> list[str]:
-    """``cnnforge run <recipe> <overrides>``: what a trial's replay command starts with."""
+    """``cnnforge run <recipe> <overrides>``: what a trial's replay command starts with (``tune.*`` left out)."""
     if isinstance(recipe_or_path, (str, os.PathLike)):
-        return ["cnnforge", "run", str(recipe_or_path), *overrides]
+        return ["cnnforge", "run", str(recipe_or_path), *(o for o in overrides if o.split("=")[0].split(".")[0] != "tune")]
     return ["cnnforge", "run", str(experiment / SWEEP_RECIPE)]
 
 

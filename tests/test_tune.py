@@ -195,6 +195,16 @@ def test_search_space_has_every_grid_key_and_each_sampled_distribution() -> None
 # --------------------------------------------------------------------------------------------- sweeps
 
 @pytest.mark.slow
+def test_more_gpus_than_the_cluster_has_is_one_line_not_a_hang(tmp_path: Path) -> None:
+    proc = cli("tune", str(SWEEP_DIGITS), "tune.resources_per_trial.gpu=1", f"train.out_dir={tmp_path}",
+               env={"CUDA_VISIBLE_DEVICES": ""}, timeout=300)
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert "tune.resources_per_trial.gpu: a trial asks for 1 GPU but the Ray cluster has 0" in line
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
 def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """kill -9 mid-sweep, rerun (through the Python API): finished trials are not trained again."""
     args = ["tune", str(SWEEP_DIGITS), f"train.out_dir={tmp_path}"]
