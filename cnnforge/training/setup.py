@@ -38,6 +38,10 @@ def make_accelerator(recipe: Recipe, *, log_with: list[str] | None = None, proje
         raise CnnforgeError(f"WORLD_SIZE={launcher_world} is set but no launcher started the other ranks "
                             "(RANK/MASTER_ADDR/MASTER_PORT missing)", where="environment",
                             hint="start several processes with `accelerate launch --multi_gpu --num_processes N`")
+    if launcher_world == 1:  # a second run in one process (a notebook, a sweep worker) may change precision
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
     acc = Accelerator(
         cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=recipe.train.grad_accum,
         log_with=log_with or None, project_dir=project_dir,
