@@ -71,3 +71,10 @@ def test_cifar_fast_recipe_trains_on_the_cpu() -> None:
     r = bench("cifar_fast")
     assert r["cifar10"] is False and r["reached_94"] is False  # synthetic data: a correctness run only
     assert 0.0 <= r["mean_test_acc"] <= 1.0 and r["mean_train_s"] > 0
+
+
+@pytest.mark.slow
+def test_sweep_overhead_compares_wall_time_with_the_ideal() -> None:
+    r = bench("sweep_overhead")
+    assert r["trials"] == 2 and r["failed"] == 0
+    assert r["overhead_ratio"] == pytest.approx(r["wall_s"] / r["ideal_s"])
