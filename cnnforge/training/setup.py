@@ -105,7 +105,8 @@ def speed_up(model: nn.Module, recipe: Recipe, device: torch.device) -> nn.Modul
     channels_last stores conv weights NHWC (the trainer feeds NHWC inputs to match). compile uses
     ``nn.Module.compile``, in place, so parameter names and checkpoints stay those of the eager model
     (``torch.compile(model)`` would prefix them with ``_orig_mod.``); it is off by default: on a CPU it
-    costs minutes of compilation and was slower than eager for three of four seed models measured.
+    costs minutes of compilation, was slower than eager for two of the four seed models measured and
+    behind channels_last for the other two.
     """
     if use_channels_last(recipe, model, device):
         model = model.to(memory_format=torch.channels_last)
