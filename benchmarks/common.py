@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -59,10 +58,6 @@ def interleaved(contenders: dict[str, Callable[[], Any]], repeats: int, *,
 def best(times: Sequence[float]) -> float:
     """The fastest round: on a shared machine the others mostly measure the neighbours."""
     return min(times)
-
-
-def median(times: Sequence[float]) -> float:
-    return statistics.median(times)
 
 
 def write_cifar(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:

@@ -23,7 +23,7 @@ import contextlib
 import time
 from typing import Any
 
-from benchmarks.common import interleaved, parser, report
+from benchmarks.common import best, interleaved, parser, report
 
 #: seed model -> (channels, height, width) of its seed's data
 SEED_MODELS = {
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if variant == "compile":
                 compile_s = time.perf_counter() - start
         times = interleaved({v: (lambda r=r: r(steps)) for v, r in runs.items()}, repeats, clock=clock)
-        rate = {v: batch_size * steps / min(t) for v, t in times.items()}
+        rate = {v: batch_size * steps / best(t) for v, t in times.items()}
         result[name] = {"samples_per_s": rate, "speedup": {v: r / rate["fp32"] for v, r in rate.items()},
                         "compile_s": compile_s}
         rows += [{"model": name, "variant": v, "samples/s": r, "x fp32": r / rate["fp32"]} for v, r in rate.items()]

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, parser, report, write_cifar
+from benchmarks.common import ROOT, best, parser, report, write_cifar
 
 
 def make_recipe(root: Path, out_dir: Path, *, tiny: bool, epochs: int) -> dict[str, Any]:
@@ -183,9 +183,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         samples = len(build_splits(load_recipe(recipe_data)).train)  # both train all of it every epoch
     equal = weights["plain"].keys() == weights["cnnforge"].keys() and all(
         torch.equal(weights["plain"][k], weights["cnnforge"][k]) for k in weights["plain"])
-    rate = {name: samples / min(t) for name, t in times.items()}
+    rate = {name: samples / best(t) for name, t in times.items()}
     ratio = rate["cnnforge"] / rate["plain"]
-    rows = [{"loop": name, "best epoch s": min(t), "samples/s": rate[name], "x plain": rate[name] / rate["plain"]}
+    rows = [{"loop": name, "best epoch s": best(t), "samples/s": rate[name], "x plain": rate[name] / rate["plain"]}
             for name, t in times.items()]
     rows.append({"loop": "weights torch.equal", "best epoch s": "-", "samples/s": "-", "x plain": str(equal)})
     result = {"processes": 2 if args.ddp else 1, "model": "vgg_bn", "samples_per_epoch": samples, "epochs": epochs,
