@@ -151,6 +151,7 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
         summary = _finish(trainer, state, recipe, acc)
         if tracking:
             finish_tracking(acc, recipe, run_dir, summary)
+        acc.wait_for_everyone()  # tear down together: a gloo rank whose peer is still busy can abort at exit
     except KeyboardInterrupt:
         progress.close()
         if acc.is_main_process:
