@@ -51,11 +51,7 @@ class AugmentedDataset(Dataset):
 
     def __init__(self, base: Any, indices: Sequence[int], transform: Any, seed: int) -> None:
         self.base, self.indices, self.transform, self.seed = base, np.asarray(indices, dtype=np.int64), transform, seed
-        self.labels = np.asarray([self._label(i) for i in self.indices], dtype=np.int64)
-
-    def _label(self, i: int) -> int:
-        labels = getattr(self.base, "labels", None)
-        return int(labels[i]) if labels is not None else int(self.base[int(i)][1])
+        self.labels = _labels(base, self.indices)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -105,13 +101,15 @@ def _open(recipe: Recipe, split: str) -> Any:
     return registry.call_builder(entry, kwargs, where=f"{recipe.source}: data")
 
 
-def _labels(ds: Any) -> np.ndarray:
+def _labels(ds: Any, indices: Any = None) -> np.ndarray:
+    """Labels of ``ds`` (at ``indices``): its ``labels``/``targets`` array, else read item by item."""
+    picks = np.arange(len(ds)) if indices is None else np.asarray(indices, dtype=np.int64)
     labels = getattr(ds, "labels", None)
     if labels is None:
         labels = getattr(ds, "targets", None)
     if labels is None:
-        labels = [ds[i][1] for i in range(len(ds))]
-    return np.asarray(labels, dtype=np.int64)
+        return np.asarray([ds[int(i)][1] for i in picks], dtype=np.int64)
+    return np.asarray(labels, dtype=np.int64)[picks]
 
 
 def data_info(ds: Any, where: str) -> DataInfo:

@@ -57,7 +57,9 @@ MAX_ROLLBACKS = 3
 
 
 class _Rollback(Exception):
-    pass
+    def __init__(self, checkpoint: Path) -> None:
+        super().__init__(str(checkpoint))
+        self.checkpoint = checkpoint
 
 
 class Trainer:
@@ -77,7 +79,6 @@ class Trainer:
         self.batch_augment = make_batch_augment(recipe)  # augment.mode: batch -> train ops run here, on the device
         self.ckpt_dir = run_dir / rundir.CHECKPOINTS
         self._sums = torch.zeros(3, dtype=torch.float64, device=acc.device)  # loss*n, correct, n of this epoch
-        self.best_weights: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------------ inputs
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,8 +94,8 @@ class Trainer:
         while state.epoch < self.recipe.train.epochs:
             try:
                 row = self._epoch(state)
-            except _Rollback:
-                state = self._rollback(state)
+            except _Rollback as rollback:
+                state = self._rollback(state, rollback.checkpoint)
                 continue
             self._after_epoch(state, row)
         self.progress.close()
@@ -169,15 +170,13 @@ class Trainer:
         if policy == "skip":
             state.skipped_steps += 1
             return
-        if policy == "rollback" and state.rollbacks < MAX_ROLLBACKS and ckpt.latest_valid(self.ckpt_dir) is not None:
-            raise _Rollback
         last = ckpt.latest_valid(self.ckpt_dir)
+        if policy == "rollback" and state.rollbacks < MAX_ROLLBACKS and last is not None:
+            raise _Rollback(last)
         raise NonFiniteLossError(f"non-finite loss at {where}; last good checkpoint: {last or 'none'}",
                                  where=str(self.run_dir), hint="lower optim.lr, set train.clip_grad_norm, or train.on_nan: skip|rollback")
 
-    def _rollback(self, state: TrainState) -> TrainState:
-        path = ckpt.latest_valid(self.ckpt_dir)
-        assert path is not None
+    def _rollback(self, state: TrainState, path: Path) -> TrainState:
         self.optimizer.zero_grad(set_to_none=True)  # the non-finite gradients must not leak into the next step
         restored = self.load_checkpoint(path)
         restored.rollbacks = state.rollbacks + 1

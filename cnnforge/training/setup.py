@@ -17,7 +17,7 @@ from cnnforge.recipe import Recipe
 log = logging.getLogger("cnnforge")
 
 
-def make_accelerator(recipe: Recipe, *, log_with: list[str] | None = None, project_dir: str | None = None) -> Any:
+def make_accelerator(recipe: Recipe) -> Any:
     """An Accelerator that is real DDP on CPUs too, and refuses to run unsynchronised.
 
     Without CUDA a bare ``Accelerator()`` under ``accelerate launch --multi_gpu`` gives independent
@@ -44,7 +44,6 @@ def make_accelerator(recipe: Recipe, *, log_with: list[str] | None = None, proje
         AcceleratorState._reset_state(reset_partial_state=True)
     acc = Accelerator(
         cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=recipe.train.grad_accum,
-        log_with=log_with or None, project_dir=project_dir,
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=True)],
         dataloader_config=DataLoaderConfiguration(non_blocking=cuda),  # the loaders pin memory on CUDA
     )
