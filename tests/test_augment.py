@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 import cnnforge
+from cnnforge.data import lean_transforms
 from cnnforge.data.loading import Splits, build_splits
 from cnnforge.data.pipeline import build_pipeline, seed_pipeline
 from cnnforge.errors import ConfigError
@@ -84,9 +85,45 @@ def test_cifar_standard_is_seed_002() -> None:
     steps = build_pipeline("cifar_standard").transform.transforms
     jitter, flip, rotate = steps
     assert isinstance(jitter, A.ColorJitter) and jitter.hue == (-0.05, 0.05) and jitter.saturation == (0.95, 1.05)
-    assert isinstance(flip, A.HorizontalFlip) and isinstance(rotate, A.Rotate) and rotate.limit == (-20, 20)
+    assert isinstance(flip, A.HorizontalFlip) and isinstance(rotate, lean_transforms.Rotate) and rotate.limit == 20
     with_cutout = build_pipeline(ops({"name": "cifar_standard", "cutout": 8})).transform.transforms
-    assert isinstance(with_cutout[-1], A.CoarseDropout) and len(with_cutout) == 4
+    assert isinstance(with_cutout[-1], lean_transforms.Cutout) and len(with_cutout) == 4
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (28, 28, 1), (28, 28), (17, 23, 4)])
+@pytest.mark.parametrize("angle", [-20.0, -7.3, 0.0, 13.1, 45.0])
+def test_rotate_gives_albumentations_pixels(shape: tuple[int, ...], angle: float) -> None:
+    """The lean op is a faster albumentations.Rotate, not an approximation of it."""
+    import cv2
+
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    reference = A.Rotate(limit=(angle, angle), border_mode=cv2.BORDER_CONSTANT, fill=0, p=1)(image=image)["image"]
+    assert np.array_equal(lean_transforms.Rotate(limit=20).apply(image, angle=angle), reference)
+
+
+def test_rotate_handles_more_channels_than_opencv_warps_at_once() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 6), dtype=np.uint8)
+    rotate = lean_transforms.Rotate()
+    out = rotate.apply(image, angle=30.0)
+    assert out.shape == image.shape
+    assert np.array_equal(out[..., 4:], rotate.apply(np.ascontiguousarray(image[..., 4:]), angle=30.0))
+
+
+@pytest.mark.parametrize(("shape", "size", "holes"), [((32, 32, 3), 8, 1), ((28, 28, 1), 5, 3), ((6, 6), 10, 1)])
+def test_cutout_zeroes_whole_squares_inside_the_image(shape: tuple[int, ...], size: int, holes: int) -> None:
+    pipe = build_pipeline(ops({"name": "cutout", "size": size, "holes": holes, "p": 1.0}))
+    white = np.full(shape, 255, np.uint8)
+    for seed in range(20):
+        seed_pipeline(pipe.transform, np.random.default_rng(seed))
+        out = pipe.transform(image=white)["image"]
+        zero = (out == 0).reshape(shape[0], shape[1], -1).all(axis=2)
+        side = min(size, shape[0])
+        rows, cols = np.nonzero(zero)
+        assert out.shape == shape and side * side <= zero.sum() <= holes * side * side
+        if holes == 1:  # exactly one side x side square
+            assert zero.sum() == side * side and np.ptp(rows) + 1 == side and np.ptp(cols) + 1 == side
+    never = build_pipeline(ops({"name": "cutout", "p": 0.0})).transform
+    assert np.array_equal(never(image=white)["image"], white)
 
 
 def test_imagenet_train_is_seed_001() -> None:

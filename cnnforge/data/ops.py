@@ -53,16 +53,17 @@ def color_jitter(*, brightness: NonNegative = 0.0, contrast: NonNegative = 0.0, 
 @register_augmentation
 def rotate(*, limit: Annotated[float, Field(ge=0.0, le=180.0)] = 20.0, p: Prob = 1.0) -> Any:
     """Rotate by a uniform angle in [-limit, limit] degrees, filling the corners with black."""
-    import cv2
+    from cnnforge.data.lean_transforms import Rotate
 
-    return _albumentations().Rotate(limit=limit, border_mode=cv2.BORDER_CONSTANT, fill=0, p=p)
+    return Rotate(limit=limit, p=p)
 
 
 @register_augmentation
 def cutout(*, size: Annotated[int, Field(ge=1)] = 8, holes: Annotated[int, Field(ge=1)] = 1, p: Prob = 0.5) -> Any:
     """Zero ``holes`` square patches of ``size`` pixels (coarse dropout, DeVries & Taylor 2017)."""
-    return _albumentations().CoarseDropout(num_holes_range=(holes, holes), hole_height_range=(size, size),
-                                           hole_width_range=(size, size), fill=0, p=p)
+    from cnnforge.data.lean_transforms import Cutout
+
+    return Cutout(size=size, holes=holes, p=p)
 
 
 def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
