@@ -103,6 +103,7 @@ class TrainConfig(_Section):
     on_nan: Literal["stop", "skip", "rollback"] = "stop"
     channels_last: bool | None = None  # None: auto, on for conv nets on a CPU (benchmarks/speed_knobs.py)
     compile: bool = False
+    plots: bool = True  # the report's PNGs; metrics.json, summary.md and predictions.csv are always written
     out_dir: str = "runs"
 
     @field_validator("precision", mode="before")
@@ -155,6 +156,7 @@ class TuneConfig(_Section):
     resources_per_trial: ResourcesSpec = Field(default_factory=ResourcesSpec)
     max_concurrent: Positive | None = None
     max_failures: Annotated[int, Field(ge=0)] = 1
+    trial_plots: bool = False  # PNG reports per trial: most of a short trial's time; `cnnforge eval` writes them later
 
     @model_validator(mode="before")
     @classmethod

@@ -251,7 +251,7 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
 
     trial_recipe = recipe.model_copy(deep=True)
     trial_recipe.data.root = str(Path(recipe.data.root).expanduser().resolve())  # Ray moves trials to other folders
-    extra = []
+    extra = [] if spec.trial_plots else ["train.plots=false"]
     if recipe.tracking.backend == "wandb" and recipe.tracking.group is None:
         extra.append(f"tracking.group={yaml_value(f'{recipe.name}-{experiment.name}')}")
     trainable = ray_tune.with_resources(

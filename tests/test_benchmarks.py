@@ -76,5 +76,5 @@ def test_cifar_fast_recipe_trains_on_the_cpu() -> None:
 @pytest.mark.slow
 def test_sweep_overhead_compares_wall_time_with_the_ideal() -> None:
     r = bench("sweep_overhead")
-    assert r["trials"] == 2 and r["failed"] == 0
+    assert r["trials"] == 2 and r["failed"] == 0 and r["with_trial_plots"]["trials"] == 2
     assert r["overhead_ratio"] == pytest.approx(r["wall_s"] / r["ideal_s"])

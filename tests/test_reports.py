@@ -95,6 +95,17 @@ def test_eval_reproduces_the_run_report_and_keeps_it(run_dir: Path, capsys: pyte
         assert (reports / "val-last" / png).exists()
 
 
+def test_plots_false_writes_the_numbers_and_eval_adds_the_pngs(tmp_path: Path) -> None:
+    result = cnnforge.train(DIGITS, ["train.epochs=1", "data.num_workers=0", "train.plots=false",
+                                     f"train.out_dir={tmp_path}"], quiet=True)
+    reports = result.run_dir / "reports"
+    assert {p.name for p in reports.iterdir()} == {"metrics.json", "summary.md", "predictions.csv"}
+    assert ".png)" not in (reports / "summary.md").read_text()
+    proc = cli("eval", str(result.run_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert all((reports / png).exists() for png in PNGS)
+
+
 def test_eval_failures_are_one_line(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     proc = cli_here(capsys, "eval", str(tmp_path))
     assert proc.returncode == 2 and "not a run directory" in one_error_line(proc)

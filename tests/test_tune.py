@@ -241,6 +241,7 @@ def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path, capsys: pyte
     for row in rows:
         run_dir = Path(row["run_dir"])
         assert _epochs(run_dir) == [1, 2, 3] and row["epochs"] == "3"  # a resumed trial repeats no epoch
+        assert (run_dir / "reports" / "metrics.json").exists() and not list(run_dir.glob("reports/*.png"))
         assert f"{row['trial']}  {row['command']}" in stdout
     assert (experiment / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"experiment directory: {experiment}" in stdout
@@ -262,6 +263,7 @@ def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path, capsys: pyte
     [replay_dir] = [p.parent for p in (tmp_path / "replay").rglob("summary.json")]
     replayed = yaml.safe_load((replay_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert replayed["val/acc"] == pytest.approx(float(best["val/acc"]), abs=1e-6)
+    assert (replay_dir / "reports" / "curves.png").exists()  # trials skip the PNGs (tune.trial_plots), a replay has them
 
 
 @pytest.mark.slow

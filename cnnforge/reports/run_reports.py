@@ -21,11 +21,12 @@ GALLERY_SIZE = 24
 
 
 def write_run_reports(run_dir: Path, result: Any, info: Any, history: list[dict[str, Any]], split: str = "test", *,
-                      checkpoint: str = "best", images: Any = None, out: Path | None = None) -> Path:
+                      checkpoint: str = "best", images: Any = None, out: Path | None = None, plots: bool = True) -> Path:
     """Write the report of ``result`` (an ``EvalResult`` of ``split``) into ``out`` (default ``run_dir/reports``).
 
     ``images`` is the evaluated dataset (items ``(uint8 CHW tensor, label)`` in the order of
     ``result``); without it the error gallery is skipped. ``checkpoint`` names the weights used.
+    ``plots=False`` leaves out the PNGs, which cost more than a short sweep trial's training.
     """
     from cnnforge.predict import save_data_info, weights_file
 
@@ -39,6 +40,16 @@ def write_run_reports(run_dir: Path, result: Any, info: Any, history: list[dict[
     metrics = {"run": f"{run_dir.parent.name}/{run_dir.name}", "split": split, "checkpoint": checkpoint,
                "weights": str(weights.relative_to(run_dir)), "loss": float(result.loss),
                **classification_metrics(y_true, y_pred, classes), "classes": classes}
+    names = _plots(out, metrics, history, run_dir, images, result, split, checkpoint) if plots else []
+    write_metrics(out, metrics, names, predictions_csv(y_true, y_pred, np.asarray(result.probs), classes))
+    return out
+
+
+def _plots(out: Path, metrics: dict[str, Any], history: list[dict[str, Any]], run_dir: Path, images: Any, result: Any,
+           split: str, checkpoint: str) -> list[str]:
+    """Curves, both confusion matrices and (with ``images``) the error gallery; the names of the PNGs written."""
+    classes = metrics["classes"]
+    y_true, y_pred = np.asarray(result.y_true), np.asarray(result.y_pred)
     summary = rundir.read_json(run_dir / rundir.SUMMARY) if (run_dir / rundir.SUMMARY).exists() else {}
     pngs = [plots.curves(history, out / "curves.png", best_epoch=summary.get("best/epoch"))]
     title = f"{split} split, {checkpoint} weights"
@@ -49,9 +60,7 @@ def write_run_reports(run_dir: Path, result: Any, info: Any, history: list[dict[
     if images is not None:
         pngs.append(_gallery(images, y_true, y_pred, np.asarray(result.probs), classes, out / "errors.png",
                              title=f"most confident mistakes ({title}): {int((y_true != y_pred).sum())} of {len(y_true)}"))
-    names = [p.name for p in pngs if p is not None]
-    write_metrics(out, metrics, names, predictions_csv(y_true, y_pred, np.asarray(result.probs), classes))
-    return out
+    return [p.name for p in pngs if p is not None]
 
 
 def _gallery(dataset: Any, y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, classes: list[str], path: Path,

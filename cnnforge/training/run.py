@@ -200,7 +200,7 @@ def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any
 
         rundir.write_json(run_dir / rundir.SUMMARY, summary)
         write_run_reports(run_dir, test, trainer.info, history, split="test", checkpoint=tested_with,
-                          images=trainer.loaders["test"].dataset)
+                          images=trainer.loaders["test"].dataset, plots=recipe.train.plots)
     acc.wait_for_everyone()
     return summary
 
