@@ -95,6 +95,7 @@ class TrainConfig(_Section):
     grad_accum: Positive = 1
     clip_grad_norm: Annotated[float, Field(gt=0)] | None = None
     label_smoothing: Fraction = 0.0
+    ema: Annotated[float, Field(gt=0, lt=1)] | None = None  # decay of a moving average of the weights that evaluation uses
     checkpoint_every: Annotated[int, Field(ge=0)] = 1
     checkpoint_every_steps: Annotated[int, Field(ge=0)] = 0
     keep_checkpoints: Positive = 2

@@ -58,15 +58,16 @@ def test_same_seed_is_bit_identical_and_seed_matters(tmp_path: Path) -> None:
     assert not torch.equal(weights(a.run_dir)["head.1.weight"], weights(c.run_dir)["head.1.weight"])
 
 
-def test_resume_reaches_the_uninterrupted_weights(tmp_path: Path) -> None:
-    full = cnnforge.train(DIGITS, _quick(tmp_path / "full", "train.epochs=4"), quiet=True)
+@pytest.mark.parametrize("ema", [[], ["train.ema=0.9"]], ids=["plain", "ema"])
+def test_resume_reaches_the_uninterrupted_weights(tmp_path: Path, ema: list[str]) -> None:
+    full = cnnforge.train(DIGITS, _quick(tmp_path / "full", "train.epochs=4", *ema), quiet=True)
 
     def stop_after_two(row: dict, ckpt: Path | None) -> None:
         if row["epoch"] == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        cnnforge.train(DIGITS, _quick(tmp_path / "cut", "train.epochs=4", "train.checkpoint_every=1"), quiet=True,
+        cnnforge.train(DIGITS, _quick(tmp_path / "cut", "train.epochs=4", "train.checkpoint_every=1", *ema), quiet=True,
                        reporter=stop_after_two)
     run_dir = next((tmp_path / "cut" / "digits_convnet").iterdir())
     assert not (run_dir / "model.safetensors").exists()
@@ -76,6 +77,36 @@ def test_resume_reaches_the_uninterrupted_weights(tmp_path: Path) -> None:
     assert_same_weights(full.run_dir, run_dir)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_ema_weights_are_evaluated_and_saved(tmp_path: Path) -> None:
+    """train.ema: the saved model is the moving average of every step's weights; checkpoints keep both."""
+    result = cnnforge.train(DIGITS, _quick(tmp_path, "train.epochs=2", "train.ema=0.95", "train.best_metric=train/loss",
+                                           "train.best_mode=min"), quiet=True)
+    run = result.run_dir
+    [last] = [p for p in sorted((run / "checkpoints").glob("ckpt-*")) if p.name.startswith("ckpt-e0002")]
+    average = torch.load(last / "ema.pt", weights_only=True)
+    raw, saved = load_file(last / "model.safetensors"), weights(run)
+    assert int(average["n_averaged"]) == result["steps"] > 1
+    for key, value in saved.items():
+        assert torch.equal(value, average[f"module.{key}"]), key
+    assert not torch.equal(saved["head.1.weight"], raw["head.1.weight"])
+    proc = cli("eval", str(run))  # test/acc of the summary came from the averaged weights
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((run / "reports" / "metrics.json").read_text())
+    assert report["accuracy"] == pytest.approx(result["test/acc"])
+
+
+def test_ema_decay_warms_up() -> None:
+    from cnnforge.training.ema import WeightEMA
+
+    model = torch.nn.Linear(2, 1)
+    ema = WeightEMA(model, decay=0.99)
+    for step, value in enumerate([1.0, 3.0, 5.0]):
+        model.weight.data.fill_(value)
+        ema.update(model, step)
+    first = 1.0 * (2 / 11) + 3.0 * (9 / 11)  # step 1: min(0.99, 2/11); step 0 copies
+    assert ema.module.weight[0, 0].item() == pytest.approx(first * (3 / 12) + 5.0 * (9 / 12))
 
 
 def test_resume_refuses_a_changed_recipe(tmp_path: Path) -> None:

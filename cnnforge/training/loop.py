@@ -23,6 +23,7 @@ from cnnforge.recipe import Recipe
 from cnnforge.training import checkpoint as ckpt
 from cnnforge.training import rundir
 from cnnforge.training.progress import Progress
+from cnnforge.training.ema import make_ema
 from cnnforge.training.setup import scale_lr, use_channels_last
 
 
@@ -77,6 +78,7 @@ class Trainer:
         self.inv_std = 1.0 / (torch.tensor(info.std, device=acc.device).view(shape) * 255.0)
         self.memory_format = torch.channels_last if use_channels_last(recipe, model, acc.device) else torch.contiguous_format
         self.batch_augment = make_batch_augment(recipe)  # augment.mode: batch -> train ops run here, on the device
+        self.ema = make_ema(self.bare_model(), recipe)
         self.ckpt_dir = run_dir / rundir.CHECKPOINTS
         self._sums = torch.zeros(3, dtype=torch.float64, device=acc.device)  # loss*n, correct, n of this epoch
 
@@ -88,6 +90,10 @@ class Trainer:
 
     def bare_model(self) -> nn.Module:
         return self.acc.unwrap_model(self.model)
+
+    def weights_module(self) -> nn.Module:
+        """The weights that are evaluated and saved as best and final: the moving average's with ``train.ema``."""
+        return self.bare_model() if self.ema is None else self.ema.module
 
     # ------------------------------------------------------------------------------------ training
     def fit(self, state: TrainState) -> TrainState:
@@ -133,6 +139,8 @@ class Trainer:
                     self.optimizer.step()
                     if acc.sync_gradients and not acc.optimizer_step_was_skipped:
                         self.schedule.step()
+                        if self.ema is not None:
+                            self.ema.update(self.bare_model(), state.global_step)
                 else:
                     self._non_finite(state)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -217,15 +225,16 @@ class Trainer:
             state.best_value, state.best_epoch = float(value), epoch + 1
             if self.acc.is_main_process:
                 self.ckpt_dir.mkdir(exist_ok=True)
-                ckpt.save_weights(self.bare_model().state_dict(), self.ckpt_dir / "best.safetensors")
+                ckpt.save_weights(self.weights_module().state_dict(), self.ckpt_dir / "best.safetensors")
 
     # ------------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, split: str) -> EvalResult:
         from cnnforge.reports.evaluation import eval_result, gather_outputs
 
-        self.model.eval()
-        logits, y = gather_outputs(lambda x: self.model(self.prepare_input(x)), self.loaders[split], self.acc)
+        model = self.model if self.ema is None else self.ema.module
+        model.eval()
+        logits, y = gather_outputs(lambda x: model(self.prepare_input(x)), self.loaders[split], self.acc)
         self.model.train()
         return eval_result(logits, y)
 
@@ -243,6 +252,8 @@ class Trainer:
                                        "ranks": ranks}
             if self.acc.scaler is not None:
                 tensors["scaler"] = self.acc.scaler.state_dict()
+            if self.ema is not None:
+                tensors["ema"] = self.ema.state_dict()
             tag = f"e{state.epoch:04d}-b{state.batch:06d}"
             path = ckpt.save_checkpoint(self.ckpt_dir, tag, model=self.bare_model().state_dict(), tensors=tensors,
                                         state=asdict(state), keep=self.recipe.train.keep_checkpoints)
@@ -257,6 +268,8 @@ class Trainer:
         self.schedule.load_state_dict(tensors["scheduler"])
         if "scaler" in tensors and self.acc.scaler is not None:
             self.acc.scaler.load_state_dict(tensors["scaler"])
+        if "ema" in tensors and self.ema is not None:  # without one (resume --force) the average restarts here
+            self.ema.load_state_dict(tensors["ema"])
         ranks = tensors["ranks"]
         if len(ranks) != self.acc.num_processes:
             from cnnforge.errors import CnnforgeError

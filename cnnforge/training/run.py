@@ -173,12 +173,12 @@ def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any
 
     run_dir = trainer.run_dir
     if acc.is_main_process:
-        ckpt.save_weights(trainer.bare_model().state_dict(), run_dir / rundir.WEIGHTS)
+        ckpt.save_weights(trainer.weights_module().state_dict(), run_dir / rundir.WEIGHTS)
     best_file = trainer.ckpt_dir / "best.safetensors"
     acc.wait_for_everyone()
     tested_with = "last"
     if best_file.exists():
-        trainer.bare_model().load_state_dict(ckpt.load_weights(best_file))
+        trainer.weights_module().load_state_dict(ckpt.load_weights(best_file))
         tested_with = "best"
     test = trainer.evaluate("test")
     in_sync = _ranks_in_sync(trainer.bare_model(), acc)
