@@ -12,7 +12,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnnforge.recipe import Recipe
 
-WARMUP = 10  # steps until the warm-up decay reaches about a half (timm's formula)
+WARMUP = 10  # timm's constant: the decay (1 + t) / (WARMUP + t) is 0.5 at step 8 and 0.9 at step 80
 
 
 class WeightEMA(AveragedModel):

@@ -22,8 +22,8 @@ from cnnforge.errors import NonFiniteLossError
 from cnnforge.recipe import Recipe
 from cnnforge.training import checkpoint as ckpt
 from cnnforge.training import rundir
-from cnnforge.training.progress import Progress
 from cnnforge.training.ema import make_ema
+from cnnforge.training.progress import Progress
 from cnnforge.training.setup import scale_lr, use_channels_last
 
 
