@@ -9,9 +9,11 @@ most 1.25. Starting and stopping a bare local Ray is timed on its own first, to 
 the overhead it is.
 
 The sweep runs twice, as shipped (``tune.trial_plots: false``, trials write their numbers but no
-PNGs) and with ``tune.trial_plots=true``, to show what the per-trial PNG reports cost.
+PNGs) and with ``tune.trial_plots=true``, to show what the per-trial PNG reports cost. With
+``--address`` both run on an already started Ray cluster, which removes Ray's start and stop.
 
     python -m benchmarks.sweep_overhead
+    ray start --head --num-cpus 2 && python -m benchmarks.sweep_overhead --address auto && ray stop
 """
 from __future__ import annotations
 
@@ -28,14 +30,14 @@ RECIPE = ROOT / "recipes" / "sweep_digits.yaml"
 VARIANTS = {"as shipped (no trial PNGs)": [], "tune.trial_plots=true": ["tune.trial_plots=true"]}
 
 
-def sweep(overrides: list[str]) -> dict[str, Any]:
+def sweep(overrides: list[str], address: str | None) -> dict[str, Any]:
     """One fresh sweep of ``RECIPE``: its wall time, the ideal schedule and their ratio."""
     import cnnforge
 
     with tempfile.TemporaryDirectory(prefix="cnnforge-sweep-") as tmp:
         recipe = cnnforge.load_recipe(RECIPE, [f"train.out_dir={Path(tmp) / 'runs'}", *overrides])
         start = time.perf_counter()
-        result = cnnforge.tune(recipe, fresh=True, quiet=True)
+        result = cnnforge.tune(recipe, fresh=True, quiet=True, address=address)
         wall = time.perf_counter() - start
     spec = recipe.tune
     assert spec is not None
@@ -48,21 +50,23 @@ def sweep(overrides: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__.splitlines()[0])
+    p.add_argument("--address", default=None, help="a running Ray cluster (auto or HOST:PORT) instead of a new local Ray")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
     args = p.parse_args(argv)
     import ray
 
     start = time.perf_counter()  # what starting and stopping a local Ray alone costs, for the breakdown
-    ray.init(include_dashboard=False, logging_level="WARNING")
-    ray.shutdown()
+    if args.address is None:
+        ray.init(include_dashboard=False, logging_level="WARNING")
+        ray.shutdown()
     ray_start = time.perf_counter() - start
     tiny = ["tune.grid={model.activation: [relu, elu]}", "train.epochs=1"] if args.tiny else []
-    runs = {name: sweep([*tiny, *args.overrides, *extra]) for name, extra in VARIANTS.items()}
+    runs = {name: sweep([*tiny, *args.overrides, *extra], args.address) for name, extra in VARIANTS.items()}
     rows = [{"sweep": name, "trials": r["trials"], "at once": r["concurrency"], "sum trial s": r["sum_trial_s"],
              "ideal s": r["ideal_s"], "wall s": r["wall_s"], "wall / ideal": r["overhead_ratio"],
              "wall - bare Ray s": r["wall_s"] - ray_start} for name, r in runs.items()]
     shipped, plots = runs.values()
-    out = {"recipe": "sweep_digits", **shipped, "ray_start_stop_s": ray_start,
+    out = {"recipe": "sweep_digits", "address": args.address, **shipped, "ray_start_stop_s": ray_start,
            "overhead_ratio_without_ray_start": (shipped["wall_s"] - ray_start) / shipped["ideal_s"],
            "overhead_s": shipped["wall_s"] - shipped["ideal_s"], "with_trial_plots": plots,
            "wall_saved_by_no_trial_plots": 1 - shipped["wall_s"] / plots["wall_s"], "targets": {"overhead_ratio": 1.25}}

@@ -3,6 +3,7 @@ recipe ``cnnforge run`` trains (``best.yaml``), the metric against each swept ke
 and for every trial the ``cnnforge run`` command that replays it."""
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from collections.abc import Sequence
@@ -42,6 +43,17 @@ def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def _config(result: Any) -> dict[str, Any]:
+    """A trial's swept values. A trial restored after failing before its first report has no
+    ``result.config`` (Ray takes it from the last result), only the ``params.json`` Ray wrote when it started."""
+    from ray.tune.result import EXPR_PARAM_FILE
+
+    if result.config:
+        return dict(result.config)
+    params = Path(result.path) / EXPR_PARAM_FILE
+    return json.loads(params.read_text()) if params.is_file() else {}
+
+
 def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str]) -> list[TrialRow]:
     """Every trial of a Ray ``ResultGrid``, best first by ``tune.metric``; failed trials come last."""
     assert recipe.tune is not None
@@ -49,7 +61,7 @@ def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str]) -> list[Tri
     rows = []
     for result in grid:
         metrics = result.metrics or {}
-        config = dict(result.config or {})
+        config = _config(result)
         run_dir = trial_run_dir(Path(result.path))
         finished = run_dir is not None and (run_dir / rundir.SUMMARY).exists()
         summary = rundir.read_json(run_dir / rundir.SUMMARY) if finished else {}

@@ -192,6 +192,25 @@ def test_search_space_has_every_grid_key_and_each_sampled_distribution() -> None
     assert set(space["data.batch_size"].sample(size=50)) == {32, 64}
 
 
+def test_a_trial_restored_after_failing_before_its_first_report_keeps_its_values(tmp_path: Path) -> None:
+    """Ray's Result.config comes from the last result; a trial that never reported has only params.json."""
+    import json
+    from types import SimpleNamespace
+
+    from cnnforge.sweep_results import collect_trials
+
+    failed = tmp_path / "t_00001"
+    failed.mkdir()
+    (failed / "params.json").write_text(json.dumps({"model.activation": "elu"}))
+    grid = [SimpleNamespace(config={}, metrics={}, path=str(failed), error=RuntimeError("boom")),
+            SimpleNamespace(config={"model.activation": "relu"}, metrics={"val/acc": 0.5, "epoch": 3},
+                            path=str(tmp_path / "t_00000"), error=None)]
+    rows = collect_trials(grid, load_recipe(SWEEP_DIGITS), ["cnnforge", "run", "r.yaml"])
+    assert [(r.params, r.status) for r in rows] == [({"model.activation": "relu"}, "stopped early"),
+                                                    ({"model.activation": "elu"}, "error: boom")]
+    assert rows[1].command == "cnnforge run r.yaml model.activation=elu"
+
+
 # --------------------------------------------------------------------------------------------- sweeps
 
 @pytest.mark.slow
