@@ -108,15 +108,6 @@ def read_image(path: str | os.PathLike[str], channels: int) -> np.ndarray:
     return image.reshape(*image.shape[:2], channels)
 
 
-def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``image`` at (height, width) the way ``imagefolder`` resizes: area averaging to shrink, linear to grow."""
-    import cv2
-
-    shrink = image.shape[0] * image.shape[1] > size[0] * size[1]
-    out = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return out.reshape(*size, image.shape[2])
-
-
 @dataclass(frozen=True)
 class Prediction:
     """The model's answer for one image: the top class, its probability, and the ``topk`` best classes."""
@@ -162,12 +153,13 @@ class Predictor:
     # ----------------------------------------------------------------------------------- preprocessing
     def preprocess(self, image: ImageLike) -> torch.Tensor:
         """One image -> the uint8 CHW tensor evaluation would have fed the model for it."""
+        from cnnforge.data.image_folder import resize_image
         from cnnforge.data.pipeline import seed_pipeline
 
         h, w, channels = self.stored_shape
         array = read_image(image, channels) if isinstance(image, (str, os.PathLike)) else self._array(image)
         if array.shape[:2] != (h, w):
-            array = resize(array, (h, w))
+            array = resize_image(array, (h, w))  # as imagefolder resizes the images it stores
         if self.transform is not None:
             seed_pipeline(self.transform, np.random.default_rng(0))  # random eval ops give the same answer every call
             array = self.transform(image=array)["image"]

@@ -107,18 +107,22 @@ def decode_image(path: Path, grayscale: bool) -> np.ndarray:
     return array if grayscale else cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
 
 
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` (HxW or HxWxC) at (height, width): area averaging to shrink, linear to grow; the channel axis is kept."""
+    import cv2
+
+    shrink = image.shape[0] * image.shape[1] > size[0] * size[1]
+    out = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out.reshape(*size, *image.shape[2:])  # cv2 drops a trailing channel axis of 1
+
+
 def _load(path: Path, grayscale: bool, size: tuple[int, int] | None) -> np.ndarray | str:
     """The decoded (and resized) image, or why it could not be read."""
     try:
         image = decode_image(path, grayscale)
     except _BadImage as exc:
         return str(exc)
-    if size is not None and image.shape[:2] != size:
-        import cv2
-
-        shrink = image.shape[0] * image.shape[1] > size[0] * size[1]
-        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return image
+    return image if size is None or image.shape[:2] == size else resize_image(image, size)
 
 
 def read_images(listing: FolderListing, *, grayscale: bool, size: tuple[int, int] | None,

@@ -4,9 +4,10 @@ airbench reaches 94 % CIFAR-10 test accuracy in seconds on one GPU with a plain 
 conv, three groups of (conv, max-pool, BatchNorm, GELU, conv, BatchNorm, GELU) of widths 64/256/256,
 and a max-pooled linear head whose logits are scaled by 1/9 (it keeps them small at the high learning
 rates a short schedule needs). BatchNorm scales stay fixed at 1 (only the shifts learn) and the
-running statistics move fast (momentum 0.4), as there. Left out, because cnnforge's trainer has no
-place for them yet: the data-dependent whitening initialisation of the stem, per-group learning
-rates, lookahead/EMA weights and flip test-time augmentation.
+running statistics move fast (momentum 0.4), as there. The recipe averages the weights for
+evaluation with ``train.ema``. Left out, because cnnforge's trainer has no place for them yet: the
+data-dependent whitening initialisation of the stem, per-group learning rates, lookahead (pulling
+the training weights back to the average) and flip test-time augmentation.
 
 Light at import (the module is registered by cnnforge.builtins): torch loads when a model is built.
 """
