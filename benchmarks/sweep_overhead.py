@@ -24,28 +24,45 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, parser, report
+from benchmarks.common import ROOT, parser, report, table
 
 RECIPE = ROOT / "recipes" / "sweep_digits.yaml"
 VARIANTS = {"as shipped (no trial PNGs)": [], "tune.trial_plots=true": ["tune.trial_plots=true"]}
 
 
+def phases(result: Any, start: float, end: float, concurrency: int) -> dict[str, float]:
+    """Where the wall time went, from the files' times (seconds since the epoch, like ``start`` and ``end``):
+    until the experiment folder exists (checks, starting Ray), until the first trial starts (Ray Tune starting
+    its worker processes), while trials run, and after the last one (stopping Ray, results). ``idle_slot_s``
+    is how long trial slots stood empty while trials ran: scheduling gaps and the last trials' imbalance."""
+    # a trial ends with the last file its run writes; Ray's own files are written in batches by the driver
+    ends = [max(f.stat().st_mtime for f in t.run_dir.rglob("*")) for t in result.trials]
+    first = min(e - t.time_s for e, t in zip(ends, result.trials))
+    created = (result.experiment_dir / "sweep.yaml").stat().st_mtime
+    running = max(ends) - first
+    return {"before_experiment_s": created - start, "until_first_trial_s": first - created, "trials_running_s": running,
+            "after_last_trial_s": end - max(ends), "idle_slot_s": running * concurrency - sum(t.time_s for t in result.trials)}
+
+
 def sweep(overrides: list[str], address: str | None) -> dict[str, Any]:
-    """One fresh sweep of ``RECIPE``: its wall time, the ideal schedule and their ratio."""
+    """One fresh sweep of ``RECIPE``: its wall time, the ideal schedule, their ratio and the phases."""
     import cnnforge
 
     with tempfile.TemporaryDirectory(prefix="cnnforge-sweep-") as tmp:
         recipe = cnnforge.load_recipe(RECIPE, [f"train.out_dir={Path(tmp) / 'runs'}", *overrides])
-        start = time.perf_counter()
+        start = time.time()
         result = cnnforge.tune(recipe, fresh=True, quiet=True, address=address)
-        wall = time.perf_counter() - start
-    spec = recipe.tune
-    assert spec is not None
-    slots = math.floor((os.cpu_count() or 1) / spec.resources_per_trial.cpu)
-    concurrency = max(1, min(slots, spec.max_concurrent or slots, len(result.trials)))
+        end = time.time()
+        spec = recipe.tune
+        assert spec is not None
+        slots = math.floor((os.cpu_count() or 1) / spec.resources_per_trial.cpu)
+        concurrency = max(1, min(slots, spec.max_concurrent or slots, len(result.trials)))
+        split = phases(result, start, end, concurrency)
     busy = sum(t.time_s for t in result.trials)
+    wall = end - start
     return {"trials": len(result.trials), "failed": sum(t.failed for t in result.trials), "concurrency": concurrency,
-            "sum_trial_s": busy, "ideal_s": busy / concurrency, "wall_s": wall, "overhead_ratio": wall * concurrency / busy}
+            "sum_trial_s": busy, "ideal_s": busy / concurrency, "wall_s": wall, "overhead_ratio": wall * concurrency / busy,
+            "phases": split}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -65,6 +82,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = [{"sweep": name, "trials": r["trials"], "at once": r["concurrency"], "sum trial s": r["sum_trial_s"],
              "ideal s": r["ideal_s"], "wall s": r["wall_s"], "wall / ideal": r["overhead_ratio"],
              "wall - bare Ray s": r["wall_s"] - ray_start} for name, r in runs.items()]
+    print("\nwhere the wall time went (s)")
+    print(table([{"phase": phase.removesuffix("_s").replace("_", " "), **{name: r["phases"][phase] for name, r in runs.items()}}
+                 for phase in next(iter(runs.values()))["phases"]]))
     shipped, plots = runs.values()
     out = {"recipe": "sweep_digits", "address": args.address, **shipped, "ray_start_stop_s": ray_start,
            "overhead_ratio_without_ray_start": (shipped["wall_s"] - ray_start) / shipped["ideal_s"],

@@ -197,6 +197,9 @@ def _connect(address: str | None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # every trial checkpoint forces an experiment snapshot (what makes a rerun resume exactly); Ray warns about it
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray's default TensorBoard logger imports torch in the driver (1-3 s) to copy what each trial's run directory
+    # already holds; _tuner asks for the CSV and JSON loggers itself
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if ray.is_initialized():
         return False
     try:
@@ -245,6 +248,7 @@ def trial_dirname(trial: Any) -> str:
 def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, max_concurrent: int | None,
            quiet: bool) -> Any:
     from ray import tune as ray_tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from cnnforge.sweep_trial import run_trial, yaml_value
@@ -274,4 +278,5 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
                                         trial_dirname_creator=trial_dirname, reuse_actors=True),
         run_config=ray_tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=0 if quiet else 1,
                                       failure_config=ray_tune.FailureConfig(max_failures=spec.max_failures),
-                                      checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=2)))
+                                      checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=2),
+                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback()]))

@@ -138,7 +138,8 @@ class _Trap:
 def test_booby_trapped_checkpoint_is_refused(tmp_path: Path) -> None:
     import shutil
 
-    from cnnforge.training.checkpoint import MANIFEST, sha256
+    from cnnforge.atomic_write import sha256
+    from cnnforge.training.checkpoint import MANIFEST
 
     proc = cli("run", DIGITS, "train.epochs=1", "train.checkpoint_every=1", f"train.out_dir={tmp_path / 'runs'}")
     assert proc.returncode == 0, proc.stderr

@@ -224,6 +224,22 @@ def test_more_gpus_than_the_cluster_has_is_one_line_not_a_hang(tmp_path: Path) -
 
 
 @pytest.mark.slow
+def test_the_sweep_driver_never_imports_torch(tmp_path: Path) -> None:
+    """Only trials train: importing torch in the driver (Ray's TensorBoard logger did) delays every sweep by 1-3 s."""
+    code = ("import sys, cnnforge; result = cnnforge.tune(sys.argv[1], sys.argv[2:], quiet=True); "
+            "print('heavy:', [m for m in ('torch', 'tensorboardX') if m in sys.modules], result.exit_code)")
+    proc = subprocess.run([sys.executable, "-c", code, str(SWEEP_DIGITS), "tune.grid={model.activation: [relu]}",
+                           "train.epochs=1", f"train.out_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1] == "heavy: [] 0"
+    [experiment] = _experiments(tmp_path, "sweep_digits")
+    [trial] = [p for p in experiment.iterdir() if (p / "params.json").exists()]
+    assert (trial / "result.json").stat().st_size > 0 and (trial / "progress.csv").stat().st_size > 0
+    assert not list(trial.glob("events.out.tfevents.*"))  # each trial's run directory has its metrics already
+
+
+@pytest.mark.slow
 def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """kill -9 mid-sweep, rerun (through the Python API): finished trials are not trained again."""
     args = ["tune", str(SWEEP_DIGITS), f"train.out_dir={tmp_path}"]

@@ -69,7 +69,7 @@ def _torchscript(predictor: Any, out: Any, meta: str) -> None:
 
     import torch
 
-    from cnnforge.training.checkpoint import save_file_atomic
+    from cnnforge.atomic_write import save_file_atomic
 
     class Normalised(torch.nn.Module):
         """The model behind the run's normalisation, so the exported file takes raw pixels."""
@@ -95,7 +95,7 @@ def _torchscript(predictor: Any, out: Any, meta: str) -> None:
 def _safetensors(predictor: Any, out: Any, meta: str) -> None:
     from safetensors.torch import save_file
 
-    from cnnforge.training.checkpoint import save_file_atomic
+    from cnnforge.atomic_write import save_file_atomic
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in predictor.model.state_dict().items()}
     save_file_atomic(out, lambda tmp: save_file(tensors, str(tmp), metadata={"cnnforge": meta}))

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnforge.training.checkpoint import atomic_write_text
+from cnnforge.atomic_write import atomic_write_text
 
 METRICS = "metrics.json"
 SUMMARY = "summary.md"

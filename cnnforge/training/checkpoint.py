@@ -7,7 +7,6 @@ older ones are deleted only after the new one is in place.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,51 +15,11 @@ from typing import Any
 
 import torch
 
+from cnnforge.atomic_write import atomic_write_text, fsync_dir, save_file_atomic, sha256
 from cnnforge.errors import CnnforgeError
 
 PREFIX = "ckpt-"
 MANIFEST = "MANIFEST.json"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def save_file_atomic(path: Path, writer: Any) -> None:
-    """``writer(tmp_path)`` writes the file; it is fsynced and renamed onto ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    writer(tmp)
-    with tmp.open("rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
@@ -113,9 +72,9 @@ def save_checkpoint(ckpt_dir: Path, tag: str, *, model: dict[str, torch.Tensor],
             os.fsync(f.fileno())
     manifest = {"files": {name: sha256(tmp / name) for name in files}}
     atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     os.replace(tmp, final)
-    _fsync_dir(ckpt_dir)
+    fsync_dir(ckpt_dir)
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

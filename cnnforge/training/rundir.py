@@ -12,7 +12,7 @@ from typing import Any
 
 from cnnforge.errors import CnnforgeError
 from cnnforge.recipe import Recipe
-from cnnforge.training.checkpoint import atomic_write_text
+from cnnforge.atomic_write import atomic_write_text
 
 RECIPE = "recipe.yaml"
 MANIFEST = "manifest.json"

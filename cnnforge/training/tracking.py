@@ -21,7 +21,7 @@ from accelerate.tracking import GeneralTracker, TensorBoardTracker, WandBTracker
 from cnnforge.errors import CnnforgeError
 from cnnforge.recipe import Recipe
 from cnnforge.training import rundir
-from cnnforge.training.checkpoint import atomic_write_text
+from cnnforge.atomic_write import atomic_write_text
 
 #: the report image sent to the trackers at the end of a run (written by cnnforge.reports)
 CONFUSION_MATRIX = Path(rundir.REPORTS) / "confusion_matrix.png"
