@@ -30,18 +30,19 @@ RECIPE = ROOT / "recipes" / "sweep_digits.yaml"
 VARIANTS = {"as shipped (no trial PNGs)": [], "tune.trial_plots=true": ["tune.trial_plots=true"]}
 
 
-def phases(result: Any, start: float, end: float, concurrency: int) -> dict[str, float]:
+def phases(result: Any, start: float, end: float, concurrency: int, busy: float) -> dict[str, float]:
     """Where the wall time went, from the files' times (seconds since the epoch, like ``start`` and ``end``):
     until the experiment folder exists (checks, starting Ray), until the first trial starts (Ray Tune starting
     its worker processes), while trials run, and after the last one (stopping Ray, results). ``idle_slot_s``
     is how long trial slots stood empty while trials ran: scheduling gaps and the last trials' imbalance."""
     # a trial ends with the last file its run writes; Ray's own files are written in batches by the driver
-    ends = [max(f.stat().st_mtime for f in t.run_dir.rglob("*")) for t in result.trials]
-    first = min(e - t.time_s for e, t in zip(ends, result.trials))
+    ran = [t for t in result.trials if t.run_dir is not None]  # a trial that failed at once has no run
+    ends = [max(f.stat().st_mtime for f in t.run_dir.rglob("*")) for t in ran]
+    first = min(e - t.time_s for e, t in zip(ends, ran))
     created = (result.experiment_dir / "sweep.yaml").stat().st_mtime
     running = max(ends) - first
     return {"before_experiment_s": created - start, "until_first_trial_s": first - created, "trials_running_s": running,
-            "after_last_trial_s": end - max(ends), "idle_slot_s": running * concurrency - sum(t.time_s for t in result.trials)}
+            "after_last_trial_s": end - max(ends), "idle_slot_s": running * concurrency - busy}
 
 
 def sweep(overrides: list[str], address: str | None) -> dict[str, Any]:
@@ -57,8 +58,8 @@ def sweep(overrides: list[str], address: str | None) -> dict[str, Any]:
         assert spec is not None
         slots = math.floor((os.cpu_count() or 1) / spec.resources_per_trial.cpu)
         concurrency = max(1, min(slots, spec.max_concurrent or slots, len(result.trials)))
-        split = phases(result, start, end, concurrency)
-    busy = sum(t.time_s for t in result.trials)
+        busy = sum(t.time_s for t in result.trials)
+        split = phases(result, start, end, concurrency, busy)
     wall = end - start
     return {"trials": len(result.trials), "failed": sum(t.failed for t in result.trials), "concurrency": concurrency,
             "sum_trial_s": busy, "ideal_s": busy / concurrency, "wall_s": wall, "overhead_ratio": wall * concurrency / busy,

@@ -12,6 +12,7 @@ from typing import Any
 
 
 def fsync_dir(path: Path) -> None:
+    """A rename or a new file survives a power cut only once its directory entry is on disk too."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -27,19 +28,9 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half of one."""
+    save_file_atomic(path, lambda tmp: tmp.write_bytes(text.encode("utf-8")))
 
 
 def save_file_atomic(path: Path, writer: Any) -> None:

@@ -197,9 +197,6 @@ def _connect(address: str | None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # every trial checkpoint forces an experiment snapshot (what makes a rerun resume exactly); Ray warns about it
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Ray's default TensorBoard logger imports torch in the driver (1-3 s) to copy what each trial's run directory
-    # already holds; _tuner asks for the CSV and JSON loggers itself
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if ray.is_initialized():
         return False
     try:
@@ -253,6 +250,9 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
 
     from cnnforge.sweep_trial import run_trial, yaml_value
 
+    # Ray's default TensorBoard logger imports torch in the driver (1-3 s) to copy what each trial's run directory
+    # already holds: only the CSV and JSON loggers (RunConfig below; a restored Tuner keeps its RunConfig)
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     trial_recipe = recipe.model_copy(deep=True)
     trial_recipe.data.root = str(Path(recipe.data.root).expanduser().resolve())  # Ray moves trials to other folders
     extra = [] if spec.trial_plots else ["train.plots=false"]
