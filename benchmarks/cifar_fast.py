@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     times = [r["train/time_s"] for r in results]
     accs = [r["test/acc"] for r in results]
     mean_acc = statistics.fmean(accs)
-    rows = [{"run": i + 1, "train s": t, "test acc": a} for i, (t, a) in enumerate(zip(times, accs))]
+    rows = [{"run": i + 1, "train s": t, "test acc": a} for i, (t, a) in enumerate(zip(times, accs, strict=False))]
     rows.append({"run": "mean", "train s": statistics.fmean(times), "test acc": mean_acc})
-    result = {"mode": "CIFAR-10 on a GPU" if gpu else "CPU correctness run on synthetic data", "cifar10": gpu, "device": torch.cuda.get_device_name(0) if gpu else "cpu", "runs": runs,
+    result = {"mode": "CIFAR-10 on a GPU" if gpu else "CPU correctness run on synthetic data", "cifar10": gpu,
+              "device": torch.cuda.get_device_name(0) if gpu else "cpu", "runs": runs,
               "overrides": overrides[1:], "train_s": times, "test_acc": accs, "mean_train_s": statistics.fmean(times),
               "mean_test_acc": mean_acc, "reached_94": gpu and mean_acc >= TARGET,
               "time_to_94_s": statistics.fmean(times) if gpu and mean_acc >= TARGET else None,

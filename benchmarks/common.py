@@ -85,8 +85,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     header = list(rows[0])
     cells = [[cell(r[k]) for k in header] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) for row in cells]
     return "\n".join(lines)
 
 

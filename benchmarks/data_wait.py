@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              "wait share": h["time/data_wait_s"] / h["time/epoch_s"], "samples/s": h["train/samples_per_s"]}
             for h in history]
     last = rows[-1]
-    result = {"recipe": "cifar_vgg_bn", "images": 200 if args.tiny else args.train_images, "num_workers": recipe.data.num_workers, "batch_size": recipe.data.batch_size,
+    result = {"recipe": "cifar_vgg_bn", "images": 200 if args.tiny else args.train_images,
+              "num_workers": recipe.data.num_workers, "batch_size": recipe.data.batch_size,
               "epochs": rows, "data_wait_fraction": last["wait share"],
               "targets": {"data_wait_fraction": 0.05}}
     return report("data_wait", rows, result, tiny=args.tiny)

@@ -38,7 +38,7 @@ def phases(result: Any, start: float, end: float, concurrency: int, busy: float)
     # a trial ends with the last file its run writes; Ray's own files are written in batches by the driver
     ran = [t for t in result.trials if t.run_dir is not None]  # a trial that failed at once has no run
     ends = [max(f.stat().st_mtime for f in t.run_dir.rglob("*")) for t in ran]
-    first = min(e - t.time_s for e, t in zip(ends, ran))
+    first = min(e - t.time_s for e, t in zip(ends, ran, strict=False))
     created = (result.experiment_dir / "sweep.yaml").stat().st_mtime
     running = max(ends) - first
     return {"before_experiment_s": created - start, "until_first_trial_s": first - created, "trials_running_s": running,
@@ -62,13 +62,15 @@ def sweep(overrides: list[str], address: str | None) -> dict[str, Any]:
         split = phases(result, start, end, concurrency, busy)
     wall = end - start
     return {"trials": len(result.trials), "failed": sum(t.failed for t in result.trials), "concurrency": concurrency,
-            "sum_trial_s": busy, "ideal_s": busy / concurrency, "wall_s": wall, "overhead_ratio": wall * concurrency / busy,
+            "sum_trial_s": busy, "ideal_s": busy / concurrency, "wall_s": wall,
+            "overhead_ratio": wall * concurrency / busy,
             "phases": split}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--address", default=None, help="a running Ray cluster (auto or HOST:PORT) instead of a new local Ray")
+    p.add_argument("--address", default=None,
+                   help="a running Ray cluster (auto or HOST:PORT) instead of a new local Ray")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
     args = p.parse_args(argv)
     import ray
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              "ideal s": r["ideal_s"], "wall s": r["wall_s"], "wall / ideal": r["overhead_ratio"],
              "wall - bare Ray s": r["wall_s"] - ray_start} for name, r in runs.items()]
     print("\nwhere the wall time went (s)")
-    print(table([{"phase": phase.removesuffix("_s").replace("_", " "), **{name: r["phases"][phase] for name, r in runs.items()}}
+    print(table([{"phase": phase.removesuffix("_s").replace("_", " "), **{name: r["phases"][phase] for name,
+                                                                          r in runs.items()}}
                  for phase in next(iter(runs.values()))["phases"]]))
     shipped, plots = runs.values()
     out = {"recipe": "sweep_digits", "address": args.address, **shipped, "ray_start_stop_s": ray_start,

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# registry.models / .datasets / .augmentations (not top-level names: cnnforge.models is the zoo)
+from cnnforge import registry
+from cnnforge._version import __version__
 from cnnforge.errors import CnnforgeError, ConfigError, DataError
 from cnnforge.recipe import Recipe, check_recipe, load_recipe
-from cnnforge import registry  # registry.models / .datasets / .augmentations (not top-level: cnnforge.models is the zoo)
 from cnnforge.registry import register_augmentation, register_dataset, register_model
 
-__version__ = "0.1.0"
-
-if TYPE_CHECKING:
-    from cnnforge.models.build import build_model
-    from cnnforge.predict import Predictor, load_predictor
-    from cnnforge.sweep import TuneResult, tune
-    from cnnforge.training.run import RunResult, train
+if TYPE_CHECKING:  # the names __getattr__ loads on first use, for type checkers and editors
+    from cnnforge.models.build import build_model  # noqa: F401
+    from cnnforge.predict import Predictor, load_predictor  # noqa: F401
+    from cnnforge.sweep import TuneResult, tune  # noqa: F401
+    from cnnforge.training.run import RunResult, train  # noqa: F401
 
 _LAZY = {
     "build_model": "cnnforge.models.build",

@@ -32,13 +32,14 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("output")
     group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only errors and the result")
+    group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="only errors and the result")
     group.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="more detail")
     return common
 
 
 def build_parser() -> ArgumentParser:
-    from cnnforge import __version__
+    from cnnforge._version import __version__
     from cnnforge.commands import COMMANDS
 
     common = _common()
@@ -56,11 +57,13 @@ def _quiet_dependencies() -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for pattern in (".*does not have many workers.*", ".*pin_memory.*no accelerator.*", ".*TypedStorage is deprecated.*",
+    for pattern in (".*does not have many workers.*", ".*pin_memory.*no accelerator.*",
+                    ".*TypedStorage is deprecated.*",
                     ".*ShardedTensor.*", ".*Pydantic.*", ".*torch.distributed.reduce_op.*"):
         warnings.filterwarnings("ignore", message=pattern)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(timm|torchvision|accelerate|ray|albumentations)")
+    warnings.filterwarnings("ignore", category=FutureWarning,
+                            module=r"(timm|torchvision|accelerate|ray|albumentations)")
     # --verbose turns the root logger to DEBUG for cnnforge's messages, not for every library's internals
     for name in ("accelerate", "matplotlib", "PIL", "urllib3", "filelock", "fsspec", "git", "wandb", "asyncio", "h5py"):
         logging.getLogger(name).setLevel(logging.WARNING)

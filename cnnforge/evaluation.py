@@ -14,14 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnforge import rundir
 from cnnforge.errors import ConfigError, DataError
-from cnnforge.training import rundir
 from cnnforge.training.loop import EvalResult
 
 SPLITS = ("test", "val", "train")
 
 
-def gather_outputs(forward: Callable[[torch.Tensor], torch.Tensor], loader: Any, acc: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def gather_outputs(forward: Callable[[torch.Tensor], torch.Tensor], loader: Any, acc: Any) -> tuple[torch.Tensor,
+                                                                                                    torch.Tensor]:
     """``forward(x)`` over every batch of ``loader``; (outputs, labels) of the whole split on the CPU, in order."""
     outputs, labels = [], []
     for x, y in loader:
@@ -41,7 +42,8 @@ def eval_result(logits: torch.Tensor, y: torch.Tensor) -> EvalResult:
         return EvalResult(float("nan"), float("nan"), y.numpy(), y.numpy(), logits.numpy())
     loss = float(torch.nn.functional.cross_entropy(logits, y))
     pred = logits.argmax(1)
-    return EvalResult(loss, float((pred == y).float().mean()), y.numpy(), pred.numpy(), torch.softmax(logits, 1).numpy())
+    return EvalResult(loss, float((pred == y).float().mean()), y.numpy(), pred.numpy(), torch.softmax(logits,
+                                                                                                      1).numpy())
 
 
 @dataclass
@@ -63,7 +65,7 @@ def open_split(run_dir: Path, split: str, checkpoint: str | None, *, limit: int 
     from cnnforge.data.loading import AugmentedDataset, build_splits, make_loader
     from cnnforge.predict import load_predictor
     from cnnforge.recipe import check_recipe, load_recipe
-    from cnnforge.training.setup import make_accelerator
+    from cnnforge.training.parts import make_accelerator
 
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}", where="--split", hint=f"use one of {', '.join(SPLITS)}")
@@ -94,15 +96,17 @@ def report_dir(run_dir: Path, split: str, checkpoint: str) -> Path:
     from cnnforge.predict import resolve_checkpoint
 
     base = run_dir / rundir.REPORTS
-    return base if split == "test" and checkpoint == resolve_checkpoint(run_dir, None) else base / f"{split}-{checkpoint}"
+    return base if split == "test" and checkpoint == resolve_checkpoint(run_dir,
+                                                                        None) else base / f"{split}-{checkpoint}"
 
 
-def evaluate_run(run_dir: str | Path, *, split: str = "test", checkpoint: str | None = None) -> tuple[Path, dict[str, Any]]:
+def evaluate_run(run_dir: str | Path, *, split: str = "test", checkpoint: str | None = None) -> tuple[Path, dict[str,
+                                                                                                                 Any]]:
     """Evaluate a run's weights on ``split`` and write its report; (report folder, summary numbers).
 
     Works under ``accelerate launch`` (every process calls it; the main one writes).
     """
-    from cnnforge.reports.run_reports import write_run_reports
+    from cnnforge.training.run_reports import write_run_reports
 
     path = Path(run_dir)
     loaded = open_split(path, split, checkpoint)

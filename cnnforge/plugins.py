@@ -35,7 +35,7 @@ _loaded: list[PluginInfo] | None = None
 
 
 def _cnnforge_version() -> str:
-    from cnnforge import __version__
+    from cnnforge._version import __version__
 
     return __version__
 
@@ -85,7 +85,8 @@ def _load_one(ep: md.EntryPoint) -> PluginInfo:
 
         detail = exc.one_line() if isinstance(exc, CnnforgeError) else f"{type(exc).__name__}: {exc}"
         info.error = " ".join(detail.split())
-        warnings.warn(f"cnnforge plugin {ep.name!r} from {package} {version} failed to load: {info.error}", stacklevel=2)
+        warnings.warn(f"cnnforge plugin {ep.name!r} from {package} {version} failed to load: {info.error}",
+                      stacklevel=2)
     finally:
         _loading.reset(token)
     return info

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnforge import rundir
 from cnnforge.data.loading import DataInfo
 from cnnforge.errors import CnnforgeError, ConfigError, DataError
-from cnnforge.training import rundir
 
 #: the input description of a run (classes, channels, sizes, normalisation), written when it ends
 DATA_INFO = "data_info.json"
@@ -54,7 +54,8 @@ def load_data_info(run_dir: Path, recipe: Any) -> tuple[DataInfo, Shape]:
     raw = rundir.read_json(path)
     try:
         info = DataInfo(classes=list(raw["classes"]), mean=tuple(raw["mean"]), std=tuple(raw["std"]),
-                        channels=int(raw["channels"]), image_size=(int(raw["image_size"][0]), int(raw["image_size"][1])))
+                        channels=int(raw["channels"]), image_size=(int(raw["image_size"][0]),
+                                                                   int(raw["image_size"][1])))
         h, w, c = (int(v) for v in raw["stored_shape"])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise CnnforgeError(f"not a data description ({type(exc).__name__}: {exc})", where=str(path)) from None
@@ -75,7 +76,7 @@ def weights_file(run_dir: Path, checkpoint: str) -> Path:
 
     ``last`` of an interrupted run, which has no final weights yet, is its newest complete checkpoint.
     """
-    from cnnforge.training import checkpoint as ckpt
+    from cnnforge import checkpoint as ckpt
 
     if checkpoint == "best":
         path = run_dir / rundir.CHECKPOINTS / BEST
@@ -99,7 +100,8 @@ def read_image(path: str | os.PathLike[str], channels: int) -> np.ndarray:
     if not p.is_file():
         raise DataError("is a directory, not an image" if p.is_dir() else "no such image file", where=str(p))
     if channels not in (1, 3):
-        raise DataError(f"the model reads {channels}-channel images; image files give 1 (grey) or 3 (RGB)", where=str(p))
+        raise DataError(f"the model reads {channels}-channel images; image files give 1 (grey) or 3 (RGB)",
+                        where=str(p))
     try:
         image = decode_image(p, grayscale=channels == 1)
     except Exception as exc:  # the decoders' own errors (truncated, unknown format): the file is at fault
@@ -132,7 +134,8 @@ class Predictor:
     """
 
     def __init__(self, model: nn.Module, info: DataInfo, *, stored_shape: Shape, transform: Any = None,
-                 device: str | torch.device = "cpu", run_dir: Path | None = None, checkpoint: str | None = None) -> None:
+                 device: str | torch.device = "cpu", run_dir: Path | None = None,
+                 checkpoint: str | None = None) -> None:
         self.info, self.stored_shape, self.transform = info, stored_shape, transform
         self.run_dir, self.checkpoint = run_dir, checkpoint
         self.model = model.eval()
@@ -163,7 +166,8 @@ class Predictor:
         if self.transform is not None:
             seed_pipeline(self.transform, np.random.default_rng(0))  # random eval ops give the same answer every call
             array = self.transform(image=array)["image"]
-        array = np.array(array, dtype=np.uint8).reshape(*self.info.image_size, self.info.channels)  # an own, writable copy
+        # an own, writable copy
+        array = np.array(array, dtype=np.uint8).reshape(*self.info.image_size, self.info.channels)
         return torch.from_numpy(array).permute(2, 0, 1)
 
     def _array(self, image: np.ndarray) -> np.ndarray:
@@ -204,7 +208,7 @@ class Predictor:
         probs = self.probabilities(items)
         k = max(1, min(topk, len(self.classes)))
         results = []
-        for i, (item, row) in enumerate(zip(items, probs)):
+        for i, (item, row) in enumerate(zip(items, probs, strict=False)):
             best = np.argsort(-row, kind="stable")[:k]
             top = [(self.classes[j], float(row[j])) for j in best]
             source = str(item) if isinstance(item, (str, os.PathLike)) else f"<array {i}>"
@@ -231,10 +235,10 @@ def load_predictor(run_dir: str | os.PathLike[str], *, checkpoint: str | None = 
     Without ``checkpoint`` the weights are the ones the run was tested with. The device defaults
     to CUDA when available.
     """
+    from cnnforge import checkpoint as ckpt
     from cnnforge.data.pipeline import resolve_pipelines
     from cnnforge.recipe import check_recipe, load_recipe
-    from cnnforge.training import checkpoint as ckpt
-    from cnnforge.training.setup import model_for
+    from cnnforge.training.parts import model_for
 
     path = Path(run_dir)
     if not rundir.is_run_dir(path):

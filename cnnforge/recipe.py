@@ -95,7 +95,8 @@ class TrainConfig(_Section):
     grad_accum: Positive = 1
     clip_grad_norm: Annotated[float, Field(gt=0)] | None = None
     label_smoothing: Fraction = 0.0
-    ema: Annotated[float, Field(gt=0, lt=1)] | None = None  # decay of a moving average of the weights that evaluation uses
+    # decay of a moving average of the weights that evaluation uses
+    ema: Annotated[float, Field(gt=0, lt=1)] | None = None
     checkpoint_every: Annotated[int, Field(ge=0)] = 1
     checkpoint_every_steps: Annotated[int, Field(ge=0)] = 0
     keep_checkpoints: Positive = 2
@@ -254,7 +255,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"value is not valid YAML: {getattr(exc, 'problem', exc)}", where=f"override {text!r}") from None
+        raise ConfigError(f"value is not valid YAML: {getattr(exc, 'problem', exc)}",
+                          where=f"override {text!r}") from None
     return key.strip().split("."), value
 
 
@@ -282,7 +284,9 @@ def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
         if field is None:
             return []
         ann = field.annotation
-        current = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        current = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a,
+                                                                                                          BaseModel)),
+                                                                                                          None)
         if current is None:
             return []
     return list(getattr(current, "model_fields", {}))
@@ -365,11 +369,13 @@ def _check_names(recipe: Recipe) -> None:
             entry = reg.get(spec.name)
         except ConfigError as exc:
             raise ConfigError(exc.message, where=f"{src}: {section}.name", hint=exc.hint) from None
-        context = ({"num_classes", "in_channels", "image_size"} if section == "model" else {"root", "split", "download"})
+        context = ({"num_classes", "in_channels", "image_size"} if section == "model" else {"root", "split",
+                                                                                            "download"})
         registry.builder_kwargs(entry, spec.params, context=dict.fromkeys(context), where=f"{src}: {section}")
     check_augment(recipe.augment, src)
 
 
 def set_key(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     """A copy of ``data`` with ``dotted`` (``optim.lr``) set to ``value``."""
-    return apply_overrides(data, [f"{dotted}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"])
+    text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    return apply_overrides(data, [f"{dotted}={text}"])

@@ -29,8 +29,9 @@ class Entry:
 
     @property
     def summary(self) -> str:
-        doc = inspect.getdoc(self.fn) or ""
-        return doc.strip().splitlines()[0] if doc.strip() else ""
+        """The docstring's first paragraph on one line (a long one wraps in the source)."""
+        paragraph = (inspect.getdoc(self.fn) or "").strip().split("\n\n")[0]
+        return " ".join(line.strip() for line in paragraph.splitlines())
 
 
 def _provider_of(fn: Callable[..., Any]) -> tuple[str, str]:
@@ -190,7 +191,8 @@ def call_builder(entry: Entry, kwargs: dict[str, Any], *, where: str) -> Any:
                             where=f"{where} ({entry.package} {entry.version})") from exc
 
 
-def _validate_types(entry: Entry, params: dict[str, Any], accepted: dict[str, inspect.Parameter], where: str) -> dict[str, Any]:
+def _validate_types(entry: Entry, params: dict[str, Any], accepted: dict[str, inspect.Parameter],
+                    where: str) -> dict[str, Any]:
     import typing
 
     from pydantic import ConfigDict, ValidationError, create_model
@@ -209,7 +211,8 @@ def _validate_types(entry: Entry, params: dict[str, Any], accepted: dict[str, in
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(err["msg"], where=f"{where}.{key}", hint=_choice_hint(err, params.get(err["loc"][0]))) from None
+        raise ConfigError(err["msg"], where=f"{where}.{key}", hint=_choice_hint(err,
+                                                                                params.get(err["loc"][0]))) from None
     return {**params, **{k: getattr(validated, k) for k in fields}}
 
 

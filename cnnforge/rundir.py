@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cnnforge.atomic_write import atomic_write_text
 from cnnforge.errors import CnnforgeError
 from cnnforge.recipe import Recipe
-from cnnforge.atomic_write import atomic_write_text
 
 RECIPE = "recipe.yaml"
 MANIFEST = "manifest.json"
@@ -40,7 +40,8 @@ def create(recipe: Recipe) -> Path:
             except FileExistsError:
                 continue
     except OSError as exc:
-        raise CnnforgeError(f"cannot create the run directory: {exc.strerror}", where=f"{recipe.source}: train.out_dir={base}") from None
+        raise CnnforgeError(f"cannot create the run directory: {exc.strerror}",
+                            where=f"{recipe.source}: train.out_dir={base}") from None
     raise CnnforgeError("too many runs started in the same second", where=str(base))
 
 
@@ -71,14 +72,15 @@ def manifest(recipe: Recipe, *, world_size: int, device: str, precision: str, re
     import accelerate
     import torch
 
-    from cnnforge import __version__
+    from cnnforge._version import __version__
     from cnnforge.plugins import plugin_distributions
 
     return {
         "cnnforge": __version__, "git_commit": _git_commit(), "python": platform.python_version(),
         "torch": torch.__version__, "accelerate": accelerate.__version__, "platform": platform.platform(),
         "plugins": plugin_distributions(), "seed": recipe.seed, "world_size": world_size, "device": device,
-        "precision": precision, "recipe_sha256": recipe_hash(recipe_yaml), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "precision": precision, "recipe_sha256": recipe_hash(recipe_yaml),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": _redacted_argv(),
     }
 

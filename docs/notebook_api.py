@@ -53,6 +53,6 @@ print("best:", sweep.best.params if sweep.best else None, "->", sweep.best_recip
 predictor = cnnforge.load_predictor(run.run_dir, device="cpu")
 digits = load_digits()
 images = np.rint(digits.images[:8] * (255 / 16)).astype(np.uint8)  # the 0-16 scale of the data set as pixels
-for prediction, truth in zip(predictor.predict(list(images), topk=2), digits.target[:8]):
+for prediction, truth in zip(predictor.predict(list(images), topk=2), digits.target[:8], strict=False):
     top = ", ".join(f"{label} {p:.2f}" for label, p in prediction.topk)
     print(f"true {truth}  predicted {prediction.label}  (top-2: {top})")

@@ -52,7 +52,8 @@ def test_op_changes_the_image_and_keeps_its_shape(spec: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("spec", "shape"), [
-    ({"name": "random_crop", "size": [20, 24]}, (20, 24, 3)), ({"name": "random_resized_crop", "size": 48}, (48, 48, 3)),
+    ({"name": "random_crop", "size": [20, 24]}, (20, 24, 3)), ({"name": "random_resized_crop", "size": 48}, (48, 48,
+                                                                                                             3)),
     ({"name": "resize", "size": 16}, (16, 16, 3)), ({"name": "center_crop", "size": 10}, (10, 10, 3)),
 ])
 def test_size_changing_ops(spec: dict[str, Any], shape: tuple[int, ...]) -> None:
@@ -141,7 +142,8 @@ def test_imagenet_train_is_seed_001() -> None:
     ({"train": [{"name": "hflp"}]}, "augment.train[0].name", "did you mean hflip"),
     ({"train": [{"name": "random_crop", "padding": 4}]}, "augment.train[0].size", "'random_crop' needs size"),
     ({"train": "cifar_standrd"}, "augment.train.name", "did you mean cifar_standard"),
-    ({"eval": [{"name": "cifar_standard", "cutuot": 8}]}, "augment.eval[0].cutuot", "unknown parameter of 'cifar_standard'"),
+    ({"eval": [{"name": "cifar_standard", "cutuot": 8}]}, "augment.eval[0].cutuot",
+     "unknown parameter of 'cifar_standard'"),
 ])
 def test_parameter_errors_name_the_op(augment: dict[str, Any], where: str, words: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -154,11 +156,13 @@ def test_cli_check_reports_op_typo_in_one_line(tmp_path: Path) -> None:
     recipe.write_text(yaml.safe_dump({"augment": {"train": [{"name": "color_jitter", "hue": 0.05, "satur": 0.1}]}}))
     proc = cli("check", str(recipe))
     assert proc.returncode == 2
-    assert one_error_line(proc).endswith("augment.train[0].satur: unknown parameter of 'color_jitter' (did you mean saturation?)")
+    assert one_error_line(proc).endswith("augment.train[0].satur: unknown parameter of 'color_jitter' (did you mean "
+                                         "saturation?)")
 
 
 def test_augmentation_is_train_only_by_default() -> None:
-    s = open_splits({"name": "digits"}, {"train": [{"name": "rotate", "limit": 45}, {"name": "gaussian_noise", "p": 1.0}]})
+    s = open_splits({"name": "digits"}, {"train": [{"name": "rotate", "limit": 45}, {"name": "gaussian_noise",
+                                                                                     "p": 1.0}]})
     for ds in (s.val, s.test):
         image, _ = ds[(2, 5)]
         assert np.array_equal(image.permute(1, 2, 0).numpy(), ds.base[int(ds.indices[5])][0])
@@ -182,13 +186,15 @@ def test_normalize_sets_the_statistics_for_both_splits(cifar_root: Path) -> None
     assert plain.info.mean == pytest.approx((0.4914, 0.4822, 0.4465))
     s = open_splits(data, {"train": "imagenet_train", "eval": [{"name": "resize", "size": 224}]})
     assert s.info.mean == (0.485, 0.456, 0.406) and s.info.image_size == (224, 224)
-    assert s.train[(0, 0)][0].dtype == s.test[0][0].dtype == plain.train[0][0].dtype  # still uint8: normalised on the device
+    # still uint8: normalised on the device
+    assert s.train[(0, 0)][0].dtype == s.test[0][0].dtype == plain.train[0][0].dtype
     gray = open_splits({"name": "digits"}, {"train": [{"name": "normalize", "mean": [0.5], "std": [0.25]}]})
     assert (gray.info.mean, gray.info.std) == ((0.5,), (0.25,))
     with pytest.raises(ConfigError, match="normalize has 3 mean and 3 std values for 1-channel images"):
         open_splits({"name": "digits"}, {"train": "imagenet_train"})
     with pytest.raises(ConfigError, match="both splits must share one normalisation"):
-        open_splits(data, {"train": [{"name": "normalize"}], "eval": [{"name": "normalize", "mean": [0.5], "std": [0.5]}]})
+        open_splits(data, {"train": [{"name": "normalize"}], "eval": [{"name": "normalize", "mean": [0.5],
+                                                                       "std": [0.5]}]})
 
 
 def test_preview_writes_a_readable_grid(cifar_root: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cli, one_error_line
+from tests.conftest import cli, one_error_line
 from tests.datafiles import write_cifar10
 
 DIGITS = "recipes/digits_convnet.yaml"
@@ -81,7 +81,9 @@ CASES = [
     Case("resume-not-a-run", ["resume", "{d}"], 2, ["not a run directory"]),
     Case("resume-changed-recipe", ["resume", "{changed}"], 2, ["recipe.yaml changed", "--force"]),
     Case("resume-other-torch", ["resume", "{oldtorch}"], 2, ["manifest.json", "torch 1.0.0", "--force"]),
-    Case("resume-other-model", ["resume", "--force", "{other}"], 1, ["ckpt-e0001", "layer 'features.0.weight' has shape (4, 1, 3, 3) in the checkpoint"]),
+    Case("resume-other-model", ["resume", "--force", "{other}"], 1, ["ckpt-e0001",
+                                                                     "layer 'features.0.weight' has shape (4, 1, 3, "
+                                                                     "3) in the checkpoint"]),
 ]
 
 

@@ -49,7 +49,7 @@ def test_flips_mirror_exactly() -> None:
     assert torch.equal(augmenter("{name: hflip, p: 1.0}")(x, (0, 0, 0)), x.float().flip(3))
     assert torch.equal(augmenter("{name: vflip, p: 1.0}")(x, (0, 0, 0)), x.float().flip(2))
     half = augmenter("{name: hflip}")(x, (0, 0, 0))  # p 0.5: some samples flipped, some not
-    flipped = [torch.equal(h, s.float().flip(2)) for h, s in zip(half, x)]
+    flipped = [torch.equal(h, s.float().flip(2)) for h, s in zip(half, x, strict=False)]
     assert any(flipped) and not all(flipped)
 
 
@@ -77,8 +77,8 @@ def test_random_crop_cuts_windows_of_the_padded_image() -> None:
     x = images(4)
     out = augmenter("{name: random_crop, size: 24}")(x, (0, 0, 0))
     assert out.shape == (4, 3, 24, 24)
-    for o, s in zip(out, x.float()):
-        assert any(torch.equal(o, s[:, t:t + 24, l:l + 24]) for t in range(9) for l in range(9))
+    for o, s in zip(out, x.float(), strict=False):
+        assert any(torch.equal(o, s[:, t:t + 24, left:left + 24]) for t in range(9) for left in range(9))
     padded = augmenter("{name: random_crop, size: 32, padding: 2}")(x, (0, 0, 0))
     assert padded.shape == x.shape
 

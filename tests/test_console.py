@@ -18,7 +18,8 @@ from cnnforge.training.progress import epoch_line, format_duration
 from tests.conftest import ROOT, cli
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
-PLAIN_EPOCH = re.compile(r"^epoch (\d+)/2  train/loss \d+\.\d{4}  val/loss \d+\.\d{4}  val/acc \d\.\d{4}  \d+ img/s  eta \d+:\d\d$")
+PLAIN_EPOCH = re.compile(r"^epoch (\d+)/2  train/loss \d+\.\d{4}  val/loss \d+\.\d{4}  val/acc \d\.\d{4}  "
+                         r"\d+ img/s  eta \d+:\d\d$")
 
 
 def _quick(tmp: Path, epochs: int = 2) -> list[str]:
@@ -85,16 +86,19 @@ def test_terminal_gets_a_live_bar_with_loss_rate_and_eta(tmp_path: Path) -> None
 def test_epoch_line_is_compact_and_verbose_adds_the_rest() -> None:
     row = {"epoch": 3, "train/loss": 0.43123, "train/acc": 0.8, "lr": 0.0025, "time/epoch_s": 1.23456,
            "train/samples_per_s": 1234.4, "val/loss": 0.392, "val/acc": 0.91234}
-    assert epoch_line(row, 15, 41) == "epoch 3/15  train/loss 0.4312  val/loss 0.3920  val/acc 0.9123  1234 img/s  eta 0:41"
+    assert epoch_line(row, 15,
+                      41) == "epoch 3/15  train/loss 0.4312  val/loss 0.3920  val/acc 0.9123  1234 img/s  eta 0:41"
     assert epoch_line(row, 15, None, verbose=True) == ("epoch 3/15  train/loss 0.4312  train/acc 0.8000  lr 0.0025  "
-                                                       "time/epoch_s 1.23s  val/loss 0.3920  val/acc 0.9123  1234 img/s")
+                                                       "time/epoch_s 1.23s  val/loss 0.3920  val/acc 0.9123  1234 "
+                                                       "img/s")
     assert [format_duration(s) for s in (5, 75, 3725)] == ["0:05", "1:15", "1:02:05"]
 
 
 def test_version_names_the_installed_distribution() -> None:
     proc = cli("--version")
     assert proc.returncode == 0
-    assert proc.stdout.strip() == f"cnnforge {cnnforge.__version__}" == f"cnnforge {importlib.metadata.version('cnnforge')}"
+    installed = importlib.metadata.version("cnnforge")
+    assert proc.stdout.strip() == f"cnnforge {cnnforge.__version__}" == f"cnnforge {installed}"
 
 
 def _complete(script: Path, words: list[str], cwd: Path) -> list[str]:

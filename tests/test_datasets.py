@@ -15,7 +15,7 @@ from cnnforge.data.image_folder import list_image_folder
 from cnnforge.data.loading import Splits, build_splits
 from cnnforge.errors import ConfigError, DataError
 from tests.conftest import cli, one_error_line
-from tests.datafiles import write_cifar100, write_idx, write_image_folder, write_mnist, truncate
+from tests.datafiles import truncate, write_cifar100, write_idx, write_image_folder, write_mnist
 
 
 def open_splits(data: dict[str, Any], seed: int = 0, **sections: Any) -> Splits:
@@ -198,7 +198,8 @@ def test_corrupt_image_errors_naming_the_file(folder_with_bad_images: Path) -> N
     assert "on_bad_image: skip" in (err.value.hint or "")
 
 
-def test_on_bad_image_skip_warns_once_with_count(folder_with_bad_images: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_on_bad_image_skip_warns_once_with_count(folder_with_bad_images: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("WARNING", logger="cnnforge"):
         s = open_splits({"name": "imagefolder", "root": str(folder_with_bad_images), "on_bad_image": "skip",
                          "split": [0.5, 0.25, 0.25]})
@@ -222,7 +223,8 @@ def test_data_split_materialises_the_in_memory_split(tmp_path: Path) -> None:
     listing = list_image_folder(src)
     memory = open_splits({"name": "imagefolder", "root": str(src)}, seed=5)
     for name, part in (("train", memory.train), ("val", memory.val), ("test", memory.test)):
-        on_disk = sorted(p.relative_to(tmp_path / "dst" / name).as_posix() for p in (tmp_path / "dst" / name).rglob("*.png"))
+        folder = tmp_path / "dst" / name
+        on_disk = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
         assert on_disk == sorted(listing.files[i].relative_to(src).as_posix() for i in part.indices), name
     again = cli("data", "split", str(src), str(tmp_path / "dst"))
     assert again.returncode == 1 and "nothing is overwritten" in one_error_line(again)
@@ -240,7 +242,8 @@ def test_cli_bad_data_is_one_line(tmp_path: Path, folder_with_bad_images: Path) 
     proc = cli("augment", "preview", str(recipe), "--out", str(tmp_path / "p.png"))
     line = one_error_line(proc)
     assert proc.returncode == 1 and "t10k-labels-idx1-ubyte.gz" in line and not (tmp_path / "p.png").exists()
-    proc = cli("augment", "preview", str(recipe), "data.root=" + str(tmp_path / "missing"), "--out", str(tmp_path / "p.png"))
+    proc = cli("augment", "preview", str(recipe), "data.root=" + str(tmp_path / "missing"), "--out",
+               str(tmp_path / "p.png"))
     assert proc.returncode == 1 and "no MNIST/raw/ folder here" in one_error_line(proc)
     recipe = write_recipe(tmp_path / "f.yaml", {"name": "imagefolder", "root": str(folder_with_bad_images)})
     proc = cli("augment", "preview", str(recipe), "--out", str(tmp_path / "p.png"))

@@ -184,7 +184,8 @@ def test_install_commands_are_the_readmes(dockerfile: list[Instruction]) -> None
 def test_torch_pin_satisfies_the_project_requirement() -> None:
     import tomllib
 
-    deps = {Requirement(d).name: Requirement(d) for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = {Requirement(d).name: Requirement(d) for d in project["dependencies"]}
     for path in DOCKERFILES:
         for words in _pip_installs(parse(path)):
             for word in words:

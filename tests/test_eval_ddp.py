@@ -43,4 +43,4 @@ def test_ddp_eval_gathers_without_padding_duplicates(tmp_path: Path) -> None:
     assert [int(r[1]) for r in rows] == test.labels.tolist()  # dataset order, each sample once
     alone = [r.split(",") for r in single.splitlines()[1:]]
     assert [r[2] for r in rows] == [r[2] for r in alone]  # the same answers as one process
-    assert max(abs(float(a[3]) - float(b[3])) for a, b in zip(rows, alone)) < 1e-5
+    assert max(abs(float(a[3]) - float(b[3])) for a, b in zip(rows, alone, strict=False)) < 1e-5

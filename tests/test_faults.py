@@ -139,7 +139,7 @@ def test_booby_trapped_checkpoint_is_refused(tmp_path: Path) -> None:
     import shutil
 
     from cnnforge.atomic_write import sha256
-    from cnnforge.training.checkpoint import MANIFEST
+    from cnnforge.checkpoint import MANIFEST
 
     proc = cli("run", DIGITS, "train.epochs=1", "train.checkpoint_every=1", f"train.out_dir={tmp_path / 'runs'}")
     assert proc.returncode == 0, proc.stderr
@@ -175,7 +175,7 @@ def test_booby_trapped_dataset_pickle_is_refused(tmp_path: Path) -> None:
 def test_secrets_never_reach_the_run_directory(tmp_path: Path) -> None:
     secret = "fake-wandb-key-0123456789abcdef"
     proc = cli("run", DIGITS, "train.epochs=1", "tracking.backend=csv", f"train.out_dir={tmp_path}",
-               f"tracking.entity=team", env={"WANDB_API_KEY": secret, "HF_TOKEN": secret})
+               "tracking.entity=team", env={"WANDB_API_KEY": secret, "HF_TOKEN": secret})
     assert proc.returncode == 0, proc.stderr
     assert secret not in proc.stdout + proc.stderr
     for path in tmp_path.rglob("*"):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,10 +14,7 @@ from tests.conftest import ROOT, cli, one_error_line
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 
 
-def _accelerate(*args: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
-    import os
-    import subprocess
-
+def _accelerate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([ACCELERATE, "launch", *args], cwd=cwd, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 

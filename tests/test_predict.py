@@ -36,7 +36,8 @@ def test_images(run_dir: Path) -> tuple[np.ndarray, list[dict[str, str]]]:
         return images, list(csv.DictReader(f))
 
 
-def test_predictor_sees_what_evaluation_saw(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str, str]]]) -> None:
+def test_predictor_sees_what_evaluation_saw(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str,
+                                                                                                    str]]]) -> None:
     images, rows = test_images
     predictor = cnnforge.load_predictor(run_dir)
     assert predictor.classes == [str(d) for d in range(10)] and predictor.checkpoint == "best"
@@ -48,11 +49,13 @@ def test_predictor_sees_what_evaluation_saw(run_dir: Path, test_images: tuple[np
     assert predictor(images[0]) == rows[0]["predicted"]  # seed 004's infer_image: the class name
 
 
-def test_predictor_accepts_other_image_forms(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str, str]]]) -> None:
+def test_predictor_accepts_other_image_forms(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str,
+                                                                                                     str]]]) -> None:
     images, _ = test_images
     predictor = cnnforge.load_predictor(run_dir, checkpoint="last", device="cpu")
     base = predictor.probabilities(images[:4])
-    assert np.allclose(predictor.probabilities(list(images[:4, :, :, 0] / 255.0)), base, atol=1e-6)  # float HxW in [0, 1]
+    # float HxW in [0, 1]
+    assert np.allclose(predictor.probabilities(list(images[:4, :, :, 0] / 255.0)), base, atol=1e-6)
     rgb = np.repeat(images[:4], 3, axis=-1)
     assert np.allclose(predictor.probabilities(rgb), base, atol=1e-6)  # RGB of a grey image is that grey image
     big = cv2.resize(images[0], (64, 64), interpolation=cv2.INTER_NEAREST)
@@ -179,7 +182,8 @@ def test_predictor_follows_eval_pipelines_that_resize(tmp_path: Path) -> None:
 
 def test_predictor_of_an_unfinished_run(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str, str]]],
                                         tmp_path: Path) -> None:
-    """Before the run ends there are no final weights and no data_info.json: the newest checkpoint and the data serve."""
+    """Before the run ends there are no final weights and no data_info.json: the newest checkpoint and the data
+    serve."""
     images, _ = test_images
     copy = tmp_path / "unfinished"
     drop = {run_dir / "model.safetensors", run_dir / "data_info.json", run_dir / "checkpoints" / "best.safetensors",

@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from tests.conftest import cli, one_error_line
 
@@ -69,7 +69,8 @@ def test_scaffolded_plugin_installs_into_a_venv_and_trains(tmp_path: Path) -> No
     run("-m", "pip", "install", "--no-deps", "--no-build-isolation", "--quiet", str(dist))
     listed = run("-m", "cnnforge", "list", "models", "my_nets").stdout
     assert "my_nets" in listed and "cnnforge-my-nets 0.1.0" in listed
-    run("-m", "cnnforge", "run", str(dist / "recipes" / "digits.yaml"), "train.epochs=1", f"train.out_dir={tmp_path / 'runs'}")
+    run("-m", "cnnforge", "run", str(dist / "recipes" / "digits.yaml"), "train.epochs=1",
+        f"train.out_dir={tmp_path / 'runs'}")
     manifest = json.loads(next((tmp_path / "runs").rglob("manifest.json")).read_text())
     assert "cnnforge-my-nets" in json.dumps(manifest["plugins"])
     summary = json.loads(next((tmp_path / "runs").rglob("summary.json")).read_text())

@@ -42,7 +42,8 @@ def _run_dir(tmp: Path) -> Path:
 
 def _wandb_env(tmp: Path) -> dict[str, str]:
     """wandb's own caches and settings inside the test's folder, never the user's."""
-    return {"WANDB_MODE": "offline", "WANDB_DATA_DIR": str(tmp / "wandb-data"), "WANDB_CACHE_DIR": str(tmp / "wandb-cache"),
+    return {"WANDB_MODE": "offline", "WANDB_DATA_DIR": str(tmp / "wandb-data"),
+            "WANDB_CACHE_DIR": str(tmp / "wandb-cache"),
             "WANDB_CONFIG_DIR": str(tmp / "wandb-config")}
 
 
@@ -92,7 +93,8 @@ def test_wandb_offline_run_keeps_the_api_key_out_of_the_run_directory(tmp_path: 
     offline = list((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1, list(run.rglob("*"))
     record = next(offline[0].glob("*.wandb")).read_bytes()
-    for logged in (b"optim.lr", b"val/acc", b"test/acc", b"test/confusion_matrix", b"tracked-model", b"model.safetensors"):
+    for logged in (b"optim.lr", b"val/acc", b"test/acc", b"test/confusion_matrix", b"tracked-model",
+                   b"model.safetensors"):
         assert logged in record, logged
     assert list(offline[0].rglob("media/images/test/confusion_matrix*.png"))
     leaked = [p for p in run.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]

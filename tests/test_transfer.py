@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 import cnnforge
 from cnnforge.errors import ConfigError
 from cnnforge.recipe import load_recipe
-from cnnforge.training.setup import make_optimizer, make_schedule
+from cnnforge.training.parts import make_optimizer, make_schedule
 from tests.conftest import cli, one_error_line
 from tests.datafiles import write_image_folder
 
@@ -39,7 +39,8 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("bridge", ["tv", "timm"])
 def test_pretrained_file_loads_the_backbone_and_replaces_the_head(bridge: str, imagenet_like: dict[str, Path]) -> None:
     source = _state(imagenet_like[bridge])
-    model = cnnforge.build_model(f"{bridge}/resnet18", num_classes=4, in_channels=3, pretrained=str(imagenet_like[bridge]))
+    model = cnnforge.build_model(f"{bridge}/resnet18", num_classes=4, in_channels=3,
+                                 pretrained=str(imagenet_like[bridge]))
     assert torch.equal(model.layer4[1].conv2.weight, source["layer4.1.conv2.weight"])
     assert torch.equal(model.bn1.running_var, source["bn1.running_var"])
     assert model.fc.out_features == 4 and model.fc.weight.shape == (4, 512)
@@ -48,20 +49,23 @@ def test_pretrained_file_loads_the_backbone_and_replaces_the_head(bridge: str, i
 @pytest.mark.parametrize("bridge", ["tv", "timm"])
 def test_grey_images_get_the_rgb_stem_summed(bridge: str, imagenet_like: dict[str, Path]) -> None:
     source = _state(imagenet_like[bridge])
-    model = cnnforge.build_model(f"{bridge}/resnet18", num_classes=10, in_channels=1, pretrained=str(imagenet_like[bridge]))
+    model = cnnforge.build_model(f"{bridge}/resnet18", num_classes=10, in_channels=1,
+                                 pretrained=str(imagenet_like[bridge]))
     assert model.conv1.weight.shape == (64, 1, 7, 7)
     assert torch.allclose(model.conv1.weight[:, 0], source["conv1.weight"].sum(1))
 
 
 def test_same_class_count_keeps_the_pretrained_head(imagenet_like: dict[str, Path]) -> None:
     source = _state(imagenet_like["timm"])
-    model = cnnforge.build_model("timm/resnet18", num_classes=1000, in_channels=3, pretrained=str(imagenet_like["timm"]))
+    model = cnnforge.build_model("timm/resnet18", num_classes=1000, in_channels=3,
+                                 pretrained=str(imagenet_like["timm"]))
     assert torch.equal(model.fc.weight, source["fc.weight"])
 
 
 @pytest.mark.parametrize("bridge", ["tv", "timm"])
 def test_freeze_backbone_leaves_only_the_classifier_trainable(bridge: str, imagenet_like: dict[str, Path]) -> None:
-    model = cnnforge.build_model(f"{bridge}/resnet18", num_classes=2, in_channels=3, pretrained=str(imagenet_like[bridge]),
+    model = cnnforge.build_model(f"{bridge}/resnet18", num_classes=2, in_channels=3,
+                                 pretrained=str(imagenet_like[bridge]),
                                  freeze="backbone")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"fc.weight", "fc.bias"}
@@ -82,7 +86,8 @@ def test_missing_corrupt_and_pickled_code_weight_files_are_config_errors(tmp_pat
     with pytest.raises(ConfigError, match="cannot read weights file"):
         cnnforge.build_model("tv/resnet18", num_classes=2, in_channels=3, pretrained=str(broken))
     code = tmp_path / "code.pth"
-    torch.save({"fc.weight": torch.zeros(2, 2), "hook": subprocess.Popen}, code)  # loading it would need unpickling code
+    # loading it would need unpickling code
+    torch.save({"fc.weight": torch.zeros(2, 2), "hook": subprocess.Popen}, code)
     with pytest.raises(ConfigError, match="cannot read weights file"):
         cnnforge.build_model("tv/resnet18", num_classes=2, in_channels=3, pretrained=str(code))
 
@@ -142,7 +147,8 @@ def test_head_lr_gives_the_classifier_its_own_learning_rate(imagenet_like: dict[
 
 def test_step_schedule_is_seed_001s_steplr() -> None:
     """StepLR(step_size=2, gamma=0.1) counts epochs: epochs 0-1 at lr, 2-3 at lr/10, 4 at lr/100."""
-    recipe = load_recipe({"name": "t", "optim": {"lr": 0.001}, "schedule": {"name": "step", "step_size": 2, "gamma": 0.1},
+    recipe = load_recipe({"name": "t", "optim": {"lr": 0.001}, "schedule": {"name": "step", "step_size": 2,
+                                                                            "gamma": 0.1},
                           "train": {"epochs": 5}})
     optimizer = make_optimizer(torch.nn.Linear(2, 2), recipe)
     schedule = make_schedule(optimizer, recipe, steps_per_epoch=3)

@@ -34,7 +34,7 @@ PLUGIN = '''
 from pathlib import Path
 
 from cnnforge import register_model
-from cnnforge.models.builders import convnet
+from cnnforge.models.seed_models import convnet
 
 
 @register_model
@@ -144,7 +144,8 @@ def test_bad_metric_is_one_line_and_exit_2_before_ray_starts(tmp_path: Path) -> 
     (["tune.resources_per_trial.gpu=2"], "tune.resources_per_trial.gpu", "set train.parallel: dp"),
     (["tune.resources_per_trial.gpu=1.5"], "tune.resources_per_trial.gpu", "must be whole"),
 ])
-def test_sweep_mistakes_are_config_errors_before_ray(tmp_path: Path, overrides: list[str], where: str, message: str) -> None:
+def test_sweep_mistakes_are_config_errors_before_ray(tmp_path: Path, overrides: list[str], where: str,
+                                                     message: str) -> None:
     import cnnforge
 
     with pytest.raises(ConfigError) as err:
@@ -163,7 +164,7 @@ def test_tune_command_usage_errors_and_light_help() -> None:
 
 
 def test_both_sweep_recipes_are_valid_sweeps() -> None:
-    from cnnforge.sweep import check_sweep
+    from cnnforge.sweep.driver import check_sweep
 
     digits = check_sweep(load_recipe(SWEEP_DIGITS))
     assert len(digits.grid["model.activation"]) * len(digits.grid["optim.lr"]) == 12
@@ -177,10 +178,11 @@ def test_both_sweep_recipes_are_valid_sweeps() -> None:
 def test_search_space_has_every_grid_key_and_each_sampled_distribution() -> None:
     import numpy as np
 
-    from cnnforge.sweep import search_space
+    from cnnforge.sweep.driver import search_space
 
     spec = load_recipe(SWEEP_DIGITS, ["tune.sample={optim.weight_decay: {loguniform: [1.0e-5, 1.0e-3]}, "
-                                      "model.dropout: {uniform: [0.1, 0.5]}, data.batch_size: {choice: [32, 64]}}"]).tune
+                                      "model.dropout: {uniform: [0.1, 0.5]}, data.batch_size: {choice: [32, "
+                                      "64]}}"]).tune
     assert spec is not None
     space = search_space(spec)
     assert space["model.activation"] == {"grid_search": ["relu", "leaky_relu", "elu", "selu"]}
@@ -197,7 +199,7 @@ def test_a_trial_restored_after_failing_before_its_first_report_keeps_its_values
     import json
     from types import SimpleNamespace
 
-    from cnnforge.sweep_results import collect_trials
+    from cnnforge.sweep.results import collect_trials
 
     failed = tmp_path / "t_00001"
     failed.mkdir()
@@ -254,8 +256,9 @@ def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path, capsys: pyte
     finished = {p.parent: (p.stat().st_mtime_ns, (p.parent / "metrics.jsonl").read_text())
                 for p in experiment.glob("*/runs/*/*/summary.json")}
 
-    import cnnforge
     import ray
+
+    import cnnforge
 
     result = cnnforge.tune(SWEEP_DIGITS, [f"train.out_dir={tmp_path}"], quiet=True)
     stdout = capsys.readouterr().out
@@ -298,7 +301,8 @@ def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path, capsys: pyte
     [replay_dir] = [p.parent for p in (tmp_path / "replay").rglob("summary.json")]
     replayed = yaml.safe_load((replay_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert replayed["val/acc"] == pytest.approx(float(best["val/acc"]), abs=1e-6)
-    assert (replay_dir / "reports" / "curves.png").exists()  # trials skip the PNGs (tune.trial_plots), a replay has them
+    # trials skip the PNGs (tune.trial_plots), a replay has them
+    assert (replay_dir / "reports" / "curves.png").exists()
 
 
 @pytest.mark.slow

@@ -71,7 +71,8 @@ def test_plugins_can_be_switched_off(tmp_path: Path) -> None:
     proc = cli("check", EXAMPLE_RECIPE, env={"CNNFORGE_PLUGINS": "none"})
     assert proc.returncode == 2
     assert "unknown model 'example_gap_net'" in one_error_line(proc)
-    proc = cli("check", "recipes/digits_convnet.yaml", "model={name: tv/resnet18}", env={"CNNFORGE_PLUGINS": "torchvision"})
+    proc = cli("check", "recipes/digits_convnet.yaml", "model={name: tv/resnet18}",
+               env={"CNNFORGE_PLUGINS": "torchvision"})
     assert proc.returncode == 0, proc.stderr
 
 

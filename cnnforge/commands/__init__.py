@@ -1,3 +1,8 @@
-"""Command groups of the CLI; each module has ``add(subparsers, common)`` and stays import-light."""
+"""The CLI's commands, one module each, named after its command (``new-plugin`` is ``new_plugin``).
 
-COMMANDS = ["run", "inspect", "evaluate", "embed", "viz", "predict", "export", "data", "augment", "tune", "completion", "schema", "new_plugin"]
+Each module has ``add(subparsers, common)`` and stays import-light; this list is the order of ``--help``.
+"""
+
+COMMANDS = ["run", "resume", "list", "check", "show", "eval", "embed", "viz", "predict", "export", "data", "augment",
+            "tune",
+            "completion", "schema", "new_plugin"]

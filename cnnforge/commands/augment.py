@@ -13,7 +13,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Write a grid of N training images, each followed by the augmented versions the first "
                     "epochs of a run with this recipe and seed will see.")
     v.add_argument("recipe", help="recipe YAML file")
-    v.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. augment.train=cifar_standard")
+    v.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted overrides, e.g. augment.train=cifar_standard")
     v.add_argument("--out", required=True, help="PNG file to write")
     v.add_argument("--n", type=int, default=16, help="training images to show (default 16, classes taken in turn)")
     v.add_argument("--epochs", type=int, default=3, help="augmented versions per image (default 3)")
@@ -34,7 +35,8 @@ def _preview(args: argparse.Namespace) -> int:
     from cnnforge.recipe import check_recipe, load_recipe
 
     recipe = check_recipe(load_recipe(args.recipe, args.overrides))
-    title = f"{recipe.name} ({recipe.data.name}, seed {recipe.seed}): augment.train = {describe_spec(recipe.augment.train)}"
+    title = (f"{recipe.name} ({recipe.data.name}, seed {recipe.seed}): "
+             f"augment.train = {describe_spec(recipe.augment.train)}")
     if recipe.augment.mode == "batch":  # the batched ops run in the trainer; show their per-sample twins
         recipe = load_recipe(recipe, ["augment.mode=sample"])
         title += " (augment.mode: batch, shown with the per-sample ops of the same names)"

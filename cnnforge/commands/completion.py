@@ -34,7 +34,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Print a tab-completion script for SHELL on stdout.",
         epilog="bash: cnnforge completion bash > ~/.local/share/bash-completion/completions/cnnforge\n"
                "zsh:  cnnforge completion zsh > ~/.zfunc/_cnnforge  (with fpath+=(~/.zfunc) before compinit)\n"
-               "tcsh: cnnforge completion tcsh > ~/.cnnforge.completion.csh; echo 'source ~/.cnnforge.completion.csh' >> ~/.tcshrc",
+               "tcsh: cnnforge completion tcsh > ~/.cnnforge.completion.csh; echo 'source ~/.cnnforge.completion.csh' "
+               ">> ~/.tcshrc",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("shell", choices=SHELLS)
     p.set_defaults(func=_completion)

@@ -7,13 +7,14 @@ from typing import Any
 
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("embed", parents=[common], help="t-SNE/PCA plot of a run's penultimate-layer embeddings",
-                       description="Embed samples of a split with a run's model and plot them in 2-D, coloured by class; "
-                                   "the vectors are kept in embeddings.npz.")
+                       description="Embed samples of a split with a run's model and plot them in 2-D, coloured by "
+                                   "class; the vectors are kept in embeddings.npz.")
     p.add_argument("run_dir", help="run directory")
     p.add_argument("--method", choices=("tsne", "pca"), default="tsne", help="projection (default tsne)")
     p.add_argument("--n", type=int, default=2000, help="samples to embed, a seeded random subset (default 2000)")
     p.add_argument("--split", default="test", choices=("test", "val", "train"), help="split to embed (default test)")
-    p.add_argument("--checkpoint", choices=("best", "last"), default=None, help="weights (default: what the run was tested with)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default=None,
+                   help="weights (default: what the run was tested with)")
     p.set_defaults(func=_embed)
 
 

@@ -8,7 +8,8 @@ from typing import Any
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("eval", parents=[common], help="evaluate a run: metrics.json, summary.md and plots",
                        description="Evaluate a run's weights on a split and write its report. Under "
-                                   "`accelerate launch` every process evaluates a shard; metrics count each sample once.")
+                                   "`accelerate launch` every process evaluates a shard; metrics count each sample "
+                                   "once.")
     p.add_argument("run_dir", help="run directory (holds recipe.yaml and the weights)")
     p.add_argument("--split", default="test", choices=("test", "val", "train"), help="split to evaluate (default test)")
     p.add_argument("--checkpoint", choices=("best", "last"), default=None,
@@ -17,7 +18,7 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from cnnforge.reports.evaluation import evaluate_run
+    from cnnforge.evaluation import evaluate_run
 
     out, numbers = evaluate_run(args.run_dir, split=args.split, checkpoint=args.checkpoint)
     if numbers["main_process"]:

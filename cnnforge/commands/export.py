@@ -19,7 +19,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="run directory")
     p.add_argument("--format", required=True, choices=tuple(FORMATS), help="torchscript (model + normalisation) or "
                    "safetensors (weights only)")
-    p.add_argument("--checkpoint", choices=("best", "last"), default=None, help="weights (default: what the run was tested with)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default=None,
+                   help="weights (default: what the run was tested with)")
     p.add_argument("--out", help="file to write (default: RUN_DIR/export/<name>-<checkpoint><ext>)")
     p.add_argument("--force", action="store_true", help="replace an existing file")
     p.set_defaults(func=_export)
@@ -29,11 +30,11 @@ def _export(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from cnnforge import __version__
+    from cnnforge import rundir
+    from cnnforge._version import __version__
     from cnnforge.errors import CnnforgeError
     from cnnforge.predict import load_predictor
     from cnnforge.recipe import load_recipe
-    from cnnforge.training import rundir
 
     predictor = load_predictor(args.run_dir, checkpoint=args.checkpoint, device="cpu")
     run_dir = Path(args.run_dir)
@@ -45,7 +46,8 @@ def _export(args: argparse.Namespace) -> int:
         if path.exists() and not args.force:
             raise CnnforgeError("already exists", where=str(path), hint="use --force to replace it")
     info = predictor.info
-    meta = {"format": args.format, "classes": info.classes, "channels": info.channels, "image_size": list(info.image_size),
+    meta = {"format": args.format, "classes": info.classes, "channels": info.channels,
+            "image_size": list(info.image_size),
             "mean": list(info.mean), "std": list(info.std), "input": _INPUT[args.format],
             "dataset_image_shape": list(predictor.stored_shape), "augment_eval": recipe.to_dict()["augment"]["eval"],
             "model": recipe.to_dict()["model"],
@@ -59,7 +61,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 _INPUT = {
-    "torchscript": "raw pixels, uint8 or float in 0..255, N x C x H x W at image_size; returns logits (normalisation inside)",
+    "torchscript": "raw pixels, uint8 or float in 0..255, N x C x H x W at image_size; returns logits (normalisation "
+                   "inside)",
     "safetensors": "state_dict of the model; its input is (pixels/255 - mean) / std, N x C x H x W at image_size",
 }
 
@@ -87,7 +90,8 @@ def _torchscript(predictor: Any, out: Any, meta: str) -> None:
     wrapped = Normalised(predictor.model, predictor.mean, predictor.inv_std).eval()
     example = torch.zeros(1, info.channels, *info.image_size, dtype=torch.uint8)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch marks TorchScript deprecated; the format is still asked for
+        # torch marks TorchScript deprecated; the format is still asked for
+        warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(wrapped, example)
         save_file_atomic(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files={"cnnforge.json": meta}))
 

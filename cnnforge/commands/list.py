@@ -1,9 +1,8 @@
-"""``cnnforge list``, ``cnnforge check`` and ``cnnforge show``: look without training."""
+"""``cnnforge list KIND [PATTERN]``: what the registries and installed plugins provide."""
 from __future__ import annotations
 
 import argparse
 import fnmatch
-import sys
 from typing import Any
 
 KINDS = ("models", "datasets", "augmentations", "plugins")
@@ -15,17 +14,6 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", help="glob over names, e.g. 'timm/resnet*'")
     p.add_argument("--all", action="store_true", help="expand name families such as timm/* and tv/*")
     p.set_defaults(func=_list)
-
-    c = sub.add_parser("check", parents=[common], help="validate a recipe without training")
-    c.add_argument("recipe")
-    c.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    c.set_defaults(func=_check)
-
-    s = sub.add_parser("show", parents=[common], help="print the resolved recipe and the model summary")
-    s.add_argument("recipe")
-    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    s.add_argument("--no-model", action="store_true", help="skip building the model (no torch, no data)")
-    s.set_defaults(func=_show)
 
 
 def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
@@ -64,25 +52,3 @@ def _expand(entry: Any) -> list[str]:
         return [entry.name]
     prefix = entry.name[:-1]
     return [prefix + n for n in lister()]
-
-
-def _check(args: argparse.Namespace) -> int:
-    from cnnforge.recipe import check_recipe, load_recipe
-
-    recipe = check_recipe(load_recipe(args.recipe, args.overrides))
-    if not args.quiet:
-        print(f"{args.recipe}: ok ({recipe.model.name} on {recipe.data.name}, {recipe.train.epochs} epochs)")
-    return 0
-
-
-def _show(args: argparse.Namespace) -> int:
-    from cnnforge.recipe import check_recipe, load_recipe
-
-    recipe = check_recipe(load_recipe(args.recipe, args.overrides))
-    sys.stdout.write(recipe.to_yaml())
-    if not args.no_model:
-        from cnnforge.models.summary import describe_recipe_model
-
-        print()
-        print(describe_recipe_model(recipe))
-    return 0

@@ -13,7 +13,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     p.add_argument("--topk", type=int, default=3, help="how many classes to show per image (default 3)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text")
-    p.add_argument("--checkpoint", choices=("best", "last"), default=None, help="weights (default: what the run was tested with)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default=None,
+                   help="weights (default: what the run was tested with)")
     p.set_defaults(func=_predict)
 
 

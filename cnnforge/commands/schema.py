@@ -39,7 +39,8 @@ def _schema(args: argparse.Namespace) -> int:
 
 def recipe_schema() -> dict[str, Any]:
     """A JSON Schema (draft 2020-12) of a recipe file."""
-    from cnnforge import __version__, registry
+    from cnnforge import registry
+    from cnnforge._version import __version__
     from cnnforge.recipe import Recipe, SchedulerSpec
 
     schema = Recipe.model_json_schema()
@@ -49,7 +50,8 @@ def recipe_schema() -> dict[str, Any]:
     schema["required"] = []  # a recipe's name defaults to its file name
     props["base"] = {"description": "recipe file(s) this one extends, relative to this file",
                      "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
-    schema.update({"$schema": "https://json-schema.org/draft/2020-12/schema", "title": f"cnnforge {__version__} recipe"})
+    schema.update({"$schema": "https://json-schema.org/draft/2020-12/schema",
+                   "title": f"cnnforge {__version__} recipe"})
 
     _by_name(defs["ModelConfig"], registry.models, defs)
     _by_name(defs["DataConfig"], registry.datasets, defs)

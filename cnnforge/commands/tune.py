@@ -20,7 +20,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=5")
     p.add_argument("--address", metavar="auto|HOST:PORT",
                    help="run on this Ray cluster (started with `ray start --head`); default: Ray on this machine")
-    p.add_argument("--max-concurrent", type=_positive, metavar="N", help="at most N trials at once (default tune.max_concurrent)")
+    p.add_argument("--max-concurrent", type=_positive, metavar="N",
+                   help="at most N trials at once (default tune.max_concurrent)")
     p.add_argument("--fresh", action="store_true", help="start a new experiment instead of continuing the last one")
     p.set_defaults(func=_tune)
 

@@ -9,7 +9,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     from cnnforge.cli import ArgumentParser
 
     v = sub.add_parser("viz", parents=[common], help="pictures of conv filters and fixed-kernel convolutions",
-                       description="Learned filters of a run (seed 002) or a fixed kernel applied to an image (seed 000).")
+                       description="Learned filters of a run (seed 002) or a fixed kernel applied to an image (seed "
+                                   "000).")
     what = v.add_subparsers(dest="what", metavar="WHAT", required=True, parser_class=ArgumentParser)
 
     f = what.add_parser("filters", parents=[common], help="a run's conv filters as an image grid",
@@ -17,12 +18,14 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     f.add_argument("run_dir", help="run directory")
     f.add_argument("--layer", type=int, default=0, help="conv layer index, 0 = first, -1 = last (default 0)")
     f.add_argument("--per-channel", action="store_true", help="one grey tile per input channel, also for RGB layers")
-    f.add_argument("--checkpoint", choices=("best", "last"), default=None, help="weights (default: what the run was tested with)")
+    f.add_argument("--checkpoint", choices=("best", "last"), default=None,
+                   help="weights (default: what the run was tested with)")
     f.set_defaults(func=_filters)
 
     k = what.add_parser("kernel", parents=[common], help="convolve an image with a fixed kernel (edges, blur)",
                         description="Convolve a grey image with a named kernel or your own, e.g. "
-                                    "--kernel '[[0,1,0],[1,-4,1],[0,1,0]]', and save input, kernel and response as a PNG.")
+                                    "--kernel '[[0,1,0],[1,-4,1],[0,1,0]]', and save input, kernel and response as a "
+                                    "PNG.")
     k.add_argument("image", help="image file")
     k.add_argument("--kernel", required=True, metavar="NAME|ROWS",
                    help="sobel_x, sobel_y, sobel (magnitude), laplace, blur, or a list of rows")
@@ -33,9 +36,9 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 def _filters(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from cnnforge import rundir
     from cnnforge.predict import load_predictor
     from cnnforge.reports.kernels import filter_grid
-    from cnnforge.training import rundir
 
     predictor = load_predictor(args.run_dir, checkpoint=args.checkpoint, device="cpu")
     out = Path(args.run_dir) / rundir.REPORTS

@@ -80,7 +80,6 @@ def _yiq_matrices(saturation: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
 def color_jitter(x: torch.Tensor, g: torch.Generator, *, brightness: float, contrast: float, saturation: float,
                  hue: float, p: float) -> torch.Tensor:
     """torchvision ColorJitter factors, drawn per sample: brightness and contrast scale, saturation and hue mix."""
-    import torch
 
     n, dev = x.shape[0], x.device
     keep = ~_chosen(n, p, g, dev)

@@ -129,8 +129,10 @@ def cifar100(*, root: str, split: str, download: bool = False,
     meta_file = folder / "meta"
     meta = load_pickle(meta_file)
     try:
-        classes = [name.decode() if isinstance(name, bytes) else str(name) for name in meta[f"{labels}_label_names".encode()]]
+        classes = [name.decode() if isinstance(name,
+                                               bytes) else str(name) for name in meta[f"{labels}_label_names".encode()]]
     except (KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"not a CIFAR-100 meta file (no {labels}_label_names: {exc})", where=str(meta_file)) from None
-    images, targets = read_cifar_batches([folder / ("train" if split == "train" else "test")], f"{labels}_labels".encode())
+    images, targets = read_cifar_batches([folder / ("train" if split == "train" else "test")],
+                                         f"{labels}_labels".encode())
     return ArrayDataset(images, targets, classes, mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))

@@ -42,7 +42,8 @@ def read_idx(path: Path) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", data[4:header])
     expected = math.prod(shape)
     if len(data) - header != expected:
-        raise DataError(f"truncated or padded: {len(data) - header} data bytes, the header {list(shape)} says {expected}",
+        raise DataError(f"truncated or padded: {len(data) - header} data bytes, "
+                        f"the header {list(shape)} says {expected}",
                         where=str(path))
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
@@ -62,12 +63,14 @@ def _idx_dataset(root: str, split: str, download: bool, name: str, classes: list
         return None  # carved from train by data.val_fraction
     raw = dataset_folder(root, f"{name}/raw", download, name)
     prefix = "train" if split == "train" else "t10k"
-    image_file, label_file = _idx_file(raw, f"{prefix}-images-idx3-ubyte"), _idx_file(raw, f"{prefix}-labels-idx1-ubyte")
+    image_file, label_file = _idx_file(raw, f"{prefix}-images-idx3-ubyte"), _idx_file(raw,
+                                                                                      f"{prefix}-labels-idx1-ubyte")
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3:
         raise DataError(f"holds a {images.ndim}-d array, expected images (N, H, W)", where=str(image_file))
     if labels.ndim != 1 or len(labels) != len(images):
-        raise DataError(f"holds {labels.shape} labels for {len(images)} images in {image_file.name}", where=str(label_file))
+        raise DataError(f"holds {labels.shape} labels for {len(images)} images in {image_file.name}",
+                        where=str(label_file))
     return ArrayDataset(images, labels, classes, mean=(mean,), std=(std,))
 
 

@@ -89,7 +89,8 @@ class _BadImage(Exception):
 
 
 def decode_image(path: Path, grayscale: bool) -> np.ndarray:
-    """HxW (grayscale) or HxWx3 RGB uint8; Pillow first (it notices truncated files), OpenCV for what it cannot identify."""
+    """HxW (grayscale) or HxWx3 RGB uint8; Pillow first (it notices truncated files), OpenCV for what it cannot
+    identify."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -108,7 +109,8 @@ def decode_image(path: Path, grayscale: bool) -> np.ndarray:
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``image`` (HxW or HxWxC) at (height, width): area averaging to shrink, linear to grow; the channel axis is kept."""
+    """``image`` (HxW or HxWxC) at (height, width): area averaging to shrink, linear to grow; the channel axis is
+    kept."""
     import cv2
 
     shrink = image.shape[0] * image.shape[1] > size[0] * size[1]
@@ -131,7 +133,7 @@ def read_images(listing: FolderListing, *, grayscale: bool, size: tuple[int, int
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         decoded = list(pool.map(lambda f: _load(f, grayscale, size), listing.files))
-    bad = [(f, why) for f, why in zip(listing.files, decoded) if isinstance(why, str)]
+    bad = [(f, why) for f, why in zip(listing.files, decoded, strict=False) if isinstance(why, str)]
     if bad and on_bad_image == "error":
         raise DataError(f"unreadable image: {bad[0][1]}", where=str(bad[0][0]),
                         hint="fix or remove it, or set data.on_bad_image: skip")
@@ -155,7 +157,8 @@ def read_images(listing: FolderListing, *, grayscale: bool, size: tuple[int, int
 def imagefolder(*, root: str, split: str, grayscale: bool = False,
                 image_size: Side | tuple[Side, Side] | None = None,
                 on_bad_image: Literal["error", "skip"] = "error") -> ArrayDataset | None:
-    """One folder per class (``train/ val/ test/`` when present); ``grayscale`` reads 1 channel, ``image_size`` resizes."""
+    """One folder per class (``train/ val/ test/`` when present); ``grayscale`` reads 1 channel, ``image_size``
+    resizes."""
     base = Path(root).expanduser()
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
     if split_layout(base):
@@ -171,7 +174,8 @@ def imagefolder(*, root: str, split: str, grayscale: bool = False,
     return read_images(listing, grayscale=grayscale, size=size, on_bad_image=on_bad_image)
 
 
-def materialise_split(src: Path, dst: Path, ratios: Sequence[float], seed: int, *, link: bool = False) -> dict[str, int]:
+def materialise_split(src: Path, dst: Path, ratios: Sequence[float], seed: int, *, link: bool = False) -> dict[str,
+                                                                                                               int]:
     """Copy (or hard-link) ``src``'s class folders into ``dst/train``, ``dst/val``, ``dst/test``.
 
     The partition is the one ``imagefolder`` makes in memory for the same seed and ``data.split``
@@ -190,7 +194,7 @@ def materialise_split(src: Path, dst: Path, ratios: Sequence[float], seed: int, 
                         hint="choose a new destination")
     listing = list_image_folder(src)
     counts: dict[str, int] = {}
-    for name, indices in zip(SPLITS, stratified_split(listing.labels, ratios, seed)):
+    for name, indices in zip(SPLITS, stratified_split(listing.labels, ratios, seed), strict=False):
         for i in indices:
             source = listing.files[i]
             target = dst / name / source.relative_to(src)
@@ -199,6 +203,7 @@ def materialise_split(src: Path, dst: Path, ratios: Sequence[float], seed: int, 
                 (os.link if link else shutil.copy2)(source, target)
             except OSError as exc:
                 raise DataError(f"cannot {'hard-link' if link else 'copy'} {source} here: {exc.strerror or exc}",
-                                where=str(target), hint="hard links need one file system; drop --link" if link else None) from None
+                                where=str(target),
+                                hint="hard links need one file system; drop --link" if link else None) from None
         counts[name] = len(indices)
     return counts

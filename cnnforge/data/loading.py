@@ -167,10 +167,11 @@ def build_splits(recipe: Recipe) -> Splits:
     pipes = resolve_pipelines(recipe.augment, src, sample if sample.ndim == 3 else sample[..., None])
     height, width, channels = pipes.shape
     info = replace(info, image_size=(height, width), channels=channels,
-                   **(dict(zip(("mean", "std"), pipes.stats)) if pipes.stats else {}))
+                   **(dict(zip(("mean", "std"), pipes.stats, strict=False)) if pipes.stats else {}))
     train_transform = pipes.train if recipe.augment.mode == "sample" else None  # batch: the trainer augments
     return Splits(AugmentedDataset(pool, train_idx, train_transform, seed),
-                  AugmentedDataset(val, val_idx, pipes.eval, seed), AugmentedDataset(test, test_idx, pipes.eval, seed), info)
+                  AugmentedDataset(val, val_idx, pipes.eval, seed), AugmentedDataset(test, test_idx, pipes.eval, seed),
+                  info)
 
 
 def make_loader(ds: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_workers: int,

@@ -22,7 +22,8 @@ def _compose(steps: list[Any]) -> Any:
 
 @register_augmentation
 def cifar_standard(*, cutout: Annotated[int, Field(ge=0)] = 0) -> Any:
-    """Seed 002: ColorJitter(hue .05, saturation .05), horizontal flip, rotation up to 20 degrees; ``cutout`` > 0 adds a cutout square of that size."""
+    """Seed 002: ColorJitter(hue .05, saturation .05), horizontal flip, rotation up to 20 degrees; ``cutout`` > 0 adds
+    a cutout square of that size."""
     steps = [ops.color_jitter(hue=0.05, saturation=0.05), ops.hflip(), ops.rotate(limit=20)]
     if cutout:
         steps.append(ops.cutout(size=cutout))

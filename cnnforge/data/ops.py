@@ -72,7 +72,8 @@ def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
 
 @register_augmentation
 def random_crop(*, size: Size, padding: Annotated[int, Field(ge=0)] = 0) -> Any:
-    """Pad by ``padding`` black pixels per side, then crop ``size`` (int or [h, w]) at random (torchvision's RandomCrop).
+    """Pad by ``padding`` black pixels per side, then crop ``size`` (int or [h, w]) at random
+    (torchvision's RandomCrop).
 
     Always applied (no ``p``): every image of a batch must come out the same size.
     """
@@ -88,8 +89,10 @@ def random_crop(*, size: Size, padding: Annotated[int, Field(ge=0)] = 0) -> Any:
 
 @register_augmentation
 def random_resized_crop(*, size: Size, scale: tuple[Fraction, Fraction] = (0.08, 1.0),
-                        ratio: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (0.75, 4 / 3)) -> Any:
-    """Crop a random ``scale`` share of the area at a random aspect ``ratio``, resized to ``size`` (seed 001); always applied."""
+                        ratio: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (0.75, 4 / 3),
+                        ) -> Any:
+    """Crop a random ``scale`` share of the area at a random aspect ``ratio``, resized to ``size`` (seed 001); always
+    applied."""
     return _albumentations().RandomResizedCrop(size=_hw(size), scale=scale, ratio=ratio)
 
 

@@ -81,7 +81,8 @@ class Pipeline:
 
 
 def _flatten(transform: Any) -> Iterator[Any]:
-    """The steps of plain, always-applied ``Compose`` objects (named pipelines), recursively; other transforms as they are."""
+    """The steps of plain, always-applied ``Compose`` objects (named pipelines), recursively; other transforms as they
+    are."""
     A = _albumentations()
     if type(transform) is A.Compose and transform.p == 1:
         for step in transform.transforms:

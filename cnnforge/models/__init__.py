@@ -1,1 +1,1 @@
-"""Model builders (``builders``, light) and the networks they build (``nets``, torch)."""
+"""Model builders (``seed_models``, light) and the networks they build (``nets``, torch)."""

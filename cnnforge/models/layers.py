@@ -95,7 +95,8 @@ def conv_stages(in_channels: int, stages: Sequence[Stage], *, activation_name: s
     return layers
 
 
-def mlp_layers(in_features: int, hidden: Sequence[int], *, activation_name: str, batch_norm: bool = False) -> list[nn.Module]:
+def mlp_layers(in_features: int, hidden: Sequence[int], *, activation_name: str,
+               batch_norm: bool = False) -> list[nn.Module]:
     """Hidden fully connected layers: Linear, [BatchNorm1d], activation for each width in ``hidden``."""
     layers: list[nn.Module] = []
     for width in hidden:

@@ -52,7 +52,8 @@ def conv_net(name: str, num_classes: int, in_channels: int, image_size: tuple[in
     for the stages, or a ``spatial_dropout`` list of the wrong length, is a ValueError that says why.
     """
     if spatial_dropout and len(spatial_dropout) != len(stages):
-        raise ValueError(f"{name}: spatial_dropout needs one p per block ({len(stages)} blocks), got {list(spatial_dropout)}")
+        raise ValueError(f"{name}: spatial_dropout needs one p per block ({len(stages)} blocks), "
+                         f"got {list(spatial_dropout)}")
     h, w = (features_output(s, stages) for s in image_size)
     if h < 1 or w < 1:
         smallest = next(s for s in range(1, 4097) if features_output(s, stages) > 0)

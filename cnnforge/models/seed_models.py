@@ -59,7 +59,8 @@ def convnet(*, num_classes: int, in_channels: int = 1, image_size: Size | None =
 @register_model
 def lenet(*, num_classes: int, in_channels: int = 3, image_size: Size | None = None,
           activation: Activation = "relu", dropout: Dropout = 0.0, spatial_dropout: list[Dropout] | None = None) -> Any:
-    """Seed 001's LeNet-style Net: 5x5 convs 3->6->16 each with a pool, head 400->120->84->10 (62,006 params on 3x32x32)."""
+    """Seed 001's LeNet-style Net: 5x5 convs 3->6->16 each with a pool, head 400->120->84->10 (62,006 params on
+    3x32x32)."""
     from cnnforge.models.layers import Stage
     from cnnforge.models.nets import conv_net
 
@@ -82,7 +83,8 @@ def _vgg(name: str, num_classes: int, in_channels: int, image_size: Any, widths:
 def vgg_baseline(*, num_classes: int, in_channels: int = 3, image_size: Size | None = None,
                  activation: Activation = "relu", dropout: Dropout = 0.0, batch_norm: bool = False,
                  spatial_dropout: list[Dropout] | None = None, widths: tuple[Width, ...] = (16,)) -> Any:
-    """Seed 002's ModelBaseline: one VGG block (two 3x3 convs of 16, pool), head 4096->128->10 (528,474 params on 3x32x32)."""
+    """Seed 002's ModelBaseline: one VGG block (two 3x3 convs of 16, pool), head 4096->128->10 (528,474 params on
+    3x32x32)."""
     return _vgg("vgg_baseline", num_classes, in_channels, image_size, widths, activation, batch_norm, dropout,
                 spatial_dropout)
 
@@ -98,9 +100,11 @@ def vgg_bn(*, num_classes: int, in_channels: int = 3, image_size: Size | None = 
 
 @register_model
 def my_first_convnet(*, num_classes: int, in_channels: int = 1, image_size: Size | None = None,
-                     activation: Activation = "relu", head_activation: Literal[Activation, "sigmoid", "tanh"] = "sigmoid",
+                     activation: Activation = "relu", head_activation: Literal[Activation, "sigmoid",
+                                                                               "tanh"] = "sigmoid",
                      dropout: Dropout = 0.0, spatial_dropout: list[Dropout] | None = None) -> Any:
-    """Seed 004's MyFirstConvNet: 3x3 convs 1->16->32 each with a pool, head 1568->500 Sigmoid->10 (794,310 params on 1x28x28)."""
+    """Seed 004's MyFirstConvNet: 3x3 convs 1->16->32 each with a pool, head 1568->500 Sigmoid->10 (794,310 params on
+    1x28x28)."""
     from cnnforge.models.layers import Stage
     from cnnforge.models.nets import conv_net
 

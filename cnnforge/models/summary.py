@@ -27,7 +27,7 @@ class LayerRow:
 def recipe_model(recipe: Recipe) -> tuple[Any, Any]:
     """(model, DataInfo) for ``recipe``: the dataset is opened for its shape, classes and channels."""
     from cnnforge.data.loading import build_splits
-    from cnnforge.training.setup import model_for
+    from cnnforge.training.parts import model_for
 
     info = build_splits(recipe).info
     return model_for(recipe, info), info
@@ -107,4 +107,5 @@ def describe_recipe_model(recipe: Recipe) -> str:
     """``describe_model`` for the recipe's model at the dataset's input size, with its class count."""
     model, info = recipe_model(recipe)
     text = describe_model(model, (info.channels, *info.image_size), title=f"model: {recipe.model.name}")
-    return text + f"\nclasses: {len(info.classes)} ({', '.join(info.classes[:10])}{', ...' if len(info.classes) > 10 else ''})"
+    more = ", ..." if len(info.classes) > 10 else ""
+    return text + f"\nclasses: {len(info.classes)} ({', '.join(info.classes[:10])}{more})"

@@ -43,7 +43,9 @@ def weights_file(pretrained: str) -> Path:
 
 
 def fetch(model: str, cached: Path | None, cache_desc: str, download: Callable[[], Any]) -> Any:
-    """``cached`` when it exists, else the result of ``download()``; offline or failing, a ValueError saying how to fix it.
+    """``cached`` when it exists, else the result of ``download()``.
+
+    Offline or failing, a ValueError saying how to fix it.
 
     ``cache_desc`` names where the library keeps downloads (the torch hub or Hugging Face cache),
     so the message tells a user on an offline machine exactly where to copy the file.
@@ -100,7 +102,8 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], num_classes:
             merged[key] = have
         elif want.dim() >= 1 and want.shape[0] == num_classes and have.shape[1:] == want.shape[1:]:
             fresh.append(key)
-        elif want.dim() == 4 and have.dim() == 4 and have.shape[0] == want.shape[0] and have.shape[2:] == want.shape[2:]:
+        elif (want.dim() == 4 and have.dim() == 4 and have.shape[0] == want.shape[0]
+              and have.shape[2:] == want.shape[2:]):
             merged[key] = adapt_input_conv(want.shape[1], have)
         else:
             raise ValueError(f"weights from {source} do not fit {key!r}: shape {tuple(have.shape)} in the file, "

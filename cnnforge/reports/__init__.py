@@ -1,1 +1,1 @@
-"""Metrics, plots and embeddings written into run directories."""
+"""Metrics, plots and embeddings: functions of predictions and models, written where the caller says."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
 
 from cnnforge.errors import CnnforgeError, ConfigError
+from cnnforge.evaluation import RunSplit, gather_outputs, open_split, report_dir
 from cnnforge.reports import plots
-from cnnforge.reports.evaluation import RunSplit, gather_outputs, open_split, report_dir
 
 METHODS = ("tsne", "pca")
 
@@ -53,7 +54,8 @@ def project(features: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, l
 
         pca = PCA(n_components=2, random_state=seed)
         coords = pca.fit_transform(features)
-        return coords, [f"PC {i + 1} ({share:.0%} of variance)" for i, share in enumerate(pca.explained_variance_ratio_)]
+        return coords, [f"PC {i + 1} ({share:.0%} of variance)" for i,
+                        share in enumerate(pca.explained_variance_ratio_)]
     from sklearn.manifold import TSNE
 
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))  # seed 000 uses 30; it must stay below n
@@ -61,7 +63,8 @@ def project(features: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, l
     return coords, ["t-SNE 1", "t-SNE 2"]
 
 
-def scatter(coords: np.ndarray, labels: np.ndarray, classes: list[str], axes: list[str], path: Path, *, title: str) -> Path:
+def scatter(coords: np.ndarray, labels: np.ndarray, classes: list[str], axes: list[str], path: Path, *,
+            title: str) -> Path:
     """Points coloured by true class, with a legend of class names beside the plot."""
     plt = plots.pyplot()
     k = len(classes)
@@ -107,7 +110,8 @@ def embed_run(run_dir: str | Path, *, method: str = "tsne", n: int = 2000, split
 
 def _write(run_dir: Path, split: str, loaded: RunSplit, vectors: np.ndarray, labels: np.ndarray, method: str) -> Path:
     if len(vectors) < 3:
-        raise CnnforgeError(f"the {split} split has {len(vectors)} sample(s); a 2-D projection needs 3", where=str(run_dir))
+        raise CnnforgeError(f"the {split} split has {len(vectors)} sample(s); a 2-D projection needs 3",
+                            where=str(run_dir))
     predictor = loaded.predictor
     coords, axes = project(vectors, method, loaded.recipe.seed)
     out = report_dir(run_dir, split, predictor.checkpoint)

@@ -47,7 +47,8 @@ def filter_grid(model: nn.Module, path: Path, *, layer: int = 0, per_channel: bo
     if not convs:
         raise CnnforgeError(f"{type(model).__name__} has no Conv2d layer", where="model")
     if not -len(convs) <= layer < len(convs):
-        raise ConfigError(f"is {layer} but the model has {len(convs)} conv layer(s) (0..{len(convs) - 1})", where="--layer")
+        raise ConfigError(f"is {layer} but the model has {len(convs)} conv layer(s) (0..{len(convs) - 1})",
+                          where="--layer")
     name, conv = convs[layer]
     w = conv.weight.detach().float().cpu().numpy()[:MAX_FILTERS]
     shown = f"{len(w)} of {conv.out_channels}" if len(w) < conv.out_channels else f"{len(w)}"
@@ -70,7 +71,7 @@ def _rgb_grid(w: np.ndarray, path: Path, heading: str) -> Path:
                              layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
-    for i, (ax, f) in enumerate(zip(axes.ravel(), w)):
+    for i, (ax, f) in enumerate(zip(axes.ravel(), w, strict=False)):
         f = np.transpose(f, (1, 2, 0))
         span = f.max() - f.min()
         ax.imshow((f - f.min()) / span if span > 0 else np.zeros_like(f), interpolation="nearest")
@@ -118,7 +119,8 @@ def parse_kernel(text: str) -> tuple[str, np.ndarray | None]:
         rows = yaml.safe_load(text)
         matrix = np.asarray(rows, dtype=np.float32)
     except (yaml.YAMLError, TypeError, ValueError):
-        raise ConfigError(f"{text!r} is not a kernel name or a list of rows of numbers", where="--kernel", hint=hint) from None
+        raise ConfigError(f"{text!r} is not a kernel name or a list of rows of numbers", where="--kernel",
+                          hint=hint) from None
     if not isinstance(rows, list) or matrix.ndim != 2 or matrix.size == 0:
         raise ConfigError(f"{text!r} is not a kernel name or a list of rows of numbers", where="--kernel", hint=hint)
     if max(matrix.shape) > MAX_KERNEL or not np.isfinite(matrix).all():

@@ -50,7 +50,7 @@ def top_confusions(matrix: list[list[int]], classes: list[str], n: int = 5) -> l
     m = np.asarray(matrix)
     np.fill_diagonal(m, 0)
     order = np.argsort(m, axis=None)[::-1][:n]
-    pairs = [(classes[i], classes[j], int(m[i, j])) for i, j in zip(*np.unravel_index(order, m.shape))]
+    pairs = [(classes[i], classes[j], int(m[i, j])) for i, j in zip(*np.unravel_index(order, m.shape), strict=False)]
     return [p for p in pairs if p[2] > 0]
 
 
@@ -61,8 +61,10 @@ def summary_markdown(metrics: dict[str, Any], images: list[str]) -> str:
              f"**Accuracy {metrics['accuracy']:.4f}**, loss {metrics['loss']:.4f}, "
              f"macro F1 {metrics['macro']['f1']:.4f}, weighted F1 {metrics['weighted']['f1']:.4f}.", "",
              "| class | precision | recall | F1 | support |", "| --- | ---: | ---: | ---: | ---: |"]
-    rows = [*metrics["per_class"].items(), ("**macro avg**", metrics["macro"]), ("**weighted avg**", metrics["weighted"])]
-    lines += [f"| {name} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} | {r['support']} |" for name, r in rows]
+    rows = [*metrics["per_class"].items(), ("**macro avg**", metrics["macro"]), ("**weighted avg**",
+                                                                                 metrics["weighted"])]
+    lines += [f"| {name} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} | {r['support']} |" for name,
+              r in rows]
     confusions = top_confusions(metrics["confusion_matrix"], list(metrics["per_class"]))
     lines += ["", "## Most frequent mistakes", ""]
     lines += [f"- true **{t}** predicted as **{p}**: {c}" for t, p, c in confusions] or ["- none"]
@@ -76,7 +78,7 @@ def predictions_csv(y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, c
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["index", "true", "predicted", "confidence", "correct"])
     confidence = probs[np.arange(len(y_pred)), y_pred] if len(y_pred) else np.zeros(0)
-    for i, (t, p, c) in enumerate(zip(y_true, y_pred, confidence)):
+    for i, (t, p, c) in enumerate(zip(y_true, y_pred, confidence, strict=False)):
         writer.writerow([i, classes[t], classes[p], f"{c:.6f}", int(t == p)])
     return out.getvalue()
 

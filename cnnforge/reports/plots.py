@@ -48,7 +48,7 @@ def curves(history: list[dict[str, Any]], path: Path, *, best_epoch: int | None 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     epochs = [row["epoch"] for row in history]
-    for ax, (metric, label) in zip(axes, (("loss", "cross-entropy loss"), ("acc", "accuracy"))):
+    for ax, (metric, label) in zip(axes, (("loss", "cross-entropy loss"), ("acc", "accuracy")), strict=False):
         for split in ("train", "val"):
             values = [row.get(f"{split}/{metric}", math.nan) for row in history]
             ax.plot(epochs, values, marker="o", markersize=3, label=split)
@@ -105,7 +105,7 @@ def error_gallery(images: Sequence[np.ndarray], true: Sequence[str], predicted: 
     fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.45 * rows + 0.5), squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
-    for ax, image, t, p, c in zip(axes.ravel(), images, true, predicted, confidence):
+    for ax, image, t, p, c in zip(axes.ravel(), images, true, predicted, confidence, strict=False):
         show_image(ax, image)
         ax.set_title(f"true: {_short(t)}\npred: {_short(p)} ({c:.0%})", fontsize=9, color="firebrick")
     fig.suptitle(title, fontsize=12)

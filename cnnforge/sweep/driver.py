@@ -1,6 +1,6 @@
 """``cnnforge.tune``: a recipe's ``tune:`` section as a Ray Tune experiment, on this machine or a Ray cluster.
 
-Every trial is the trainer ``cnnforge run`` uses (:mod:`cnnforge.sweep_trial`). An experiment lives in
+Every trial is the trainer ``cnnforge run`` uses (:mod:`cnnforge.sweep.trial`). An experiment lives in
 ``<train.out_dir>/<name>/tune-<time>/`` next to the recipe's runs, and it is identified by the resolved
 recipe it sweeps (``sweep.yaml``): running the same command again restores the newest experiment of
 that recipe with ``Tuner.restore`` instead of starting over, so finished trials are never trained
@@ -21,7 +21,7 @@ from typing import Any
 
 from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.recipe import Recipe, TuneConfig, check_recipe, load_recipe, recipe_from_dict, set_key
-from cnnforge.sweep_results import TrialRow, collect_trials, report_results
+from cnnforge.sweep.results import TrialRow, collect_trials, report_results
 
 #: the resolved recipe an experiment sweeps; a rerun continues the experiment whose file matches
 SWEEP_RECIPE = "sweep.yaml"
@@ -134,7 +134,8 @@ def check_sweep(recipe: Recipe) -> TuneConfig:
     for key, sample in spec.sample.items():
         low, high = sample.uniform or sample.loguniform or (0.0, 1.0)
         if low >= high or (sample.loguniform is not None and low <= 0):
-            raise ConfigError(f"[{low:g}, {high:g}] is not a range{' of positive numbers' if sample.loguniform else ''}",
+            raise ConfigError(f"[{low:g}, {high:g}] is not a range"
+                              f"{' of positive numbers' if sample.loguniform else ''}",
                               where=f"{src}: tune.sample.{key}")
         for value in sample.choice if sample.choice is not None else (low, high):
             trial = {**set_key(recipe.to_dict(), key, value), "tune": None}  # names and params, like grid values
@@ -186,7 +187,8 @@ def _experiment_dir(recipe: Recipe, fresh: bool) -> tuple[Path, bool]:
 def _replay_prefix(recipe_or_path: Any, overrides: list[str], experiment: Path) -> list[str]:
     """``cnnforge run <recipe> <overrides>``: what a trial's replay command starts with (``tune.*`` left out)."""
     if isinstance(recipe_or_path, (str, os.PathLike)):
-        return ["cnnforge", "run", str(recipe_or_path), *(o for o in overrides if o.split("=")[0].split(".")[0] != "tune")]
+        return ["cnnforge", "run", str(recipe_or_path),
+                *(o for o in overrides if o.split("=")[0].split(".")[0] != "tune")]
     return ["cnnforge", "run", str(experiment / SWEEP_RECIPE)]
 
 
@@ -206,8 +208,10 @@ def _connect(address: str | None) -> bool:
             ray.init(include_dashboard=False, logging_level=logging.WARNING)
     except ConnectionError as exc:
         raise CnnforgeError(f"cannot reach a Ray cluster: {str(exc).splitlines()[0]}", where=f"--address {address}",
-                            hint="is `ray start --head` running there? With HOST:PORT Ray also needs RAY_AUTH_MODE=token "
-                                 "and the cluster's RAY_AUTH_TOKEN; --address auto finds a local cluster's token") from None
+                            hint="is `ray start --head` running there? With HOST:PORT Ray also needs "
+                                 "RAY_AUTH_MODE=token "
+                                 "and the cluster's RAY_AUTH_TOKEN; --address auto finds a local cluster's "
+                                 "token") from None
     return True
 
 
@@ -248,7 +252,7 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from cnnforge.sweep_trial import run_trial, yaml_value
+    from cnnforge.sweep.trial import run_trial, yaml_value
 
     # Ray's default TensorBoard logger imports torch in the driver (1-3 s) to copy what each trial's run directory
     # already holds: only the CSV and JSON loggers (RunConfig below; a restored Tuner keeps its RunConfig)
@@ -266,17 +270,21 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     if restoring:
         return ray_tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
     if spec.scheduler.name == "asha":
-        swept_epochs = [*spec.grid.get("train.epochs", []), *(getattr(spec.sample.get("train.epochs"), "choice", None) or [])]
+        swept_epochs = [*spec.grid.get("train.epochs", []), *(getattr(spec.sample.get("train.epochs"), "choice",
+                                                                      None) or [])]
         scheduler = ASHAScheduler(time_attr="epoch", max_t=max([recipe.train.epochs, *swept_epochs]),
-                                  grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor)
+                                  grace_period=spec.scheduler.grace_period,
+                                  reduction_factor=spec.scheduler.reduction_factor)
     else:
         scheduler = FIFOScheduler()
     return ray_tune.Tuner(
         trainable, param_space=search_space(spec),
         tune_config=ray_tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-                                        scheduler=scheduler, max_concurrent_trials=max_concurrent or spec.max_concurrent,
+                                        scheduler=scheduler,
+                                        max_concurrent_trials=max_concurrent or spec.max_concurrent,
                                         trial_dirname_creator=trial_dirname, reuse_actors=True),
-        run_config=ray_tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=0 if quiet else 1,
+        run_config=ray_tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent),
+                                      verbose=0 if quiet else 1,
                                       failure_config=ray_tune.FailureConfig(max_failures=spec.max_failures),
                                       checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=2),
                                       callbacks=[CSVLoggerCallback(), JsonLoggerCallback()]))

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnnforge import rundir
 from cnnforge.recipe import Recipe, load_recipe
-from cnnforge.sweep_trial import trial_overrides, trial_run_dir
-from cnnforge.training import rundir
+from cnnforge.sweep.trial import trial_overrides, trial_run_dir
 
 RESULTS_CSV = "results.csv"
 BEST_RECIPE = "best.yaml"
@@ -93,13 +93,15 @@ def report_results(experiment: Path, recipe: Recipe, trials: list[TrialRow]) -> 
                            "run_dir": str(t.run_dir or ""), "command": t.command} for i, t in enumerate(trials)])
     table.to_csv(experiment / RESULTS_CSV, index=False)
     print()
-    print(table.drop(columns=["test/acc", "run_dir", "command"]).to_string(index=False, na_rep="-", float_format="{:.4g}".format))
+    print(table.drop(columns=["test/acc", "run_dir", "command"]).to_string(index=False, na_rep="-",
+                                                                           float_format="{:.4g}".format))
     print("\nreplay a trial with:")
     for t in trials:
         print(f"  {t.trial}  {t.command}")
     best = _write_best(experiment, recipe, trials)
     if best is not None:
-        print(f"\nbest: trial {trials[0].trial} with {metric} {trials[0].value:.4g}; train it with: cnnforge run {best}")
+        print(f"\nbest: trial {trials[0].trial} with {metric} {trials[0].value:.4g}; "
+              f"train it with: cnnforge run {best}")
     errors = sum(t.failed for t in trials)
     if errors:
         print(f"{errors} of {len(trials)} trials failed (see the status column and each trial's error.txt)")
@@ -146,10 +148,11 @@ def plot_metric(path: Path, recipe: Recipe, trials: list[TrialRow]) -> None:
         for label, filled in (("done", True), ("stopped early", False)):
             pick = np.array([(t.status == "done") == filled for t in group], dtype=bool)
             if pick.any():
-                ax.scatter(xs[pick], [t.value for t, p in zip(group, pick) if p], s=24, alpha=0.7, label=label,
+                ax.scatter(xs[pick], [t.value for t, p in zip(group, pick, strict=False) if p], s=24, alpha=0.7,
+                           label=label,
                            facecolors="tab:blue" if filled else "none", edgecolors="tab:blue")
 
-    for ax, key in zip(axes.flat, keys):
+    for ax, key in zip(axes.flat, keys, strict=False):
         sample = spec.sample.get(key)
         if sample is not None and sample.choice is None:  # a sampled range: the values themselves
             dots(ax, [t.params[key] for t in scored], scored)
@@ -172,7 +175,7 @@ def plot_metric(path: Path, recipe: Recipe, trials: list[TrialRow]) -> None:
         ax.set_ylabel(spec.metric)
     for ax in list(axes.flat)[len(keys):]:
         ax.set_visible(False)
-    handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}
+    handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels(), strict=False)}
     fig.legend(handles.values(), handles.keys(), loc="upper right", fontsize=8)
     fig.suptitle(f"{recipe.name}: {spec.metric} ({spec.mode}) of {len(scored)} trials by swept value")
     fig.tight_layout(rect=(0, 0, 0.92, 1))

@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
+from cnnforge import rundir
 from cnnforge.errors import CnnforgeError
 from cnnforge.recipe import Recipe, load_recipe
-from cnnforge.training import rundir
 
 #: a trial's cnnforge runs go to ``<trial dir>/RUNS/<name>/<run id>``
 RUNS = "runs"

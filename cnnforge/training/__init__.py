@@ -1,1 +1,1 @@
-"""The Accelerate trainer: set-up, the loop, checkpoints and run directories."""
+"""The Accelerate trainer: its parts, the loop, progress, tracking and the run's report."""

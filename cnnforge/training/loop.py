@@ -16,15 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnforge import checkpoint as ckpt
+from cnnforge import rundir
 from cnnforge.data.batch_augment import make_batch_augment
 from cnnforge.data.loading import DataInfo
 from cnnforge.errors import NonFiniteLossError
 from cnnforge.recipe import Recipe
-from cnnforge.training import checkpoint as ckpt
-from cnnforge.training import rundir
 from cnnforge.training.ema import make_ema
+from cnnforge.training.parts import scale_lr, use_channels_last
 from cnnforge.training.progress import Progress
-from cnnforge.training.setup import scale_lr, use_channels_last
 
 
 @dataclass
@@ -230,7 +230,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, split: str) -> EvalResult:
-        from cnnforge.reports.evaluation import eval_result, gather_outputs
+        from cnnforge.evaluation import eval_result, gather_outputs
 
         model = self.model if self.ema is None else self.ema.module
         model.eval()

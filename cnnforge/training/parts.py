@@ -33,7 +33,8 @@ def make_accelerator(recipe: Recipe) -> Any:
         precision = "no"
     launcher_world = int(os.environ.get("WORLD_SIZE", "1"))
     if recipe.train.parallel == "none" and launcher_world > 1:
-        raise ConfigError(f"is 'none' but the launcher started {launcher_world} processes", where=f"{recipe.source}: train.parallel")
+        raise ConfigError(f"is 'none' but the launcher started {launcher_world} processes",
+                          where=f"{recipe.source}: train.parallel")
     if launcher_world > 1 and not all(os.environ.get(k) for k in ("RANK", "MASTER_ADDR", "MASTER_PORT")):
         raise CnnforgeError(f"WORLD_SIZE={launcher_world} is set but no launcher started the other ranks "
                             "(RANK/MASTER_ADDR/MASTER_PORT missing)", where="environment",
@@ -160,7 +161,8 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     return cls(groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe,
+                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """An LR multiplier per optimizer step (so a mid-epoch resume restores it exactly).
 
     ``step`` and ``cosine`` follow the seeds (StepLR counts epochs); ``onecycle`` warms up linearly
@@ -191,5 +193,5 @@ def scale_lr(schedule: torch.optim.lr_scheduler.LambdaLR, scale: float) -> None:
     """Multiply the schedule's base learning rates by ``scale`` (relative to the recipe's), keeping its position."""
     groups = schedule.optimizer.param_groups
     schedule.base_lrs = [g["initial_lr"] * scale for g in groups]
-    for group, base, fn in zip(groups, schedule.base_lrs, schedule.lr_lambdas):
+    for group, base, fn in zip(groups, schedule.base_lrs, schedule.lr_lambdas, strict=False):
         group["lr"] = base * fn(schedule.last_epoch)

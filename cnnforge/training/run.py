@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnnforge import rundir
 from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.recipe import Recipe, check_recipe, load_recipe
-from cnnforge.training import rundir
 
 
 @dataclass
@@ -54,8 +54,8 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
     ``checkpoint`` names another checkpoint folder to start from (Ray Tune restores a trial from the
     checkpoint Ray recorded, which may be older than the newest one in the run directory).
     """
-    from cnnforge import __version__
-    from cnnforge.training import checkpoint as ckpt
+    from cnnforge import checkpoint as ckpt
+    from cnnforge._version import __version__
 
     path = Path(run_dir)
     if not rundir.is_run_dir(path):
@@ -81,15 +81,22 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
     return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start)
 
 
-def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None = None, start: Path | None = None) -> RunResult:
+def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None = None,
+             start: Path | None = None) -> RunResult:
     import torch
     from accelerate.utils import broadcast_object_list, set_seed
 
     from cnnforge.data.loading import build_splits, make_loader
     from cnnforge.training.loop import Trainer, TrainState
+    from cnnforge.training.parts import (
+        make_accelerator,
+        make_optimizer,
+        make_schedule,
+        model_for,
+        speed_up,
+        wrap_parallel,
+    )
     from cnnforge.training.progress import Progress
-    from cnnforge.training.setup import (make_accelerator, make_optimizer, make_schedule, model_for, speed_up,
-                                         wrap_parallel)
     from cnnforge.training.tracking import finish_tracking, start_tracking
 
     if run_dir is None:
@@ -130,7 +137,8 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
     if acc.is_main_process:
         if start is None:
             (run_dir / rundir.RECIPE).write_text(recipe_yaml)
-            device = str(acc.device) if acc.device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(acc.device)})"
+            cuda = acc.device.type == "cuda"
+            device = f"cuda ({torch.cuda.get_device_name(acc.device)})" if cuda else str(acc.device)
             rundir.write_json(run_dir / rundir.MANIFEST, rundir.manifest(
                 recipe, world_size=acc.num_processes, device=device, precision=str(acc.mixed_precision),
                 recipe_yaml=recipe_yaml))
@@ -169,7 +177,7 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
 
 def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any]:
     """Final weights, the test evaluation (with the best weights) and summary.json."""
-    from cnnforge.training import checkpoint as ckpt
+    from cnnforge import checkpoint as ckpt
 
     run_dir = trainer.run_dir
     if acc.is_main_process:
@@ -185,9 +193,11 @@ def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any
     history = rundir.read_metrics(run_dir) if acc.is_main_process else []
     metric = recipe.train.best_metric
     summary: dict[str, Any] = {
-        "test/acc": test.acc, "test/loss": test.loss, f"best/{metric}": state.best_value, "best/epoch": state.best_epoch,
+        "test/acc": test.acc, "test/loss": test.loss, f"best/{metric}": state.best_value,
+        "best/epoch": state.best_epoch,
         "test/weights": tested_with, "epochs": state.epoch, "steps": state.global_step,
-        "train/time_s": round(state.train_time, 3), "world_size": acc.num_processes, "test/samples": int(len(test.y_true)),
+        "train/time_s": round(state.train_time, 3), "world_size": acc.num_processes,
+        "test/samples": int(len(test.y_true)),
         "ranks_in_sync": in_sync,
     }
     if history:
@@ -196,7 +206,7 @@ def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any
         summary["train/skipped_steps"] = state.skipped_steps
         summary["train/rollbacks"] = state.rollbacks
     if acc.is_main_process:
-        from cnnforge.reports.run_reports import write_run_reports
+        from cnnforge.training.run_reports import write_run_reports
 
         rundir.write_json(run_dir / rundir.SUMMARY, summary)
         write_run_reports(run_dir, test, trainer.info, history, split="test", checkpoint=tested_with,

@@ -12,16 +12,17 @@ from typing import Any
 
 import numpy as np
 
+from cnnforge import rundir
 from cnnforge.reports import plots
 from cnnforge.reports.metrics import classification_metrics, predictions_csv, write_metrics
-from cnnforge.training import rundir
 
 #: how many misclassified images the gallery shows (the most confident mistakes first)
 GALLERY_SIZE = 24
 
 
 def write_run_reports(run_dir: Path, result: Any, info: Any, history: list[dict[str, Any]], split: str = "test", *,
-                      checkpoint: str = "best", images: Any = None, out: Path | None = None, plots: bool = True) -> Path:
+                      checkpoint: str = "best", images: Any = None, out: Path | None = None,
+                      plots: bool = True) -> Path:
     """Write the report of ``result`` (an ``EvalResult`` of ``split``) into ``out`` (default ``run_dir/reports``).
 
     ``images`` is the evaluated dataset (items ``(uint8 CHW tensor, label)`` in the order of
@@ -59,7 +60,8 @@ def _plots(out: Path, metrics: dict[str, Any], history: list[dict[str, Any]], ru
                                 normalize=True, title=f"confusion matrix: share of each true class ({title})"))
     if images is not None:
         pngs.append(_gallery(images, y_true, y_pred, np.asarray(result.probs), classes, out / "errors.png",
-                             title=f"most confident mistakes ({title}): {int((y_true != y_pred).sum())} of {len(y_true)}"))
+                             title=f"most confident mistakes ({title}): "
+                                    f"{int((y_true != y_pred).sum())} of {len(y_true)}"))
     return [p.name for p in pngs if p is not None]
 
 

@@ -18,10 +18,10 @@ from typing import Any
 import yaml
 from accelerate.tracking import GeneralTracker, TensorBoardTracker, WandBTracker
 
+from cnnforge import rundir
+from cnnforge.atomic_write import atomic_write_text
 from cnnforge.errors import CnnforgeError
 from cnnforge.recipe import Recipe
-from cnnforge.training import rundir
-from cnnforge.atomic_write import atomic_write_text
 
 #: the report image sent to the trackers at the end of a run (written by cnnforge.reports)
 CONFUSION_MATRIX = Path(rundir.REPORTS) / "confusion_matrix.png"

@@ -16,7 +16,7 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _new_plugin(args: argparse.Namespace) -> int:
-    from cnnforge.scaffold import PluginNames, new_plugin
+    from cnnforge.commands.new_plugin.scaffold import PluginNames, new_plugin
 
     target, files = new_plugin(args.name, args.dir)
     if not args.quiet:

@@ -1,4 +1,4 @@
-"""A new plugin distribution, written from the templates in ``cnnforge/templates/plugin``.
+"""A new plugin distribution, written from the templates in ``templates/plugin`` beside this module.
 
 The templates are ordinary files with ``$placeholders`` (:class:`string.Template`), and a path part
 ``__package__`` becomes the import package, so what a new plugin looks like can be read and changed
@@ -32,7 +32,7 @@ class PluginNames:
 
     @classmethod
     def from_name(cls, name: str) -> PluginNames:
-        from cnnforge import __version__
+        from cnnforge._version import __version__
 
         short = name.removeprefix("cnnforge-").removeprefix("cnnforge_")
         if not _NAME.match(short):
@@ -40,14 +40,15 @@ class PluginNames:
                               hint="lower-case letters and digits, words joined by - or _, e.g. my-nets")
         model = short.replace("-", "_")
         if keyword.iskeyword(model):
-            raise ConfigError(f"{model!r} is a Python keyword and cannot name the model's builder", where="new-plugin NAME")
+            raise ConfigError(f"{model!r} is a Python keyword and cannot name the model's builder",
+                              where="new-plugin NAME")
         return cls(dist=f"cnnforge-{short}", package=f"cnnforge_{model}", short=short, model=model,
                    class_name="".join(part.capitalize() for part in model.split("_")), cnnforge_version=__version__)
 
 
 def _templates() -> list[tuple[str, str]]:
     """(relative path with placeholders, text) of every template file."""
-    root = resources.files("cnnforge") / "templates" / "plugin"
+    root = resources.files(__package__) / "templates" / "plugin"
     out: list[tuple[str, str]] = []
 
     def walk(node: object, prefix: str) -> None:

@@ -63,7 +63,8 @@ def _pretrained_state(name: str, model_id: str, pretrained: bool | str) -> tuple
     except (ValueError, KeyError, AttributeError):
         weights = None
     if weights is None:
-        raise ValueError(f"torchvision publishes no pretrained weights for {name!r}; set model.pretrained to a weights file")
+        raise ValueError(f"torchvision publishes no pretrained weights for {name!r}; "
+                         "set model.pretrained to a weights file")
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
     got = fetch(model_id, cached, f"torch hub cache ({cached})",
                 lambda: weights.get_state_dict(progress=False, check_hash=True))

@@ -17,7 +17,8 @@ def test_the_family_is_registered_by_this_distribution() -> None:
     assert cnnforge.registry.models.get("tv/resnet18").package == "cnnforge-torchvision"
 
 
-@pytest.mark.parametrize("name,stem", [("resnet18", "conv1"), ("vgg11", "features.0"), ("efficientnet_b0", "features.0.0"),
+@pytest.mark.parametrize("name,stem", [("resnet18", "conv1"), ("vgg11", "features.0"), ("efficientnet_b0",
+                                                                                        "features.0.0"),
                                        ("convnext_tiny", "features.0.0")])
 def test_grey_images_get_a_one_channel_stem_and_the_head_gets_the_classes(name: str, stem: str) -> None:
     model = build(name, in_channels=1)
@@ -45,13 +46,15 @@ def test_only_classification_models_are_listed() -> None:
 
     entry = next(e for e in cnnforge.registry.models.entries() if e.name == "tv/*")
     names = entry.fn.list_names()
-    assert "resnet18" in names and "fasterrcnn_resnet50_fpn" in tvm.list_models() and "fasterrcnn_resnet50_fpn" not in names
+    assert "resnet18" in names
+    assert "fasterrcnn_resnet50_fpn" in tvm.list_models() and "fasterrcnn_resnet50_fpn" not in names
 
 
 @pytest.mark.parametrize("name,params,message", [
     ("resnt18", {}, r"torchvision has no classification model 'resnt18' \(did you mean resnet18"),
     ("resnet18", {"bogus": 1}, r"tv/resnet18 does not accept these options: .*bogus"),
-    ("resnet18", {"pretrained": "/no/such/weights.pth"}, r"pretrained weights file '/no/such/weights.pth' does not exist"),
+    ("resnet18", {"pretrained": "/no/such/weights.pth"},
+     r"pretrained weights file '/no/such/weights.pth' does not exist"),
 ])
 def test_bad_names_options_and_files_are_one_line_config_errors(name: str, params: dict, message: str) -> None:
     with pytest.raises(cnnforge.ConfigError, match=message) as info:

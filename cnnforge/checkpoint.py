@@ -157,4 +157,5 @@ def check_compatible(model: torch.nn.Module, weights: dict[str, torch.Tensor], w
                                 f"{tuple(value.shape)} in the model", where=where)
     extra = [k for k in weights if k not in own]
     if extra:
-        raise CnnforgeError(f"checkpoint has layer {extra[0]!r} that the model lacks (it is from another model)", where=where)
+        raise CnnforgeError(f"checkpoint has layer {extra[0]!r} that the model lacks (it is from another model)",
+                            where=where)
