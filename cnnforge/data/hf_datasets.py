@@ -1,0 +1,129 @@
+"""``hf``: a Hugging Face ``datasets`` folder (``save_to_disk``) or Hub-style parquet files, offline.
+
+Images are read undecoded (``Image(decode=False)``) so cnnforge decodes them like any other file
+(same decoder, same ``data.cache`` modes); labels come from the label column without touching an
+image. Nothing reaches the Hub: the offline switches are set before ``datasets`` is imported.
+Parquet files are converted once into ``datasets``' own cache (``HF_DATASETS_CACHE``), as
+``load_dataset`` does, and memory-mapped from there.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnforge.data.tar_shards import SPLIT_NAMES
+from cnnforge.errors import ConfigError, DataError
+
+LABEL_NAMES = ("label", "labels")
+
+
+def _datasets() -> Any:
+    """``datasets``, imported offline and quiet (no Hub access, no progress bars in the run's output)."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    return datasets
+
+
+def _parquet_files(folder: Path, split: str) -> list[Path]:
+    for name in SPLIT_NAMES[split]:
+        for pattern in (f"{name}-*.parquet", f"data/{name}-*.parquet"):
+            found = sorted(folder.glob(pattern))
+            if found:
+                return found
+    return []
+
+
+def open_split(root: str, split: str) -> tuple[Any, list[str]] | None:
+    """``split`` of the dataset at ``root`` and the files it reads, or None when the dataset has no such split."""
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise DataError("no such folder" if not folder.exists() else "is not a folder", where=str(folder))
+    datasets = _datasets()
+    if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
+        try:
+            loaded = datasets.load_from_disk(str(folder))
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"cannot load the saved dataset ({type(exc).__name__}: {exc})".splitlines()[0],
+                            where=str(folder)) from None
+        if isinstance(loaded, datasets.DatasetDict):
+            name = next((n for n in SPLIT_NAMES[split] if n in loaded), None)
+            loaded = loaded[name] if name else None
+        elif split != "train":
+            return None  # one Dataset: the training pool, val and test carved from it
+        return (loaded, [f["filename"] for f in loaded.cache_files]) if loaded is not None else None
+    files = _parquet_files(folder, split)
+    if files:
+        try:
+            return datasets.Dataset.from_parquet([str(f) for f in files]), [str(f) for f in files]
+        except Exception as exc:  # pyarrow and datasets raise many types for a damaged file
+            raise DataError(f"cannot read the parquet files ({type(exc).__name__}: {exc})".splitlines()[0],
+                            where=str(files[0])) from None
+    if _parquet_files(folder, "train") or any(_parquet_files(folder, s) for s in ("val", "test")):
+        return None
+    raise DataError("is not a Hugging Face dataset (no dataset_dict.json or state.json from save_to_disk, "
+                    "no <split>-*.parquet or data/<split>-*.parquet files)", where=str(folder))
+
+
+def _pick_column(features: dict, wanted: str | None, kind: str, tests: tuple[Any, ...], where: str) -> str:
+    """``wanted``, else the first column passing the first test that any column passes."""
+    if wanted is not None:
+        if wanted not in features:
+            raise ConfigError(f"column {wanted!r} is not in the dataset (columns: {', '.join(features)})",
+                              where=f"data.{kind}_column")
+        return wanted
+    found = next((name for test in tests for name, feature in features.items() if test(name, feature)), None)
+    if found is None:
+        raise DataError(f"has no {kind} column (columns: {', '.join(features)})", where=where,
+                        hint=f"set data.{kind}_column")
+    return found
+
+
+class HFImages:
+    """One split of a ``datasets`` Dataset: each row's encoded image bytes, its label and the class names."""
+
+    def __init__(self, dataset: Any, files: list[str], *, where: str, image_column: str | None = None,
+                 label_column: str | None = None) -> None:
+        datasets = _datasets()
+        features = dataset.features
+        image = _pick_column(features, image_column, "image", (lambda _, f: isinstance(f, datasets.Image),), where)
+        if not isinstance(features[image], datasets.Image):
+            raise DataError(f"column {image!r} is {features[image]}, not an Image feature", where=where)
+        label = _pick_column(features, label_column, "label", (lambda _, f: isinstance(f, datasets.ClassLabel),
+                                                               lambda n, _: n in LABEL_NAMES), where)
+        self.labels = np.asarray(dataset.select_columns([label]).with_format("numpy")[label], dtype=np.int64)
+        if self.labels.ndim != 1:
+            raise DataError(f"label column {label!r} does not hold one integer per row", where=where)
+        feature = features[label]
+        self.classes = list(feature.names) if isinstance(feature, datasets.ClassLabel) \
+            else [str(k) for k in range(int(self.labels.max()) + 1 if self.labels.size else 0)]
+        self._images = dataset.select_columns([image]).cast_column(image, datasets.Image(decode=False))
+        self._column, self._where, self._files = image, where, files
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def read(self, index: int) -> bytes:
+        record = self._images[int(index)][self._column]
+        if record is None:
+            raise DataError("row has no image", where=self.name(index))
+        if record.get("bytes") is not None:
+            return record["bytes"]
+        try:
+            return Path(record["path"]).read_bytes()
+        except (OSError, TypeError) as exc:
+            raise DataError(f"image file cannot be read: {exc}", where=self.name(index)) from None
+
+    def name(self, index: int) -> str:
+        return f"{self._where}: row {index}"
+
+    def fingerprint(self) -> str:
+        stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in self._files]
+        return hashlib.sha256(repr((stats, self._column)).encode()).hexdigest()

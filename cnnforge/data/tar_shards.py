@@ -1,0 +1,188 @@
+"""``webdataset``: tar shards as webdataset's ``ShardWriter`` writes them, read with random access.
+
+A streaming WebDataset pipeline cannot skip to sample ``i``, so resuming mid-epoch and the
+``(epoch, index)`` sampler would break. Instead one pass over the tar headers (wids' memory-mapped
+index, ``wids.wids_mmtar.MMIndexedTar``) records where every sample's image member lies and reads the
+small label members; after that a sample is one ``pread`` of its image bytes. The index pass runs
+in the process that opens the dataset; loader workers and ranks reopen the shard files lazily.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnforge.errors import DataError
+
+IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
+SPLIT_NAMES = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
+_BLOCK = 512
+
+
+@dataclass(frozen=True)
+class _Member:
+    shard: int
+    offset: int
+    size: int
+    name: str
+
+
+def shard_files(root: str, split: str) -> list[Path] | None:
+    """The shards of ``split``: ``<split>-*.tar`` in folder ``root``, or a brace pattern (``{split}`` is filled in).
+
+    A pattern without ``{split}`` is the training pool only; None means the split has no shards.
+    """
+    import braceexpand
+
+    if "{" in root:
+        if "{split}" not in root and split != "train":
+            return None
+        names = SPLIT_NAMES[split] if "{split}" in root else ("train",)
+        for name in names:
+            found = [Path(p).expanduser() for p in braceexpand.braceexpand(root.replace("{split}", name))]
+            present = [p for p in found if p.is_file()]
+            if present and len(present) < len(found):
+                missing = next(p for p in found if not p.is_file())
+                raise DataError("shard of the brace pattern is missing", where=str(missing))
+            if present:
+                return present
+        return None
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise DataError("no such folder" if not folder.exists() else "is not a folder", where=str(folder))
+    for name in SPLIT_NAMES[split]:
+        found = sorted(folder.glob(f"{name}-*.tar"))
+        if found:
+            return found
+    return None
+
+
+def read_classes(root: str, labels: np.ndarray) -> list[str]:
+    """Class names from ``classes.txt`` (one per line) or ``dataset.json`` (``{"classes": [...]}``), else 0..K-1."""
+    folder = Path(root.split("{")[0]).expanduser()
+    folder = folder if folder.is_dir() else folder.parent
+    text_file, json_file = folder / "classes.txt", folder / "dataset.json"
+    if text_file.is_file():
+        return [line.strip() for line in text_file.read_text().splitlines() if line.strip()]
+    if json_file.is_file():
+        try:
+            classes = json.loads(json_file.read_text())["classes"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"needs a \"classes\" list ({type(exc).__name__}: {exc})", where=str(json_file)) from None
+        return [str(c) for c in classes]
+    return [str(k) for k in range(int(labels.max()) + 1 if labels.size else 0)]
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """``dir/key.ext`` -> (key, ext): webdataset's rule, the extension starts at the first dot of the base name."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return f"{folder}/{stem}" if folder else stem, ext.lower()
+
+
+def _members(path: Path) -> tuple[list[tuple[str, int, int]], dict[str, bytes]]:
+    """The (name, data offset, size) of every file in ``path``; a cut or damaged tar is a DataError naming it."""
+    from wids.wids_mmtar import MMIndexedTar
+
+    try:
+        tar = MMIndexedTar(str(path), verbose=False)
+    except OSError as exc:
+        raise DataError(f"cannot read the shard: {exc.strerror or exc}", where=str(path)) from None
+    except (ValueError, struct.error, UnicodeDecodeError) as exc:  # an empty file, a header cut short, not a tar
+        raise DataError(f"not a readable tar shard, truncated or damaged ({type(exc).__name__}: {exc})",
+                        where=str(path)) from None
+    try:
+        length = len(tar.mmapped_file)
+        members = [(name, offset + _BLOCK, size) for name, offset, size in tar.by_index]
+        end = max((o + -(-s // _BLOCK) * _BLOCK for _, o, s in members), default=0)
+        # a complete tar ends with a zero block; without one the file was cut after its last whole member
+        if end + _BLOCK > length or tar.mmapped_file[end:end + _BLOCK] != bytes(_BLOCK):
+            raise DataError("truncated tar shard (it does not end with tar's end-of-archive block)", where=str(path),
+                            hint="copy or write the shard again")
+        labels = {name: bytes(tar.mmapped_file[o:o + s]) for name, o, s in members
+                  if _split_name(name)[1] in ("cls", "json")}
+    finally:
+        tar.close()
+    return members, labels
+
+
+class TarShards:
+    """One split's samples in tar shards: random access to each image member's bytes, labels read up front."""
+
+    def __init__(self, files: list[Path], classes: list[str] | None = None, root: str = "") -> None:
+        self.files = [str(f) for f in files]
+        self._members: list[_Member] = []
+        labels: list[int] = []
+        for shard, path in enumerate(files):
+            for key, (image, label) in _samples(path).items():
+                if image is None:
+                    raise DataError(f"sample {key!r} has no image member ({'/'.join(IMAGE_MEMBERS)})", where=str(path))
+                if label is None:
+                    raise DataError(f"sample {key!r} has no label member (cls, or json with \"label\")",
+                                    where=f"{path}: {image[0]}")
+                self._members.append(_Member(shard, image[1], image[2], image[0]))
+                labels.append(label)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.classes = classes if classes is not None else read_classes(root or str(Path(files[0]).parent), self.labels)
+        self._open: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def read(self, index: int) -> bytes:
+        member = self._members[index]
+        fd = self._open.get(member.shard)
+        if fd is None:  # opened in the process that reads: a loader worker or rank, never inherited
+            fd = self._open[member.shard] = os.open(self.files[member.shard], os.O_RDONLY)
+        return os.pread(fd, member.size, member.offset)
+
+    def name(self, index: int) -> str:
+        member = self._members[index]
+        return f"{self.files[member.shard]}: {member.name}"
+
+    def fingerprint(self) -> str:
+        stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in self.files]
+        return hashlib.sha256(repr(stats).encode()).hexdigest()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_open": {}}
+
+    def __del__(self) -> None:
+        for fd in getattr(self, "_open", {}).values():
+            os.close(fd)
+
+
+def _samples(path: Path) -> dict[str, tuple[tuple[str, int, int] | None, int | None]]:
+    """Per sample key of one shard: its image member (name, offset, size) and its label (``cls``, else ``json``'s)."""
+    members, label_bytes = _members(path)
+    images: dict[str, tuple[str, int, int] | None] = {}
+    label_members: dict[str, dict[str, str]] = {}
+    for name, offset, size in members:
+        key, ext = _split_name(name)
+        images.setdefault(key, None)
+        if ext in IMAGE_MEMBERS and images[key] is None:
+            images[key] = (name, offset, size)
+        elif ext in ("cls", "json"):
+            label_members.setdefault(key, {})[ext] = name
+    return {key: (image, _label(label_bytes, label_members.get(key, {}), path)) for key, image in images.items()}
+
+
+def _label(label_bytes: dict[str, bytes], members: dict[str, str], path: Path) -> int | None:
+    """The integer in the ``cls`` member, else ``json``'s ``label``; None when the sample has neither."""
+    ext = "cls" if "cls" in members else "json"
+    if ext not in members:
+        return None
+    data = label_bytes[members[ext]]
+    try:
+        if ext == "cls":
+            return int(data.decode().strip())
+        record = json.loads(data)
+        return int(record["label"]) if isinstance(record, dict) and "label" in record else None
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise DataError(f"label is not an integer ({type(exc).__name__}: {exc})",
+                        where=f"{path}: {members[ext]}") from None
