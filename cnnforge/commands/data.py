@@ -1,4 +1,5 @@
-"""``cnnforge data split``: write an image folder's stratified train/val/test split out as folders (seed 004)."""
+"""``cnnforge data split`` (an image folder's stratified split as folders, seed 004) and ``cnnforge data pack``
+(any dataset as WebDataset or Hugging Face shards)."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,18 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=int, default=0, help="the recipe's seed to match (default 0)")
     s.add_argument("--link", action="store_true", help="hard-link files instead of copying them")
     s.set_defaults(func=_split)
+    k = actions.add_parser(
+        "pack", parents=[common], help="write a dataset out as WebDataset tar shards or a Hugging Face dataset",
+        description="Write SRC (an image folder, or with --recipe the recipe's dataset read from SRC) to the new "
+                    "folder DST with its splits and classes: train-000000.tar ... and classes.txt for "
+                    "`data.name: webdataset`, a save_to_disk folder for `data.name: hf`. JPEG, PNG and WebP files "
+                    "keep their bytes; arrays and other formats are PNG-encoded.")
+    k.add_argument("src", help="image folder (one sub-folder per class, or train/ val/ test/), or data.root for --recipe")
+    k.add_argument("dst", help="new folder to write (must not exist or be empty)")
+    k.add_argument("--format", required=True, choices=["webdataset", "hf"], help="output format")
+    k.add_argument("--shard-size", default="256MB", metavar="SIZE", help="largest shard, e.g. 64MB, 1GB (default 256MB)")
+    k.add_argument("--recipe", metavar="R", help="read SRC as this recipe's dataset (data.name and its parameters)")
+    k.set_defaults(func=_pack)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
@@ -31,4 +44,28 @@ def _split(args: argparse.Namespace) -> int:
     if not args.quiet:
         parts = ", ".join(f"{name} {n}" for name, n in counts.items())
         print(f"{args.dst}: {parts} images ({'hard-linked' if args.link else 'copied'}, seed {args.seed})")
+    return 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from datasets.utils.py_utils import convert_file_size_to_int
+
+    from cnnforge.data.pack import folder_sources, pack, recipe_sources
+    from cnnforge.errors import ConfigError
+    from cnnforge.recipe import check_recipe, load_recipe
+
+    try:
+        shard_size = convert_file_size_to_int(args.shard_size)
+    except ValueError:
+        raise ConfigError(f"is not a size like 64MB or 1GB: {args.shard_size!r}", where="--shard-size") from None
+    if args.recipe:
+        splits, classes = recipe_sources(check_recipe(load_recipe(args.recipe, [f"data.root={args.src}"])))
+    else:
+        splits, classes = folder_sources(Path(args.src).expanduser())
+    counts = pack(splits, classes, Path(args.dst).expanduser(), args.format, shard_size)
+    if not args.quiet:
+        parts = ", ".join(f"{name} {n}" for name, n in counts.items())
+        print(f"{args.dst}: {parts} samples, {len(classes)} classes ({args.format})")
     return 0
