@@ -111,3 +111,55 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: max(1, int(len(data) * keep))])
     return path
+
+
+def png(image: np.ndarray) -> bytes:
+    """``image`` as PNG file bytes (Pillow)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def labelled_images(n: int, classes: int, seed: int, size: int = 8) -> tuple[list[bytes], list[int]]:
+    """``n`` PNG-encoded RGB images of ``class_images`` and their labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    return [png(image) for image in class_images(labels, size, 3, rng)], labels.tolist()
+
+
+def write_shards(root: Path, splits: dict[str, int], classes: tuple[str, ...] = ("a", "b", "c"), per_shard: int = 25,
+                 label: str = "cls") -> Path:
+    """``root/<split>-%06d.tar`` written by webdataset's own ShardWriter (labels as ``cls`` or ``json``) and classes.txt."""
+    import webdataset
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    for seed, (split, n) in enumerate(splits.items()):
+        images, labels = labelled_images(n, len(classes), seed)
+        with webdataset.ShardWriter(str(Path(root) / f"{split}-%06d.tar"), maxcount=per_shard, verbose=0) as sink:
+            for i, (image, y) in enumerate(zip(images, labels)):
+                sink.write({"__key__": f"{split}{i:05d}", "png": image, label: y if label == "cls" else {"label": y}})
+    (Path(root) / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+    return Path(root)
+
+
+def write_hf(root: Path, splits: dict[str, int], classes: tuple[str, ...] = ("a", "b", "c"), parquet: bool = False) -> Path:
+    """A ``datasets`` DatasetDict (Image + ClassLabel) saved by ``save_to_disk``, or as ``data/<split>-*.parquet`` by ``to_parquet``."""
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(classes))})
+    built = {}
+    for seed, (split, n) in enumerate(splits.items()):
+        images, labels = labelled_images(n, len(classes), seed)
+        built[split] = datasets.Dataset.from_dict(
+            {"image": [{"bytes": b, "path": None} for b in images], "label": labels}, features=features)
+    if parquet:
+        for split, ds in built.items():
+            (Path(root) / "data").mkdir(parents=True, exist_ok=True)
+            ds.to_parquet(str(Path(root) / "data" / f"{split}-00000-of-00001.parquet"))
+    else:
+        datasets.DatasetDict(built).save_to_disk(str(root))
+    return Path(root)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from cnnforge.data.encoded import CacheMode, image_dataset
 from cnnforge.data.tar_shards import SPLIT_NAMES
 from cnnforge.errors import ConfigError, DataError
+from cnnforge.registry import register_dataset
 
 LABEL_NAMES = ("label", "labels")
 
@@ -127,3 +129,19 @@ class HFImages:
     def fingerprint(self) -> str:
         stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in self._files]
         return hashlib.sha256(repr((stats, self._column)).encode()).hexdigest()
+
+
+@register_dataset
+def hf(*, root: str, split: str, image_column: str | None = None, label_column: str | None = None,
+       grayscale: bool = False, image_size: int | tuple[int, int] | None = None,
+       on_bad_image: Literal["error", "skip"] = "error", cache: CacheMode = "auto") -> Any | None:
+    """A ``datasets`` save_to_disk folder or ``[data/]<split>-*.parquet`` files; Image and ClassLabel columns found by type."""
+    found = open_split(root, split)
+    if found is None:
+        if split == "train":
+            raise DataError("has no train split", where=str(Path(root).expanduser()))
+        return None  # carved from train by data.val_fraction / data.split
+    where = f"{root} ({split})"
+    source = HFImages(*found, where=where, image_column=image_column, label_column=label_column)
+    return image_dataset(source, cache=cache, image_size=image_size, grayscale=grayscale, on_bad_image=on_bad_image,
+                         where=where)

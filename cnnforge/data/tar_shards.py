@@ -14,10 +14,13 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
+from cnnforge.data.encoded import CacheMode, image_dataset
 from cnnforge.errors import DataError
+from cnnforge.registry import register_dataset
 
 IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
@@ -155,6 +158,22 @@ class TarShards:
     def __del__(self) -> None:
         for fd in getattr(self, "_open", {}).values():
             os.close(fd)
+
+
+@register_dataset
+def webdataset(*, root: str, split: str, grayscale: bool = False, image_size: int | tuple[int, int] | None = None,
+               on_bad_image: Literal["error", "skip"] = "error", cache: CacheMode = "auto") -> Any | None:
+    """Tar shards ``<split>-*.tar`` in ``root`` (webdataset's ShardWriter layout) or a brace pattern; random access."""
+    files = shard_files(root, split)
+    if files is None:
+        if split != "train":
+            return None  # carved from train by data.val_fraction / data.split
+        folder = Path(root).expanduser()
+        hint = "this is a Hugging Face dataset: use data.name: hf" if (folder / "dataset_dict.json").is_file() or \
+            any(folder.glob("**/*.parquet")) else "write them with `cnnforge data pack SRC DST --format webdataset`"
+        raise DataError("has no train-*.tar shards", where=str(folder), hint=hint)
+    return image_dataset(TarShards(files, root=root), cache=cache, image_size=image_size, grayscale=grayscale,
+                         on_bad_image=on_bad_image, where=f"{root} ({split})")
 
 
 def _samples(path: Path) -> dict[str, tuple[tuple[str, int, int] | None, int | None]]:
