@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, cli
+from tests.datafiles import write_hf, write_shards
 from tests.test_train import assert_same_weights
 
 pytestmark = pytest.mark.slow
@@ -60,6 +61,25 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path: Path, every: str, workers: 
     resumed = cli("resume", str(cut), env={"OMP_NUM_THREADS": "1"})
     assert resumed.returncode == 0, resumed.stderr
     assert_same_weights(ref_dir, cut)
+
+
+@pytest.mark.parametrize("fmt", ["webdataset", "hf"])
+def test_resume_after_sigkill_on_shards_is_bit_exact(tmp_path: Path, fmt: str) -> None:
+    """Shards read lazily (``data.cache: none``) in the main process and in 2 loader workers."""
+    splits = {"train": 1000, "test": 100}
+    root = write_shards(tmp_path / "d", splits, per_shard=300) if fmt == "webdataset" else write_hf(tmp_path / "d", splits)
+    env = {"OMP_NUM_THREADS": "1"}
+    for workers in (0, 2):
+        data = [f"data.name={fmt}", f"data.root={root}", "data.cache=none"]
+        ref = cli("run", DIGITS, *_overrides(tmp_path / f"ref{workers}", workers, "steps"), *data, env=env)
+        assert ref.returncode == 0, ref.stderr
+        ref_dir = next((tmp_path / f"ref{workers}").rglob("manifest.json")).parent
+        cut = _kill_when_checkpointed([str(Path(sys.executable).parent / "cnnforge"), "run", DIGITS,
+                                       *_overrides(tmp_path / f"cut{workers}", workers, "steps"), *data],
+                                      tmp_path / f"cut{workers}", _rng(f"{fmt}-{workers}").uniform(0.0, 1.0))
+        resumed = cli("resume", str(cut), env=env)
+        assert resumed.returncode == 0, resumed.stderr
+        assert_same_weights(ref_dir, cut)
 
 
 def test_ddp_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:

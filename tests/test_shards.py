@@ -100,7 +100,7 @@ def test_pack_then_train_round_trip(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert shards.read(13) == (src / "dog" / "001.jpg").read_bytes()  # the original JPEG bytes, not re-encoded
 
     packed = cli_here(capsys, "data", "pack", "unused", str(tmp_path / "hf"), "--format", "hf", "--recipe", DIGITS)
-    assert packed.returncode == 0 and "train 1797 samples, 10 classes" in packed.out
+    assert packed.returncode == 0 and "train 1797 samples, 10 classes" in packed.stdout
     digits = HFImages(*open_split(str(tmp_path / "hf"), "train"), where="digits")
     assert digits.classes == [str(d) for d in range(10)] and len(digits) == 1797
 
