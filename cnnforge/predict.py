@@ -94,7 +94,7 @@ def weights_file(run_dir: Path, checkpoint: str) -> Path:
 
 def read_image(path: str | os.PathLike[str], channels: int) -> np.ndarray:
     """An image file as uint8 HxWxC with ``channels`` (1: grey, 3: RGB), decoded as ``imagefolder`` decodes it."""
-    from cnnforge.data.image_folder import decode_image
+    from cnnforge.data.decode import decode_image
 
     p = Path(path)
     if not p.is_file():
@@ -103,7 +103,7 @@ def read_image(path: str | os.PathLike[str], channels: int) -> np.ndarray:
         raise DataError(f"the model reads {channels}-channel images; image files give 1 (grey) or 3 (RGB)",
                         where=str(p))
     try:
-        image = decode_image(p, grayscale=channels == 1)
+        image = decode_image(p.read_bytes(), grayscale=channels == 1)
     except Exception as exc:  # the decoders' own errors (truncated, unknown format): the file is at fault
         raise DataError(f"not a readable image ({' '.join(str(exc).split())[:160]})", where=str(p),
                         hint="give a PNG, JPEG, BMP, TIFF or WebP file") from None
@@ -156,7 +156,7 @@ class Predictor:
     # ----------------------------------------------------------------------------------- preprocessing
     def preprocess(self, image: ImageLike) -> torch.Tensor:
         """One image -> the uint8 CHW tensor evaluation would have fed the model for it."""
-        from cnnforge.data.image_folder import resize_image
+        from cnnforge.data.decode import resize_image
         from cnnforge.data.pipeline import seed_pipeline
 
         h, w, channels = self.stored_shape

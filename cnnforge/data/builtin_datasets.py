@@ -40,22 +40,34 @@ class ArrayDataset:
         return self.images[index], int(self.labels[index])
 
 
-def channel_stats(images: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std of uint8 NHWC ``images`` in [0, 1], summed in chunks.
+class ChannelStats:
+    """Per-channel mean and std in [0, 1] of uint8 NHWC images added a block at a time.
 
     A float64 copy of a whole image folder would need eight times its size in memory; running
     sums of a few hundred images at a time need almost none.
     """
-    channels = images.shape[-1]
-    total, squares, count = np.zeros(channels), np.zeros(channels), 0
+
+    def __init__(self, channels: int) -> None:
+        self.total, self.squares, self.count = np.zeros(channels), np.zeros(channels), 0
+
+    def add(self, images: np.ndarray) -> None:
+        block = images.reshape(-1, len(self.total)).astype(np.float64) / 255.0
+        self.total += block.sum(0)
+        self.squares += np.square(block).sum(0)
+        self.count += len(block)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        mean = self.total / max(self.count, 1)
+        std = np.sqrt(np.maximum(self.squares / max(self.count, 1) - np.square(mean), 0.0))
+        return mean, np.maximum(std, 1e-6)
+
+
+def channel_stats(images: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of uint8 NHWC ``images`` in [0, 1], summed in chunks."""
+    stats = ChannelStats(images.shape[-1])
     for start in range(0, len(images), chunk):
-        block = images[start:start + chunk].reshape(-1, channels).astype(np.float64) / 255.0
-        total += block.sum(0)
-        squares += np.square(block).sum(0)
-        count += len(block)
-    mean = total / max(count, 1)
-    std = np.sqrt(np.maximum(squares / max(count, 1) - np.square(mean), 0.0))
-    return mean, np.maximum(std, 1e-6)
+        stats.add(images[start:start + chunk])
+    return stats.result()
 
 
 @register_dataset

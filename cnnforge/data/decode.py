@@ -1,0 +1,49 @@
+"""Encoded image bytes -> uint8 arrays, and the one resize every stored or predicted image goes through."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+
+class BadImage(Exception):
+    """The bytes are not an image either decoder can read; the message says why."""
+
+
+def decode_image(data: bytes, grayscale: bool) -> np.ndarray:
+    """HxW (grayscale) or HxWx3 RGB uint8; Pillow first (it notices truncated files), OpenCV for what it cannot identify."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("L" if grayscale else "RGB"))
+    except UnidentifiedImageError:
+        pass
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadImage(" ".join(str(exc).split()) or type(exc).__name__) from None
+    import cv2
+
+    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
+    if array is None:
+        raise BadImage("neither Pillow nor OpenCV can decode it")
+    return array if grayscale else cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+
+
+def image_shape(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from the header alone, or None when Pillow cannot tell without decoding."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.height, im.width
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # decoding reports it properly
+        return None
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` (HxW or HxWxC) at (height, width): area averaging to shrink, linear to grow; the channel axis is kept."""
+    import cv2
+
+    shrink = image.shape[0] * image.shape[1] > size[0] * size[1]
+    out = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out.reshape(*size, *image.shape[2:])  # cv2 drops a trailing channel axis of 1
