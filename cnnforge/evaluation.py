@@ -81,7 +81,7 @@ def open_split(run_dir: Path, split: str, checkpoint: str | None, *, limit: int 
     dataset = getattr(splits, split)
     if limit is not None and limit < len(dataset):
         picks = np.sort(np.random.default_rng(recipe.seed).choice(len(dataset), size=limit, replace=False))
-        dataset = AugmentedDataset(dataset.base, dataset.indices[picks], dataset.transform, dataset.seed)
+        dataset = AugmentedDataset(dataset.base, dataset.indices[picks], dataset.transform, dataset.seed, dataset.size)
     d = recipe.data
     loader = make_loader(dataset, batch_size=d.eval_batch_size or d.batch_size, shuffle=False, seed=recipe.seed,
                          num_workers=d.num_workers, pin_memory=torch.cuda.is_available())

@@ -33,9 +33,15 @@ Shape = tuple[int, int, int]
 
 
 def stored_shape(dataset: Any) -> Shape:
-    """(height, width, channels) of the images an ``AugmentedDataset`` holds, before any pipeline."""
+    """(height, width, channels) of the images an ``AugmentedDataset`` holds, before any pipeline.
+
+    Images decoded at their own size (``data.cache: none``) count as ``data.image_size``, the size
+    the other cache modes store.
+    """
     image = np.asarray(dataset.base[int(dataset.indices[0])][0])
-    return (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]) if image.ndim == 3 else 1)
+    own_size = getattr(dataset.base, "full_resolution", False) and dataset.base.image_size
+    height, width = own_size or image.shape[:2]
+    return (int(height), int(width), int(image.shape[2]) if image.ndim == 3 else 1)
 
 
 def save_data_info(run_dir: Path, info: DataInfo, dataset: Any) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import sys
 from pathlib import Path
 
@@ -18,7 +17,12 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("CNNFORGE_CACHE", tempfile.mkdtemp(prefix="cnnforge-cache-"))  # never ~/.cache in tests
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _decoded_image_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``data.cache: disk`` and listing caches of every test go to a temporary folder, never ~/.cache."""
+    os.environ["CNNFORGE_CACHE"] = str(tmp_path_factory.mktemp("cnnforge-cache"))
 
 
 @pytest.fixture(scope="session")

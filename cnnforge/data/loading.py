@@ -8,19 +8,22 @@ from the middle of an epoch (``skip_first_batches`` just drops the first positio
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cnnforge.data.builtin_datasets import ChannelStats
+from cnnforge.data.decode import resize_image
 from cnnforge.data.pipeline import resolve_pipelines, seed_pipeline
 from cnnforge.data.stratify import stratified_split
 from cnnforge.errors import ConfigError, DataError
 from cnnforge.recipe import Recipe
 
 AUGMENT, SHUFFLE, SPLIT = 0, 1, 2  # independent random streams derived from the recipe seed
+STATS_SAMPLE = 1000  # images measured for mean/std when a dataset does not give them
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Splits:
     val: Dataset
     test: Dataset
     info: DataInfo
+    cache: dict[str, Any] = field(default_factory=dict)  # split -> the data.cache mode used and why
 
 
 def _rng(seed: int, stream: int, *keys: int) -> np.random.Generator:
@@ -47,10 +51,16 @@ def _rng(seed: int, stream: int, *keys: int) -> np.random.Generator:
 
 
 class AugmentedDataset(Dataset):
-    """``base[indices[i]]`` augmented with a per-(epoch, index) seed, returned as a uint8 CHW tensor."""
+    """``base[indices[i]]`` augmented with a per-(epoch, index) seed, returned as a uint8 CHW tensor.
 
-    def __init__(self, base: Any, indices: Sequence[int], transform: Any, seed: int) -> None:
+    ``size`` (height, width) is a final resize for images of varying size (``data.cache: none``
+    decodes each at its own): the pipeline sees the original, the model a fixed size.
+    """
+
+    def __init__(self, base: Any, indices: Sequence[int], transform: Any, seed: int,
+                 size: tuple[int, int] | None = None) -> None:
         self.base, self.indices, self.transform, self.seed = base, np.asarray(indices, dtype=np.int64), transform, seed
+        self.size = size
         self.labels = _labels(base, self.indices)
 
     def __len__(self) -> int:
@@ -62,6 +72,8 @@ class AugmentedDataset(Dataset):
         if self.transform is not None:
             seed_pipeline(self.transform, _rng(self.seed, AUGMENT, epoch, index))
             image = self.transform(image=image)["image"]
+        if self.size is not None and image.shape[:2] != self.size:
+            image = resize_image(image, self.size)
         image = np.ascontiguousarray(image)
         if not image.flags.writeable:  # a memory-mapped or frombuffer dataset: torch wants its own copy
             image = image.copy()
@@ -123,11 +135,11 @@ def data_info(ds: Any, where: str) -> DataInfo:
     if first.ndim == 2:
         first = first[..., None]
     mean, std = getattr(ds, "mean", None), getattr(ds, "std", None)
-    if mean is None or std is None:
-        picks = np.linspace(0, len(ds) - 1, min(len(ds), 1000)).astype(int)
-        pixels = np.concatenate([np.asarray(ds[int(i)][0], dtype=np.float64).reshape(-1, first.shape[-1])
-                                 for i in picks]) / 255.0
-        mean, std = pixels.mean(0), np.maximum(pixels.std(0), 1e-6)
+    if mean is None or std is None:  # a bounded sample, summed image by image: never a pass over all the data
+        stats = ChannelStats(first.shape[-1])
+        for i in np.linspace(0, len(ds) - 1, min(len(ds), STATS_SAMPLE)).astype(int):
+            stats.add(np.asarray(ds[int(i)][0]))
+        mean, std = stats.result()
     return DataInfo(list(classes), tuple(float(m) for m in mean), tuple(float(s) for s in std), int(first.shape[-1]),
                     (int(first.shape[0]), int(first.shape[1])))
 
@@ -164,14 +176,49 @@ def build_splits(recipe: Recipe) -> Splits:
     if len(train_idx) == 0:
         raise ConfigError("leaves no training samples", where=f"{src}: data.split")
     sample = np.asarray(pool[int(train_idx[0])][0])
-    pipes = resolve_pipelines(recipe.augment, src, sample if sample.ndim == 3 else sample[..., None])
+    sample = sample if sample.ndim == 3 else sample[..., None]
+    full_resolution = getattr(pool, "full_resolution", False)
+    if full_resolution:
+        sample = _model_sized(sample, pool.image_size, recipe)
+    pipes = resolve_pipelines(recipe.augment, src, sample)
     height, width, channels = pipes.shape
     info = replace(info, image_size=(height, width), channels=channels,
                    **(dict(zip(("mean", "std"), pipes.stats, strict=False)) if pipes.stats else {}))
     train_transform = pipes.train if recipe.augment.mode == "sample" else None  # batch: the trainer augments
-    return Splits(AugmentedDataset(pool, train_idx, train_transform, seed),
-                  AugmentedDataset(val, val_idx, pipes.eval, seed), AugmentedDataset(test, test_idx, pipes.eval, seed),
-                  info)
+    size = (height, width) if full_resolution else None
+    cache = {name: ds.cache_choice for name, ds in (("train", pool), ("val", val), ("test", test))
+             if getattr(ds, "cache_choice", None)}
+    return Splits(AugmentedDataset(pool, train_idx, train_transform, seed, size),
+                  AugmentedDataset(val, val_idx, pipes.eval, seed, size),
+                  AugmentedDataset(test, test_idx, pipes.eval, seed, size), info, cache)
+
+
+def _model_sized(sample: np.ndarray, image_size: tuple[int, int] | None, recipe: Recipe) -> np.ndarray:
+    """The image the pipelines are checked on when images keep their own size (``data.cache: none``).
+
+    With ``data.image_size`` it is the sample at that size, as the other cache modes store it (the
+    model gets the size it would get there). Without, the training pipeline must fix the size by
+    itself (a crop or resize), or the model's input size is unknown.
+    """
+    if image_size is not None:
+        return resize_image(sample, image_size)
+    from cnnforge.data.pipeline import build_pipeline
+
+    transform = build_pipeline(recipe.augment.train, recipe.source, "train").transform
+    shapes = set()
+    for variant in (sample, resize_image(sample, (sample.shape[0] + 9, sample.shape[1] + 5))):
+        if transform is not None:
+            seed_pipeline(transform, np.random.default_rng(0))
+            try:
+                variant = transform(image=variant)["image"]
+            except Exception:  # resolve_pipelines names the problem with the real sample
+                return sample
+        shapes.add(variant.shape[:2])
+    if len(shapes) > 1:
+        raise ConfigError("data.cache: none decodes each image at its own size, so the model's input size is unknown",
+                          where=f"{recipe.source}: data.image_size",
+                          hint="set data.image_size, or end augment.train with a crop or resize to a fixed size")
+    return sample
 
 
 def make_loader(ds: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_workers: int,

@@ -139,9 +139,9 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
             (run_dir / rundir.RECIPE).write_text(recipe_yaml)
             cuda = acc.device.type == "cuda"
             device = f"cuda ({torch.cuda.get_device_name(acc.device)})" if cuda else str(acc.device)
-            rundir.write_json(run_dir / rundir.MANIFEST, rundir.manifest(
+            rundir.write_json(run_dir / rundir.MANIFEST, {**rundir.manifest(
                 recipe, world_size=acc.num_processes, device=device, precision=str(acc.mixed_precision),
-                recipe_yaml=recipe_yaml))
+                recipe_yaml=recipe_yaml), "data_cache": splits.cache})
         tracking = start_tracking(acc, recipe, run_dir)
 
     progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
