@@ -41,22 +41,36 @@ class ArrayDataset:
 
 
 class ChannelStats:
-    """Per-channel mean and std in [0, 1] of uint8 NHWC images added a block at a time.
+    """Per-channel mean and std in [0, 1] of uint8 NHWC images, summed ``chunk`` images at a time.
 
     A float64 copy of a whole image folder would need eight times its size in memory; running
-    sums of a few hundred images at a time need almost none.
+    sums of a few hundred images at a time need almost none. Images added one by one are summed
+    in the same blocks as a whole array, so both give bit-identical statistics.
     """
 
-    def __init__(self, channels: int) -> None:
-        self.total, self.squares, self.count = np.zeros(channels), np.zeros(channels), 0
+    def __init__(self, channels: int, chunk: int = 256) -> None:
+        self.total, self.squares, self.count, self.chunk = np.zeros(channels), np.zeros(channels), 0, chunk
+        self.pending: list[np.ndarray] = []  # pixel rows of images not summed yet
+        self.pending_images = 0
 
     def add(self, images: np.ndarray) -> None:
-        block = images.reshape(-1, len(self.total)).astype(np.float64) / 255.0
+        """A block of NHWC images (at most ``chunk``), or one image (HxW or HxWxC)."""
+        self.pending.append(images.reshape(-1, len(self.total)))
+        self.pending_images += len(images) if images.ndim == 4 else 1
+        if self.pending_images >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        block = np.concatenate(self.pending).astype(np.float64) / 255.0
+        self.pending, self.pending_images = [], 0
         self.total += block.sum(0)
         self.squares += np.square(block).sum(0)
         self.count += len(block)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
+        self._flush()
         mean = self.total / max(self.count, 1)
         std = np.sqrt(np.maximum(self.squares / max(self.count, 1) - np.square(mean), 0.0))
         return mean, np.maximum(std, 1e-6)
@@ -64,7 +78,7 @@ class ChannelStats:
 
 def channel_stats(images: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and std of uint8 NHWC ``images`` in [0, 1], summed in chunks."""
-    stats = ChannelStats(images.shape[-1])
+    stats = ChannelStats(images.shape[-1], chunk)
     for start in range(0, len(images), chunk):
         stats.add(images[start:start + chunk])
     return stats.result()

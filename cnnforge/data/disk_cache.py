@@ -119,7 +119,7 @@ def _build(source: EncodedImages, tmp: Path, *, grayscale: bool, size: tuple[int
     _save(tmp / "keep.npy", keep)
     _save(tmp / "labels.npy", np.asarray(source.labels, dtype=np.int64)[keep])
     mean, std = stats.result()
-    meta = {"format": FORMAT, "classes": list(source.classes), "mean": mean.tolist(), "std": std.tolist(),
+    meta = {"format": FORMAT, "source": where, "classes": list(source.classes), "mean": mean.tolist(), "std": std.tolist(),
             "count": len(source), "skipped": [[source.name(i), why] for i, why in bad]}
     (tmp / "meta.json").write_text(json.dumps(meta))
     _fsync(tmp / "meta.json")
