@@ -70,7 +70,7 @@ def test_resume_after_sigkill_on_shards_is_bit_exact(tmp_path: Path, fmt: str) -
     root = write_shards(tmp_path / "d", splits, per_shard=300) if fmt == "webdataset" else write_hf(tmp_path / "d", splits)
     env = {"OMP_NUM_THREADS": "1"}
     for workers in (0, 2):
-        data = [f"data.name={fmt}", f"data.root={root}", "data.cache=none"]
+        data = [f"data.name={fmt}", f"data.root={root}", "data.cache=none", "data.image_size=8"]
         ref = cli("run", DIGITS, *_overrides(tmp_path / f"ref{workers}", workers, "steps"), *data, env=env)
         assert ref.returncode == 0, ref.stderr
         ref_dir = next((tmp_path / f"ref{workers}").rglob("manifest.json")).parent

@@ -80,7 +80,7 @@ def test_train_on_shards_through_the_cli(tmp_path: Path, layout: str) -> None:
         name, root = "webdataset", write_shards(tmp_path / "d", splits, label="json" if "json" in layout else "cls")
     else:
         name, root = "hf", write_hf(tmp_path / "d", splits, parquet=layout == "parquet")
-    proc = cli(*_run_args(tmp_path / "out", name, root, "data.cache=none"))
+    proc = cli(*_run_args(tmp_path / "out", name, root, "data.cache=none", "data.image_size=8"))
     assert proc.returncode == 0, proc.stderr
     summary = _summary(tmp_path / "out")
     assert 0.0 <= summary["test/acc"] <= 1.0
@@ -200,3 +200,53 @@ def test_pack_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     proc = cli_here(capsys, "data", "pack", str(tmp_path / "nope"), str(tmp_path / "o"), "--format", "webdataset")
     assert proc.returncode == 1 and "nope: no such folder" in one_error_line(proc)
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- DDP: each rank reads its part
+
+EPOCHS_SEEN = """
+import json, sys
+from cnnforge.data.loading import build_splits, make_loader
+from cnnforge.recipe import check_recipe, load_recipe
+from cnnforge.training.setup import make_accelerator
+recipe = check_recipe(load_recipe(sys.argv[1], sys.argv[3:]))
+acc = make_accelerator(recipe)
+splits = build_splits(recipe)
+source, seen = splits.train.base.source, []
+read = source.read
+source.read = lambda i: seen.append(int(i)) or read(i)  # every image this rank decodes from now on
+loader = make_loader(splits.train, batch_size=recipe.data.batch_size, shuffle=True, seed=recipe.seed, num_workers=0)
+sampler, loader = loader.sampler, acc.prepare(loader)
+epochs = []
+for epoch in range(2):
+    sampler.use_epoch(epoch)
+    seen.clear()
+    for _ in loader:
+        pass
+    epochs.append(list(seen))
+with open(f"{sys.argv[2]}/rank{acc.process_index}.json", "w") as f:
+    json.dump({"epochs": epochs, "train": splits.train.indices.tolist()}, f)
+"""
+
+
+@pytest.mark.slow
+def test_ddp_ranks_read_disjoint_halves_of_the_shards(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = write_shards(tmp_path / "wds", {"train": 400, "test": 40}, per_shard=100)
+    script = tmp_path / "seen.py"
+    script.write_text(EPOCHS_SEEN)
+    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
+    proc = subprocess.run([*launch, str(script), DIGITS, str(tmp_path), "data.name=webdataset", f"data.root={root}",
+                           "data.cache=none", "data.image_size=8", "data.batch_size=30"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    train = sorted(ranks[0]["train"])
+    assert len(train) == 360  # 400 less the 10 % carved for val: 12 batches of 30, 6 per rank, no padding
+    for epoch in (0, 1):
+        mine, theirs = ranks[0]["epochs"][epoch], ranks[1]["epochs"][epoch]
+        assert len(mine) == len(theirs) == 180  # each rank decodes its half, never the whole split
+        assert sorted(mine + theirs) == train  # every training sample exactly once per epoch
+    assert ranks[0]["epochs"][0] != ranks[0]["epochs"][1]  # reshuffled each epoch

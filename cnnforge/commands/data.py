@@ -26,10 +26,10 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
                     "folder DST with its splits and classes: train-000000.tar ... and classes.txt for "
                     "`data.name: webdataset`, a save_to_disk folder for `data.name: hf`. JPEG, PNG and WebP files "
                     "keep their bytes; arrays and other formats are PNG-encoded.")
-    k.add_argument("src", help="image folder (one sub-folder per class, or train/ val/ test/), or data.root for --recipe")
+    k.add_argument("src", help="image folder (a sub-folder per class, or train/ val/ test/), or data.root for --recipe")
     k.add_argument("dst", help="new folder to write (must not exist or be empty)")
     k.add_argument("--format", required=True, choices=["webdataset", "hf"], help="output format")
-    k.add_argument("--shard-size", default="256MB", metavar="SIZE", help="largest shard, e.g. 64MB, 1GB (default 256MB)")
+    k.add_argument("--shard-size", default="256MB", metavar="SIZE", help="largest shard: 64MB, 1GB ... (default 256MB)")
     k.add_argument("--recipe", metavar="R", help="read SRC as this recipe's dataset (data.name and its parameters)")
     k.set_defaults(func=_pack)
     p.set_defaults(func=lambda args: p.print_help() or 2)

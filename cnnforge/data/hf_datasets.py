@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from cnnforge.data.encoded import CacheMode, image_dataset
+from cnnforge.data.encoded import BadImagePolicy, CacheMode, image_dataset
 from cnnforge.data.tar_shards import SPLIT_NAMES
 from cnnforge.errors import ConfigError, DataError
 from cnnforge.registry import register_dataset
@@ -134,8 +134,8 @@ class HFImages:
 @register_dataset
 def hf(*, root: str, split: str, image_column: str | None = None, label_column: str | None = None,
        grayscale: bool = False, image_size: int | tuple[int, int] | None = None,
-       on_bad_image: Literal["error", "skip"] = "error", cache: CacheMode = "auto") -> Any | None:
-    """A ``datasets`` save_to_disk folder or ``[data/]<split>-*.parquet`` files; Image and ClassLabel columns found by type."""
+       on_bad_image: BadImagePolicy = "error", cache: CacheMode = "auto") -> Any | None:
+    """A ``datasets`` save_to_disk folder or ``[data/]<split>-*.parquet`` files; Image and ClassLabel found by type."""
     found = open_split(root, split)
     if found is None:
         if split == "train":

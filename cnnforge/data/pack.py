@@ -54,22 +54,6 @@ class ArrayImages:
         return f"{self.where}: item {index}"
 
 
-class FileImages:
-    """The files of an image-folder listing, read as they are on disk."""
-
-    def __init__(self, files: list[Path], labels: np.ndarray, classes: list[str]) -> None:
-        self.files, self.labels, self.classes = files, labels, classes
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def read(self, index: int) -> bytes:
-        return self.files[index].read_bytes()
-
-    def name(self, index: int) -> str:
-        return str(self.files[index])
-
-
 def encoded(data: bytes, where: str) -> tuple[str, bytes]:
     """(member extension, bytes): JPEG, PNG and WebP as they are, any other image re-encoded as PNG."""
     from PIL import Image, UnidentifiedImageError
@@ -122,14 +106,15 @@ def _write_hf(splits: dict[str, Any], classes: list[str], out: Path, shard_size:
 
 def folder_sources(root: Path) -> tuple[dict[str, Any], list[str]]:
     """An image folder's splits (``train/ val/ test/``, or the root as the training pool) and its classes."""
-    from cnnforge.data.image_folder import SPLITS, list_image_folder, split_layout
+    from cnnforge.data.image_folder import SPLITS, split_layout
+    from cnnforge.data.listing import list_folder
 
     if not split_layout(root):
-        listing = list_image_folder(root)
-        return {"train": FileImages(listing.files, listing.labels, listing.classes)}, listing.classes
-    classes = list_image_folder(root / "train").classes
-    listings = {split: list_image_folder(root / split, classes) for split in SPLITS if (root / split).is_dir()}
-    return {split: FileImages(lst.files, lst.labels, classes) for split, lst in listings.items()}, classes
+        train = list_folder(root)
+        return {"train": train}, train.classes
+    train = list_folder(root / "train")
+    splits = {split: list_folder(root / split, train.classes) for split in SPLITS[1:] if (root / split).is_dir()}
+    return {"train": train, **splits}, train.classes
 
 
 def recipe_sources(recipe: Any) -> tuple[dict[str, Any], list[str]]:

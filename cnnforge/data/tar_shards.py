@@ -14,11 +14,11 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from cnnforge.data.encoded import CacheMode, image_dataset
+from cnnforge.data.encoded import BadImagePolicy, CacheMode, image_dataset
 from cnnforge.errors import DataError
 from cnnforge.registry import register_dataset
 
@@ -162,7 +162,7 @@ class TarShards:
 
 @register_dataset
 def webdataset(*, root: str, split: str, grayscale: bool = False, image_size: int | tuple[int, int] | None = None,
-               on_bad_image: Literal["error", "skip"] = "error", cache: CacheMode = "auto") -> Any | None:
+               on_bad_image: BadImagePolicy = "error", cache: CacheMode = "auto") -> Any | None:
     """Tar shards ``<split>-*.tar`` in ``root`` (webdataset's ShardWriter layout) or a brace pattern; random access."""
     files = shard_files(root, split)
     if files is None:
