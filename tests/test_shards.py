@@ -114,6 +114,20 @@ def test_pack_then_train_round_trip(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
 
+def test_pack_keeps_the_splits_of_a_split_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cnnforge.data.hf_datasets import HFImages, open_split
+    from cnnforge.data.tar_shards import shard_files
+
+    for split, n in (("train", 6), ("val", 2), ("test", 3)):
+        write_image_folder(tmp_path / "src" / split, per_class=n, size=8)
+    for fmt in ("webdataset", "hf"):
+        proc = cli_here(capsys, "data", "pack", str(tmp_path / "src"), str(tmp_path / fmt), "--format", fmt)
+        assert proc.returncode == 0 and "train 18, val 6, test 9 samples, 3 classes" in proc.stdout
+    assert [len(shard_files(str(tmp_path / "webdataset"), s)) for s in ("train", "val", "test")] == [1, 1, 1]
+    val = HFImages(*open_split(str(tmp_path / "hf"), "val"), where="val")
+    assert len(val) == 6 and val.classes == ["cat", "dog", "frog"] and val.labels.tolist() == [0, 0, 1, 1, 2, 2]
+
+
 # ---------------------------------------------------------------- bad input: one line, the file and member named
 
 
@@ -140,18 +154,19 @@ def test_member_without_a_label_names_it(tmp_path: Path, capsys: pytest.CaptureF
     assert proc.returncode == 1 and "train-000009.tar: nolabel.png" in line and "no label member" in line
 
 
+@pytest.mark.parametrize("cache", ["memory", "disk"])
 def test_corrupt_image_in_a_shard_errors_or_is_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+                                                       caplog: pytest.LogCaptureFixture, cache: str) -> None:
     import webdataset
 
     root = write_shards(tmp_path / "wds", {"train": 30})
     with webdataset.TarWriter(str(root / "train-000009.tar")) as sink:
         for key in ("broken1", "broken2"):
             sink.write({"__key__": key, "png": b"\x89PNG\r\n\x1a\n not really", "cls": 1})
-    proc = _preview(capsys, tmp_path, "webdataset", root, "data.cache=memory")
+    proc = _preview(capsys, tmp_path, "webdataset", root, f"data.cache={cache}")
     line = one_error_line(proc)
     assert proc.returncode == 1 and "train-000009.tar: broken1.png: unreadable image" in line
-    proc = _preview(capsys, tmp_path, "webdataset", root, "data.cache=memory", "data.on_bad_image=skip")
+    proc = _preview(capsys, tmp_path, "webdataset", root, f"data.cache={cache}", "data.on_bad_image=skip")
     assert proc.returncode == 0, proc.stderr
     assert "skipped 2 unreadable image(s) of 32" in caplog.text
 
