@@ -48,6 +48,20 @@ def test_tar_shards_read_members_with_random_access(tmp_path: Path) -> None:
     assert shards.fingerprint() != before
 
 
+def test_shard_index_is_reused_until_a_shard_changes(tmp_path: Path) -> None:
+    from cnnforge.data.tar_shards import TarShards, shard_files
+
+    root = write_shards(tmp_path / "wds", {"train": 50}, per_shard=25)
+    first = TarShards(shard_files(str(root), "train"), root=str(root))
+    index = {f.name: f.stat().st_mtime_ns for f in (Path(os.environ["CNNFORGE_CACHE"]) / "shard-index").iterdir()}
+    again = TarShards(shard_files(str(root), "train"), root=str(root))
+    assert again.labels.tolist() == first.labels.tolist() and again.read(49) == first.read(49)
+    assert {f.name: f.stat().st_mtime_ns for f in (Path(os.environ["CNNFORGE_CACHE"]) / "shard-index").iterdir()} == index
+    write_shards(tmp_path / "other", {"train": 50}, classes=("x", "y"), per_shard=25)
+    (tmp_path / "other" / "train-000001.tar").replace(root / "train-000001.tar")  # rewritten: 2 classes now
+    assert TarShards(shard_files(str(root), "train"), root=str(root)).labels[25:].tolist() == [i % 2 for i in range(25, 50)]
+
+
 def test_brace_pattern_and_split_placeholder(tmp_path: Path) -> None:
     from cnnforge.data.tar_shards import shard_files
 
@@ -105,7 +119,7 @@ def test_pack_then_train_round_trip(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert digits.classes == [str(d) for d in range(10)] and len(digits) == 1797
 
     for name, root in (("webdataset", tmp_path / "wds"), ("hf", tmp_path / "hf")):
-        proc = cli(*_run_args(tmp_path / f"out-{name}", name, root))
+        proc = cli_here(capsys, *_run_args(tmp_path / f"out-{name}", name, root))
         assert proc.returncode == 0, proc.stderr
         assert 0.0 <= _summary(tmp_path / f"out-{name}")["test/acc"] <= 1.0
 

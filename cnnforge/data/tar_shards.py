@@ -12,27 +12,19 @@ import hashlib
 import json
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cnnforge.data.encoded import BadImagePolicy, CacheMode, image_dataset
+from cnnforge.data.work_progress import WorkProgress
 from cnnforge.errors import DataError
 from cnnforge.registry import register_dataset
 
 IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
 _BLOCK = 512
-
-
-@dataclass(frozen=True)
-class _Member:
-    shard: int
-    offset: int
-    size: int
-    name: str
 
 
 def shard_files(root: str, split: str) -> list[Path] | None:
@@ -115,38 +107,37 @@ def _members(path: Path) -> tuple[list[tuple[str, int, int]], dict[str, bytes]]:
 
 
 class TarShards:
-    """One split's samples in tar shards: random access to each image member's bytes, labels read up front."""
+    """One split's samples in tar shards: random access to each image member's bytes, labels read up front.
+
+    Where each image lies is kept in numpy arrays, not a Python object per sample: forked loader
+    workers then share those pages instead of copying them as reference counts change.
+    """
 
     def __init__(self, files: list[Path], classes: list[str] | None = None, root: str = "") -> None:
         self.files = [str(f) for f in files]
-        self._members: list[_Member] = []
-        labels: list[int] = []
-        for shard, path in enumerate(files):
-            for key, (image, label) in _samples(path).items():
-                if image is None:
-                    raise DataError(f"sample {key!r} has no image member ({'/'.join(IMAGE_MEMBERS)})", where=str(path))
-                if label is None:
-                    raise DataError(f"sample {key!r} has no label member (cls, or json with \"label\")",
-                                    where=f"{path}: {image[0]}")
-                self._members.append(_Member(shard, image[1], image[2], image[0]))
-                labels.append(label)
-        self.labels = np.asarray(labels, dtype=np.int64)
+        with WorkProgress(f"indexing {len(files)} shard(s)", len(files)) as progress:
+            indexes = []
+            for path in files:
+                indexes.append(shard_index(path))
+                progress.advance()
+        self._shard = np.concatenate([np.full(len(ix["labels"]), i, dtype=np.int32) for i, ix in enumerate(indexes)])
+        self._offset, self._size, self._name, self.labels = (
+            np.concatenate([ix[key] for ix in indexes]) for key in ("offsets", "sizes", "names", "labels"))
         self.classes = classes if classes is not None else read_classes(root or str(Path(files[0]).parent), self.labels)
         self._open: dict[int, int] = {}
 
     def __len__(self) -> int:
-        return len(self._members)
+        return len(self.labels)
 
     def read(self, index: int) -> bytes:
-        member = self._members[index]
-        fd = self._open.get(member.shard)
-        if fd is None:  # opened in the process that reads: a loader worker or rank, never inherited
-            fd = self._open[member.shard] = os.open(self.files[member.shard], os.O_RDONLY)
-        return os.pread(fd, member.size, member.offset)
+        shard = int(self._shard[index])
+        fd = self._open.get(shard)
+        if fd is None:  # opened on first use in each process; a pickled copy (spawned worker) starts with none
+            fd = self._open[shard] = os.open(self.files[shard], os.O_RDONLY)
+        return os.pread(fd, int(self._size[index]), int(self._offset[index]))
 
     def name(self, index: int) -> str:
-        member = self._members[index]
-        return f"{self.files[member.shard]}: {member.name}"
+        return f"{self.files[int(self._shard[index])]}: {self._name[index].decode()}"
 
     def fingerprint(self) -> str:
         stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in self.files]
@@ -174,6 +165,41 @@ def webdataset(*, root: str, split: str, grayscale: bool = False, image_size: in
         raise DataError("has no train-*.tar shards", where=str(folder), hint=hint)
     return image_dataset(TarShards(files, root=root), cache=cache, image_size=image_size, grayscale=grayscale,
                          on_bad_image=on_bad_image, where=f"{root} ({split})")
+
+
+def shard_index(path: Path) -> dict[str, np.ndarray]:
+    """Per sample of one shard: its image member's name, offset and size, and its label.
+
+    Kept under ``$CNNFORGE_CACHE/shard-index/``, keyed by the shard's path, size and mtime: a later
+    run, another rank or a sweep trial loads it instead of reading every tar header again.
+    """
+    from cnnforge.data.disk_cache import cache_root
+    from cnnforge.data.listing import _save as save_npz
+
+    st = os.stat(path)
+    key = hashlib.sha256(f"{Path(path).resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:40]
+    file = cache_root() / "shard-index" / f"{key}.npz"
+    try:
+        with np.load(file, allow_pickle=False) as saved:
+            return {k: saved[k] for k in ("names", "offsets", "sizes", "labels")}
+    except (OSError, ValueError, KeyError):  # not indexed yet, or an unreadable index: index again
+        pass
+    names, offsets, sizes, labels = [], [], [], []
+    for key, (image, label) in _samples(path).items():
+        if image is None:
+            raise DataError(f"sample {key!r} has no image member ({'/'.join(IMAGE_MEMBERS)})", where=str(path))
+        if label is None:
+            raise DataError(f"sample {key!r} has no label member (cls, or json with \"label\")",
+                            where=f"{path}: {image[0]}")
+        names.append(image[0].encode())
+        offsets.append(image[1])
+        sizes.append(image[2])
+        labels.append(label)
+    index = {"names": np.asarray(names, dtype=np.bytes_) if names else np.zeros(0, "S1"),
+             "offsets": np.asarray(offsets, dtype=np.int64), "sizes": np.asarray(sizes, dtype=np.int64),
+             "labels": np.asarray(labels, dtype=np.int64)}
+    save_npz(file, **index)
+    return index
 
 
 def _samples(path: Path) -> dict[str, tuple[tuple[str, int, int] | None, int | None]]:
