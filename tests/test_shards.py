@@ -130,7 +130,7 @@ def test_pack_then_train_round_trip(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_pack_keeps_the_splits_of_a_split_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cnnforge.data.hf_datasets import HFImages, open_split
-    from cnnforge.data.tar_shards import shard_files
+    from cnnforge.data.tar_shards import TarShards, shard_files
 
     for split, n in (("train", 6), ("val", 2), ("test", 3)):
         write_image_folder(tmp_path / "src" / split, per_class=n, size=8)
@@ -140,6 +140,12 @@ def test_pack_keeps_the_splits_of_a_split_folder(tmp_path: Path, capsys: pytest.
     assert [len(shard_files(str(tmp_path / "webdataset"), s)) for s in ("train", "val", "test")] == [1, 1, 1]
     val = HFImages(*open_split(str(tmp_path / "hf"), "val"), where="val")
     assert len(val) == 6 and val.classes == ["cat", "dog", "frog"] and val.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    # an imagefolder recipe (image_size 256) is read without decoding: the files' own bytes are packed
+    proc = cli_here(capsys, "data", "pack", str(tmp_path / "src"), str(tmp_path / "by-recipe"), "--format", "webdataset",
+                    "--recipe", str(ROOT / "recipes" / "resnet18_transfer.yaml"))
+    assert proc.returncode == 0 and "train 18, val 6, test 9 samples" in proc.stdout
+    packed = TarShards(shard_files(str(tmp_path / "by-recipe"), "test"), root=str(tmp_path / "by-recipe"))
+    assert packed.read(3) == (tmp_path / "src" / "test" / "dog" / "000.png").read_bytes()
 
 
 # ---------------------------------------------------------------- bad input: one line, the file and member named

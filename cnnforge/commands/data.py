@@ -54,14 +54,13 @@ def _pack(args: argparse.Namespace) -> int:
 
     from cnnforge.data.pack import folder_sources, pack, recipe_sources
     from cnnforge.errors import ConfigError
-    from cnnforge.recipe import check_recipe, load_recipe
 
     try:
         shard_size = convert_file_size_to_int(args.shard_size)
     except ValueError:
         raise ConfigError(f"is not a size like 64MB or 1GB: {args.shard_size!r}", where="--shard-size") from None
     if args.recipe:
-        splits, classes = recipe_sources(check_recipe(load_recipe(args.recipe, [f"data.root={args.src}"])))
+        splits, classes = recipe_sources(args.recipe, args.src)
     else:
         splits, classes = folder_sources(Path(args.src).expanduser())
     counts = pack(splits, classes, Path(args.dst).expanduser(), args.format, shard_size)

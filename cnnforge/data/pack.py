@@ -68,10 +68,14 @@ def encoded(data: bytes, where: str) -> tuple[str, bytes]:
         raise DataError(f"unreadable image: {' '.join(str(exc).split())}", where=where) from None
 
 
-def _samples(source: Any) -> Iterator[tuple[str, bytes, int]]:
-    for i in range(len(source)):
-        ext, data = encoded(source.read(i), source.name(i))
-        yield ext, data, int(source.labels[i])
+def _samples(source: Any, split: str) -> Iterator[tuple[str, bytes, int]]:
+    from cnnforge.data.work_progress import WorkProgress
+
+    with WorkProgress(f"packing {split}", len(source)) as progress:
+        for i in range(len(source)):
+            ext, data = encoded(source.read(i), source.name(i))
+            yield ext, data, int(source.labels[i])
+            progress.advance()
 
 
 def _write_webdataset(splits: dict[str, Any], classes: list[str], out: Path, shard_size: int) -> None:
@@ -80,13 +84,13 @@ def _write_webdataset(splits: dict[str, Any], classes: list[str], out: Path, sha
     for split, source in splits.items():
         with webdataset.ShardWriter(str(out / f"{split}-%06d.tar"), maxsize=shard_size, maxcount=10**12,
                                     verbose=0) as sink:
-            for i, (ext, data, label) in enumerate(_samples(source)):
+            for i, (ext, data, label) in enumerate(_samples(source, split)):
                 sink.write({"__key__": f"{i:09d}", ext: data, "cls": label})
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
 
 
-def _hf_rows(source: Any) -> Iterator[dict[str, Any]]:
-    for _, data, label in _samples(source):
+def _hf_rows(source: Any, split: str) -> Iterator[dict[str, Any]]:
+    for _, data, label in _samples(source, split):
         yield {"image": {"bytes": data, "path": None}, "label": label}
 
 
@@ -97,7 +101,7 @@ def _write_hf(splits: dict[str, Any], classes: list[str], out: Path, shard_size:
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
     scratch = out / ".generator-cache"  # from_generator's arrow files; save_to_disk copies them, then they go
     built = datasets.DatasetDict({
-        HF_SPLIT_NAMES[split]: datasets.Dataset.from_generator(_hf_rows, features=features, gen_kwargs={"source": source},
+        HF_SPLIT_NAMES[split]: datasets.Dataset.from_generator(_hf_rows, features=features, gen_kwargs={"source": source, "split": split},
                                                                cache_dir=str(scratch), fingerprint=uuid.uuid4().hex)
         for split, source in splits.items()})
     built.save_to_disk(str(out), max_shard_size=shard_size)
@@ -117,10 +121,21 @@ def folder_sources(root: Path) -> tuple[dict[str, Any], list[str]]:
     return {"train": train, **splits}, train.classes
 
 
-def recipe_sources(recipe: Any) -> tuple[dict[str, Any], list[str]]:
-    """The splits the recipe's dataset has (as its factory returns them) and the training split's classes."""
-    from cnnforge.data.loading import _labels, _open
+def recipe_sources(path: str, root: str) -> tuple[dict[str, Any], list[str]]:
+    """The splits recipe ``path``'s dataset has at ``root`` (as its factory returns them) and the training classes.
 
+    A dataset that decodes files is opened with ``cache: none``: nothing is decoded and each file's
+    own bytes are written.
+    """
+    import inspect
+
+    from cnnforge import registry
+    from cnnforge.data.loading import _labels, _open
+    from cnnforge.recipe import check_recipe, load_recipe
+
+    recipe = check_recipe(load_recipe(path, [f"data.root={root}"]))
+    if "cache" in inspect.signature(registry.datasets.get(recipe.data.name).fn).parameters:
+        recipe = check_recipe(load_recipe(path, [f"data.root={root}", "data.cache=none"]))
     splits: dict[str, Any] = {}
     for split in ("train", "val", "test"):
         dataset = _open(recipe, split)
