@@ -133,7 +133,7 @@ def labelled_images(n: int, classes: int, seed: int, size: int = 8) -> tuple[lis
 
 def write_shards(root: Path, splits: dict[str, int], classes: tuple[str, ...] = ("a", "b", "c"), per_shard: int = 25,
                  label: str = "cls") -> Path:
-    """``root/<split>-%06d.tar`` written by webdataset's own ShardWriter (labels as ``cls`` or ``json``) and classes.txt."""
+    """``root/<split>-%06d.tar`` by webdataset's own ShardWriter (label in ``cls`` or ``json``), and classes.txt."""
     import webdataset
 
     Path(root).mkdir(parents=True, exist_ok=True)
@@ -146,8 +146,9 @@ def write_shards(root: Path, splits: dict[str, int], classes: tuple[str, ...] = 
     return Path(root)
 
 
-def write_hf(root: Path, splits: dict[str, int], classes: tuple[str, ...] = ("a", "b", "c"), parquet: bool = False) -> Path:
-    """A ``datasets`` DatasetDict (Image + ClassLabel) saved by ``save_to_disk``, or as ``data/<split>-*.parquet`` by ``to_parquet``."""
+def write_hf(root: Path, splits: dict[str, int], classes: tuple[str, ...] = ("a", "b", "c"),
+             parquet: bool = False) -> Path:
+    """A DatasetDict (Image + ClassLabel) by ``save_to_disk``, or ``data/<split>-*.parquet`` by ``to_parquet``."""
     import datasets
 
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(classes))})

@@ -67,7 +67,8 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path: Path, every: str, workers: 
 def test_resume_after_sigkill_on_shards_is_bit_exact(tmp_path: Path, fmt: str) -> None:
     """Shards read lazily (``data.cache: none``) in the main process and in 2 loader workers."""
     splits = {"train": 1000, "test": 100}
-    root = write_shards(tmp_path / "d", splits, per_shard=300) if fmt == "webdataset" else write_hf(tmp_path / "d", splits)
+    root = write_shards(tmp_path / "d", splits, per_shard=300) if fmt == "webdataset" \
+        else write_hf(tmp_path / "d", splits)
     env = {"OMP_NUM_THREADS": "1"}
     for workers in (0, 2):
         data = [f"data.name={fmt}", f"data.root={root}", "data.cache=none", "data.image_size=8"]

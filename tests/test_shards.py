@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.conftest import ROOT, cli, cli_here, one_error_line
@@ -52,14 +53,16 @@ def test_shard_index_is_reused_until_a_shard_changes(tmp_path: Path) -> None:
     from cnnforge.data.tar_shards import TarShards, shard_files
 
     root = write_shards(tmp_path / "wds", {"train": 50}, per_shard=25)
+    saved = Path(os.environ["CNNFORGE_CACHE"]) / "shard-index"
     first = TarShards(shard_files(str(root), "train"), root=str(root))
-    index = {f.name: f.stat().st_mtime_ns for f in (Path(os.environ["CNNFORGE_CACHE"]) / "shard-index").iterdir()}
+    index = {f.name: f.stat().st_mtime_ns for f in saved.iterdir()}
     again = TarShards(shard_files(str(root), "train"), root=str(root))
     assert again.labels.tolist() == first.labels.tolist() and again.read(49) == first.read(49)
-    assert {f.name: f.stat().st_mtime_ns for f in (Path(os.environ["CNNFORGE_CACHE"]) / "shard-index").iterdir()} == index
+    assert {f.name: f.stat().st_mtime_ns for f in saved.iterdir()} == index  # loaded, not written again
     write_shards(tmp_path / "other", {"train": 50}, classes=("x", "y"), per_shard=25)
     (tmp_path / "other" / "train-000001.tar").replace(root / "train-000001.tar")  # rewritten: 2 classes now
-    assert TarShards(shard_files(str(root), "train"), root=str(root)).labels[25:].tolist() == [i % 2 for i in range(25, 50)]
+    changed = TarShards(shard_files(str(root), "train"), root=str(root))
+    assert changed.labels[25:].tolist() == [i % 2 for i in range(25, 50)]
 
 
 def test_brace_pattern_and_split_placeholder(tmp_path: Path) -> None:
@@ -141,8 +144,8 @@ def test_pack_keeps_the_splits_of_a_split_folder(tmp_path: Path, capsys: pytest.
     val = HFImages(*open_split(str(tmp_path / "hf"), "val"), where="val")
     assert len(val) == 6 and val.classes == ["cat", "dog", "frog"] and val.labels.tolist() == [0, 0, 1, 1, 2, 2]
     # an imagefolder recipe (image_size 256) is read without decoding: the files' own bytes are packed
-    proc = cli_here(capsys, "data", "pack", str(tmp_path / "src"), str(tmp_path / "by-recipe"), "--format", "webdataset",
-                    "--recipe", str(ROOT / "recipes" / "resnet18_transfer.yaml"))
+    proc = cli_here(capsys, "data", "pack", str(tmp_path / "src"), str(tmp_path / "by-recipe"), "--format",
+                    "webdataset", "--recipe", str(ROOT / "recipes" / "resnet18_transfer.yaml"))
     assert proc.returncode == 0 and "train 18, val 6, test 9 samples" in proc.stdout
     packed = TarShards(shard_files(str(tmp_path / "by-recipe"), "test"), root=str(tmp_path / "by-recipe"))
     assert packed.read(3) == (tmp_path / "src" / "test" / "dog" / "000.png").read_bytes()
@@ -266,16 +269,13 @@ with open(f"{sys.argv[2]}/rank{acc.process_index}.json", "w") as f:
 
 @pytest.mark.slow
 def test_ddp_ranks_read_disjoint_halves_of_the_shards(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     root = write_shards(tmp_path / "wds", {"train": 400, "test": 40}, per_shard=100)
     script = tmp_path / "seen.py"
     script.write_text(EPOCHS_SEEN)
     launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
     proc = subprocess.run([*launch, str(script), DIGITS, str(tmp_path), "data.name=webdataset", f"data.root={root}",
-                           "data.cache=none", "data.image_size=8", "data.batch_size=30"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+                           "data.cache=none", "data.image_size=8", "data.batch_size=30"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     train = sorted(ranks[0]["train"])

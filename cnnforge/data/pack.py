@@ -101,8 +101,9 @@ def _write_hf(splits: dict[str, Any], classes: list[str], out: Path, shard_size:
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
     scratch = out / ".generator-cache"  # from_generator's arrow files; save_to_disk copies them, then they go
     built = datasets.DatasetDict({
-        HF_SPLIT_NAMES[split]: datasets.Dataset.from_generator(_hf_rows, features=features, gen_kwargs={"source": source, "split": split},
-                                                               cache_dir=str(scratch), fingerprint=uuid.uuid4().hex)
+        HF_SPLIT_NAMES[split]: datasets.Dataset.from_generator(
+            _hf_rows, features=features, gen_kwargs={"source": source, "split": split}, cache_dir=str(scratch),
+            fingerprint=uuid.uuid4().hex)
         for split, source in splits.items()})
     built.save_to_disk(str(out), max_shard_size=shard_size)
     shutil.rmtree(scratch)
