@@ -87,6 +87,19 @@ def test_hf_reads_undecoded_bytes_labels_and_classes(tmp_path: Path, parquet: bo
     assert open_split(str(root), "test") is None
 
 
+def test_hf_single_dataset_is_the_training_pool(tmp_path: Path) -> None:
+    import datasets
+
+    from cnnforge.data.hf_datasets import HFImages, open_split
+
+    write_hf(tmp_path / "dict", {"train": 12})
+    datasets.load_from_disk(str(tmp_path / "dict"))["train"].rename_column("label", "labels").save_to_disk(
+        str(tmp_path / "one"))
+    source = HFImages(*open_split(str(tmp_path / "one"), "train"), where="one")
+    assert len(source) == 12 and source.classes == ["a", "b", "c"]  # ClassLabel found by type, whatever its name
+    assert open_split(str(tmp_path / "one"), "val") is None and open_split(str(tmp_path / "one"), "test") is None
+
+
 # ---------------------------------------------------------------- training through the CLI
 
 
