@@ -214,12 +214,12 @@ def _builder(root: Path, delay: float, out: str) -> subprocess.Popen[str]:
 
 @pytest.mark.slow
 def test_a_kill_during_building_leaves_no_cache_a_later_run_trusts(tmp_path: Path) -> None:
-    root = write_image_folder(tmp_path / "imgs", per_class=40, size=12, suffix=".jpg")
-    proc = _builder(root, 0.05, "-")
+    root = write_image_folder(tmp_path / "imgs", per_class=240, size=12, suffix=".jpg")  # two blocks to decode
+    proc = _builder(root, 0.01, "-")
     deadline = time.monotonic() + 120
     while not list(_cache().glob("*.tmp-*/images.npy")) and time.monotonic() < deadline:
         time.sleep(0.02)
-    time.sleep(0.3)
+    time.sleep(0.2)  # into the second block: the first is written
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
@@ -240,3 +240,65 @@ def test_two_runs_building_one_cache_at_once_both_train(tmp_path: Path) -> None:
     assert len(_built(root)) == 1 and not list(_cache().glob("*.tmp-*"))
     for i in range(2):
         assert list((tmp_path / f"runs{i}").rglob("summary.json"))
+
+
+# ------------------------------------------------------------------ each DDP rank reads its part
+
+TRACER = """
+import os, sys
+from pathlib import Path
+import cnnforge
+from cnnforge.data import listing, loading
+out, traced = Path(sys.argv[2]), []
+build = loading.build_splits
+def build_and_tag(recipe):
+    splits = build(recipe)
+    for name in ("train", "val", "test"):
+        getattr(splits, name).tag = name
+    traced.append(True)  # statistics and checks are done: from here on every read is training's
+    return splits
+def log(line):
+    if traced:
+        with open(out / f"rank{os.environ['RANK']}-{os.getpid()}.txt", "a") as f:
+            f.write(line + "\\n")
+getitem, read = loading.AugmentedDataset.__getitem__, listing.FolderImages.read
+def traced_getitem(self, key):
+    epoch, index = key if isinstance(key, tuple) else ("report", key)  # the report gallery asks by index
+    log(f"{self.tag} {epoch} {self.indices[index]}")
+    return getitem(self, key)
+def traced_read(self, index):
+    log(f"read {index}")
+    return read(self, index)
+loading.build_splits, loading.AugmentedDataset.__getitem__, listing.FolderImages.read = (
+    build_and_tag, traced_getitem, traced_read)
+cnnforge.train(sys.argv[1], sys.argv[3:], quiet=True)
+"""
+
+
+@pytest.mark.slow
+def test_ddp_ranks_decode_only_their_share_and_see_every_sample_once_per_epoch(tmp_path: Path) -> None:
+    from collections import Counter
+
+    root = write_image_folder(tmp_path / "imgs", per_class=32, size=12, suffix=".jpg")  # 48 train, 24 val, 24 test
+    (tmp_path / "trace").mkdir()
+    (tmp_path / "trace.py").write_text(TRACER)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+         str(tmp_path / "trace.py"), str(ROOT / "recipes" / "digits_convnet.yaml"), str(tmp_path / "trace"),
+         "data.name=imagefolder", f"data.root={root}", "data.cache=none", "data.image_size=8", "data.num_workers=2",
+         "data.split=[0.5, 0.25, 0.25]", "data.batch_size=8", "data.eval_batch_size=4", "train.epochs=2",
+         f"train.out_dir={tmp_path / 'runs'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks: dict[str, list[list[str]]] = {"0": [], "1": []}
+    for file in (tmp_path / "trace").glob("rank*.txt"):
+        ranks[file.name[4]] += [line.split() for line in file.read_text().splitlines()]
+    for rank, lines in ranks.items():
+        samples = [line for line in lines if line[0] != "read"]
+        reads = len(lines) - len(samples)  # one decode per sample served, and rank 0 one for the data description
+        assert reads - len(samples) == (1 if rank == "0" else 0), rank
+        assert Counter(line[1] for line in samples if line[0] == "train") == {"0": 24, "1": 24}, rank  # half of 48
+    seen = [line for lines in ranks.values() for line in lines if line[0] == "train"]
+    for epoch in ("0", "1"):
+        indices = Counter(line[2] for line in seen if line[1] == epoch)
+        assert len(indices) == 48 and set(indices.values()) == {1}, epoch  # every sample once across ranks
