@@ -63,24 +63,41 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path: Path, every: str, workers: 
     assert_same_weights(ref_dir, cut)
 
 
-@pytest.mark.parametrize("fmt", ["webdataset", "hf"])
-def test_resume_after_sigkill_on_shards_is_bit_exact(tmp_path: Path, fmt: str) -> None:
-    """Shards read lazily (``data.cache: none``) in the main process and in 2 loader workers."""
+def _assert_resume_is_bit_exact(tmp_path: Path, data: list[str], workers: int, name: str, delay: float = 1.5) -> None:
+    """A run with ``data`` overrides, killed after its first checkpoint and resumed, ends as a run never killed."""
+    ref = cli("run", DIGITS, *_overrides(tmp_path / "ref", workers, "steps"), *data, env={"OMP_NUM_THREADS": "1"})
+    assert ref.returncode == 0, ref.stderr
+    ref_dir = next((tmp_path / "ref").rglob("manifest.json")).parent
+    cut = _kill_when_checkpointed([str(Path(sys.executable).parent / "cnnforge"), "run", DIGITS,
+                                   *_overrides(tmp_path / "cut", workers, "steps"), *data], tmp_path / "cut",
+                                  _rng(name).uniform(0.0, delay))
+    resumed = cli("resume", str(cut), env={"OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights(ref_dir, cut)
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.datafiles import write_image_folder
+
+    return write_image_folder(tmp_path_factory.mktemp("photos"), per_class=400, size=10)  # 720 training images
+
+
+@pytest.mark.parametrize(("cache", "workers"), [("none", 0), ("none", 2), ("disk", 0), ("disk", 2)])
+def test_resume_after_sigkill_is_bit_exact_on_image_files(tmp_path: Path, photo_folder: Path, cache: str,
+                                                          workers: int) -> None:
+    data = ["data.name=imagefolder", f"data.root={photo_folder}", f"data.cache={cache}", "data.image_size=8"]
+    _assert_resume_is_bit_exact(tmp_path, data, workers, f"{cache}-{workers}")
+
+
+@pytest.mark.parametrize(("fmt", "workers"), [("webdataset", 0), ("webdataset", 2), ("hf", 0), ("hf", 2)])
+def test_resume_after_sigkill_is_bit_exact_on_shards(tmp_path: Path, fmt: str, workers: int) -> None:
+    """Shards read lazily (``data.cache: none``), in the main process or in 2 loader workers."""
     splits = {"train": 1000, "test": 100}
     root = write_shards(tmp_path / "d", splits, per_shard=300) if fmt == "webdataset" \
         else write_hf(tmp_path / "d", splits)
-    env = {"OMP_NUM_THREADS": "1"}
-    for workers in (0, 2):
-        data = [f"data.name={fmt}", f"data.root={root}", "data.cache=none", "data.image_size=8"]
-        ref = cli("run", DIGITS, *_overrides(tmp_path / f"ref{workers}", workers, "steps"), *data, env=env)
-        assert ref.returncode == 0, ref.stderr
-        ref_dir = next((tmp_path / f"ref{workers}").rglob("manifest.json")).parent
-        cut = _kill_when_checkpointed([str(Path(sys.executable).parent / "cnnforge"), "run", DIGITS,
-                                       *_overrides(tmp_path / f"cut{workers}", workers, "steps"), *data],
-                                      tmp_path / f"cut{workers}", _rng(f"{fmt}-{workers}").uniform(0.0, 1.0))
-        resumed = cli("resume", str(cut), env=env)
-        assert resumed.returncode == 0, resumed.stderr
-        assert_same_weights(ref_dir, cut)
+    data = [f"data.name={fmt}", f"data.root={root}", "data.cache=none", "data.image_size=8"]
+    _assert_resume_is_bit_exact(tmp_path, data, workers, f"{fmt}-{workers}", delay=1.0)
 
 
 def test_ddp_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
@@ -102,7 +119,7 @@ def test_ddp_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
 SAVER = """
 import sys, torch
 from pathlib import Path
-from cnnforge.checkpoint import save_checkpoint
+from cnnforge.training.checkpoint import save_checkpoint
 folder, start = Path(sys.argv[1]), int(sys.argv[2])
 weights = {"w": torch.randn(512, 512), "b": torch.randn(512)}
 for i in range(start, start + 10**6):
@@ -113,7 +130,7 @@ for i in range(start, start + 10**6):
 
 
 def test_sigkill_during_saving_always_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
-    from cnnforge.checkpoint import latest_valid, load_checkpoint
+    from cnnforge.training.checkpoint import latest_valid, load_checkpoint
 
     rng = _rng("saving")
     folder = tmp_path / "checkpoints"
