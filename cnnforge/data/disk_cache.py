@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import shutil
 from pathlib import Path
@@ -46,7 +47,12 @@ def cache_key(source: EncodedImages, grayscale: bool, size: tuple[int, int] | No
 
 
 class DiskImages:
-    """A finished cache folder; each process memory-maps ``images.npy`` on first access (cheap to pickle)."""
+    """A finished cache folder; each process memory-maps ``images.npy`` on first access (cheap to pickle).
+
+    A sample is copied out of the map and its pages are then dropped from the process
+    (``MADV_DONTNEED``): they stay in the node's page cache for every rank, but a loader worker's
+    resident memory does not grow to the share of the dataset it has read.
+    """
 
     def __init__(self, folder: Path) -> None:
         meta = json.loads((folder / "meta.json").read_text())
@@ -54,22 +60,31 @@ class DiskImages:
         self.skipped: list[list[Any]] = meta["skipped"]
         self.keep = np.load(folder / "keep.npy")
         self.labels = np.load(folder / "labels.npy")
-        self._images: np.ndarray | None = None
+        self._map: mmap.mmap | None = None
 
-    @property
-    def images(self) -> np.ndarray:
-        if self._images is None:
-            self._images = np.load(self.folder / "images.npy", mmap_mode="r")
-        return self._images
+    def _open(self) -> mmap.mmap:
+        with open(self.folder / "images.npy", "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = read_header(f)
+            self.shape, self.offset, self.row_bytes = shape[1:], f.tell(), int(np.prod(shape[1:]))
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._map
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_images": None}
+        return {**self.__dict__, "_map": None}
 
     def __len__(self) -> int:
         return len(self.keep)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        return self.images[self.keep[index]], int(self.labels[index])
+        pages = self._map or self._open()
+        start = self.offset + int(self.keep[index]) * self.row_bytes
+        image = np.frombuffer(pages, np.uint8, self.row_bytes, start).reshape(self.shape).copy()
+        if hasattr(pages, "madvise"):
+            first = start - start % mmap.PAGESIZE
+            pages.madvise(mmap.MADV_DONTNEED, first, start + self.row_bytes - first)
+        return image, int(self.labels[index])
 
 
 def _fsync(path: Path) -> None:
@@ -85,11 +100,30 @@ def _save(path: Path, array: np.ndarray) -> None:
     _fsync(path)
 
 
-def _build(source: EncodedImages, tmp: Path, *, grayscale: bool, size: tuple[int, int] | None, on_bad_image: str,
-           where: str) -> None:
-    """Decode every image of ``source`` into ``tmp/images.npy`` block by block, then write the small files."""
-    images: np.ndarray | None = None
-    stats: ChannelStats | None = None
+class _ArrayFile:
+    """``images.npy`` written image by image with plain writes: the pages go to the page cache, not the builder's RSS."""
+
+    def __init__(self, path: Path, count: int, shape: tuple[int, ...]) -> None:
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, *shape))  # sparse until written
+        self.path, self.shape, self.offset, self.row_bytes = path, shape, header.offset, int(np.prod(shape))
+        del header
+        self.file = open(path, "r+b")  # noqa: SIM115 (closed by close())
+
+    def write(self, index: int, image: np.ndarray) -> None:
+        self.file.seek(self.offset + index * self.row_bytes)
+        self.file.write(np.ascontiguousarray(image).data)
+
+    def close(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+
+def _decode_into(source: EncodedImages, tmp: Path, *, grayscale: bool, size: tuple[int, int] | None,
+                 on_bad_image: str, where: str) -> tuple[ChannelStats, list[tuple[int, str]]]:
+    """Every image of ``source`` decoded, block by block, into ``tmp/images.npy``: its statistics and the bad ones."""
+    out: _ArrayFile | None = None
+    stats = ChannelStats(1 if grayscale else 3)
     bad: list[tuple[int, str]] = []
     first = -1
     with WorkProgress(f"caching {where}", len(source)) as progress:
@@ -102,25 +136,26 @@ def _build(source: EncodedImages, tmp: Path, *, grayscale: bool, size: tuple[int
                     bad.append((i, image))
                     continue
                 image = image.reshape(*image.shape[:2], -1)
-                if images is None:
-                    first = i
-                    images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                                       shape=(len(source), *image.shape))
-                    stats = ChannelStats(image.shape[-1])
-                check_same_size([(i, image.shape)], source, first, images.shape[1:])
-                images[i] = image
+                if out is None:
+                    first, out = i, _ArrayFile(tmp / "images.npy", len(source), image.shape)
+                check_same_size([(i, image.shape)], source, first, out.shape)
+                out.write(i, image)
                 stats.add(image)
-    if images is None or stats is None:
+    if out is None:
         raise nothing_readable(source, bad[0], where)
-    images.flush()
-    del images
-    _fsync(tmp / "images.npy")
+    out.close()
+    return stats, bad
+
+
+def _build(source: EncodedImages, tmp: Path, **kwargs: Any) -> None:
+    """The whole cache folder in ``tmp``: the images, then the small files, each fsynced."""
+    stats, bad = _decode_into(source, tmp, **kwargs)
     keep = np.setdiff1d(np.arange(len(source)), [i for i, _ in bad]).astype(np.int64)
     _save(tmp / "keep.npy", keep)
     _save(tmp / "labels.npy", np.asarray(source.labels, dtype=np.int64)[keep])
     mean, std = stats.result()
-    meta = {"format": FORMAT, "source": where, "classes": list(source.classes), "mean": mean.tolist(), "std": std.tolist(),
-            "count": len(source), "skipped": [[source.name(i), why] for i, why in bad]}
+    meta = {"format": FORMAT, "source": kwargs["where"], "classes": list(source.classes), "mean": mean.tolist(),
+            "std": std.tolist(), "count": len(source), "skipped": [[source.name(i), why] for i, why in bad]}
     (tmp / "meta.json").write_text(json.dumps(meta))
     _fsync(tmp / "meta.json")
 
