@@ -1,0 +1,229 @@
+"""Data at scale on image folders: memory independent of the folder's size, decode speed, cached start-up, data wait.
+
+Four measurements, each with its contenders in the same run:
+
+* **peak resident memory** of a whole ``cnnforge run`` (the main process and its loader
+  workers' PSS, summed over the process tree every 100 ms) on a folder of ``--small`` vs
+  ``--large`` JPEGs, with ``data.cache: none`` and ``disk`` (the disk run builds its cache). The
+  growth from small to large must stay under 10 % of the growth of the decoded data (what
+  ``memory`` would hold). ``private`` is the USS, the pages no other process shares;
+* **decode + augment throughput** per loader worker: cnnforge's lazy dataset (``cache: none``)
+  with seed 002's pipeline (``cifar_standard``) against torchvision's ``ImageFolder`` with the
+  same ops as torchvision transforms, both in a ``DataLoader`` with ``--workers`` workers over
+  the same files, interleaved; target >= 1.0x;
+* **start-up** (listing, decoding or mapping, statistics: ``build_splits``) of a second run on
+  the large folder with ``cache: disk`` against the first, which builds the cache; target >= 10x;
+* **data wait** of ``recipes/cifar_vgg_bn.yaml`` reading CIFAR-sized JPEGs with ``cache: none``
+  (decoding in its loader workers); target < 5 % of step time, last epoch.
+
+    python -m benchmarks.data_scale [--small 5000 --large 50000 --side 64 --workers 2]
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import ROOT, best, cifar_array, interleaved, parser, report
+
+CLASSES = 10
+RUN_RECIPE = ROOT / "recipes" / "digits_convnet.yaml"
+VGG_RECIPE = ROOT / "recipes" / "cifar_vgg_bn.yaml"
+
+
+def write_jpegs(root: Path, n: int, side: int, seed: int = 0) -> Path:
+    """``n`` JPEGs of ``side`` px in ``CLASSES`` class folders: a colour per class plus noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(0, 256, (CLASSES, 3))
+    for c in range(CLASSES):
+        (root / f"class{c}").mkdir(parents=True, exist_ok=True)
+
+    def write(i: int) -> None:
+        noise = np.random.default_rng([seed, i]).integers(-60, 60, (side, side, 3))
+        pixels = np.clip(colours[i % CLASSES] + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / f"class{i % CLASSES}" / f"{i:07d}.jpg", quality=90)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(write, range(n)))
+    return root
+
+
+def write_cifar_jpegs(root: Path, n: int) -> Path:
+    """``n`` synthetic CIFAR-10 images (32x32) as JPEGs in class folders."""
+    from PIL import Image
+
+    images, labels = cifar_array(n)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:06d}.jpg", quality=95)
+    return root
+
+
+# ------------------------------------------------------------------------------------------ peak RSS
+
+def tree_memory(proc: Any) -> tuple[int, int]:
+    """(PSS, USS) summed over ``proc`` and all its descendants.
+
+    PSS is the RSS with each shared page divided among the processes sharing it: the sum is the
+    whole run's resident memory, where a sum of RSS would count the pages forked loader workers
+    share with the main process once per worker. USS counts the pages only one process holds.
+    """
+    import psutil
+
+    total = private = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            mem = p.memory_full_info()
+        except psutil.Error:  # a worker that just exited
+            continue
+        total += mem.pss
+        private += mem.uss
+    return total, private
+
+
+def peak_rss(folder: Path, cache: str, side: int, workers: int, tmp: Path) -> dict[str, float]:
+    """Run one epoch on ``folder`` and sample the process tree's memory until it exits."""
+    import psutil
+
+    cmd = [str(Path(sys.executable).parent / "cnnforge"), "run", str(RUN_RECIPE), "data.name=imagefolder",
+           f"data.root={folder}", f"data.cache={cache}", f"data.image_size={side}", f"data.num_workers={workers}",
+           "data.batch_size=256", "augment.train=[{name: resize, size: 16}]", "train.epochs=1", "train.plots=false",
+           f"train.out_dir={tmp / 'runs'}"]
+    env = {**os.environ, "CNNFORGE_CACHE": str(tmp / f"cache-{folder.name}-{cache}")}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    watched, peak, peak_private = psutil.Process(proc.pid), 0, 0
+    while proc.poll() is None:
+        total, private = tree_memory(watched)
+        peak, peak_private = max(peak, total), max(peak_private, private)
+        time.sleep(0.1)
+    err = proc.communicate()[1]
+    if proc.returncode != 0:
+        raise SystemExit(f"cnnforge run failed: {err[-2000:]}")
+    mib = 2**20
+    return {"pss_mib": peak / mib, "uss_mib": peak_private / mib, "run_s": time.perf_counter() - start}
+
+
+def memory_rows(folders: dict[str, tuple[Path, int]], side: int, workers: int, tmp: Path) -> tuple[list, dict]:
+    (small, n_small), (large, n_large) = folders["small"], folders["large"]
+    decoded_growth = (n_large - n_small) * side * side * 3 / 2**20
+    rows, result = [], {"decoded_growth_mib": decoded_growth}
+    for cache in ("none", "disk"):
+        at = {name: peak_rss(folder, cache, side, workers, tmp) for name, (folder, _) in folders.items()}
+        growth = {key: at["large"][key] - at["small"][key] for key in ("pss_mib", "uss_mib")}
+        result[cache] = {**{f"{name}_{k}": v for name, m in at.items() for k, v in m.items()},
+                         "growth_ratio": growth["pss_mib"] / decoded_growth,
+                         "private_growth_ratio": growth["uss_mib"] / decoded_growth}
+        rows.append({"cache": cache, f"MiB {n_small}": at["small"]["pss_mib"], f"MiB {n_large}": at["large"]["pss_mib"],
+                     "growth / decoded growth": result[cache]["growth_ratio"],
+                     "USS growth / decoded growth": result[cache]["private_growth_ratio"]})
+    return rows, result
+
+
+# ------------------------------------------------------------------------------- decode throughput
+
+def throughput(folder: Path, workers: int, repeats: int) -> dict[str, Any]:
+    """Images/s per worker through a DataLoader: cnnforge's lazy dataset vs torchvision's ImageFolder."""
+    import torch
+    from torchvision import datasets
+    from torchvision import transforms as T
+
+    import cnnforge.builtins  # noqa: F401  (registers the ops)
+    from cnnforge.data.image_folder import imagefolder
+    from cnnforge.data.loading import AugmentedDataset, make_loader
+    from cnnforge.data.pipeline import build_pipeline
+
+    lazy = imagefolder(root=str(folder), split="train", cache="none")
+    ours = AugmentedDataset(lazy, range(len(lazy)), build_pipeline("cifar_standard").transform, seed=0)
+    theirs = datasets.ImageFolder(str(folder), transform=T.Compose([
+        T.ColorJitter(hue=0.05, saturation=0.05), T.RandomHorizontalFlip(), T.RandomRotation(20), T.PILToTensor()]))
+
+    def drain(loader: Any) -> None:
+        for _ in loader:
+            pass
+
+    contenders = {
+        "cnnforge": lambda: drain(make_loader(ours, batch_size=256, shuffle=True, seed=0, num_workers=workers)),
+        "torchvision": lambda: drain(torch.utils.data.DataLoader(theirs, batch_size=256, shuffle=True,
+                                                                 num_workers=workers)),
+    }
+    times = interleaved(contenders, repeats)
+    per_worker = {name: len(lazy) / best(t) / max(workers, 1) for name, t in times.items()}
+    return {"images": len(lazy), "images_per_s_per_worker": per_worker,
+            "ratio": per_worker["cnnforge"] / per_worker["torchvision"]}
+
+
+# --------------------------------------------------------------------------------------- start-up
+
+def startup(folder: Path, side: int, tmp: Path) -> dict[str, float]:
+    """Seconds of ``build_splits`` with ``cache: disk``: first (lists and builds) and second (reuses) run."""
+    import cnnforge
+    from cnnforge.data.loading import build_splits
+
+    os.environ["CNNFORGE_CACHE"] = str(tmp / "startup-cache")
+    warm = write_jpegs(tmp / "warm", 20, side)
+    data = ["data.name=imagefolder", f"data.image_size={side}", "data.cache=disk", "data.num_workers=0"]
+    build_splits(cnnforge.load_recipe(RUN_RECIPE, [*data, f"data.root={warm}"]))  # imports done before timing
+    seconds = []
+    for _ in range(2):
+        start = time.perf_counter()
+        build_splits(cnnforge.load_recipe(RUN_RECIPE, [*data, f"data.root={folder}"]))
+        seconds.append(time.perf_counter() - start)
+    return {"first_s": seconds[0], "second_s": seconds[1], "ratio": seconds[0] / seconds[1]}
+
+
+# -------------------------------------------------------------------------------------- data wait
+
+def data_wait(images: int, tmp: Path) -> dict[str, Any]:
+    import cnnforge
+
+    folder = write_cifar_jpegs(tmp / "cifar-jpegs", images)
+    recipe = cnnforge.load_recipe(VGG_RECIPE, ["data.name=imagefolder", f"data.root={folder}", "data.cache=none",
+                                               "data.image_size=32", "data.split=[0.9, 0.05, 0.05]",
+                                               f"train.out_dir={tmp / 'vgg-runs'}", "train.epochs=2"])
+    history = cnnforge.train(recipe, quiet=True).history
+    shares = [h["time/data_wait_s"] / h["time/epoch_s"] for h in history]
+    return {"images": images, "num_workers": recipe.data.num_workers, "per_epoch": shares, "fraction": shares[-1]}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--small", type=int, default=5000, help="images in the small folder (default 5000)")
+    p.add_argument("--large", type=int, default=50000, help="images in the large folder (default 50000)")
+    p.add_argument("--side", type=int, default=64, help="image side in pixels (default 64)")
+    p.add_argument("--workers", type=int, default=2, help="loader workers (default 2)")
+    p.add_argument("--wait-images", type=int, default=12000, help="CIFAR-sized JPEGs for the data wait (default 12000)")
+    args = p.parse_args(argv)
+    small, large, side, wait_images = args.small, args.large, args.side, args.wait_images
+    if args.tiny:
+        small, large, side, wait_images = 100, 400, 16, 300
+    repeats = args.repeats or (1 if args.tiny else 2)
+    with tempfile.TemporaryDirectory(prefix="cnnforge-scale-") as name:
+        tmp = Path(name)
+        folders = {"small": (write_jpegs(tmp / "small", small, side), small),
+                   "large": (write_jpegs(tmp / "large", large, side, seed=1), large)}
+        rows, memory = memory_rows(folders, side, args.workers, tmp)
+        speed = throughput(folders["small"][0], args.workers, repeats)
+        start = startup(folders["large"][0], side, tmp)
+        wait = data_wait(wait_images, tmp)
+    rows += [{"cache": "throughput cnnforge / torchvision", f"MiB {small}": speed["ratio"]},
+             {"cache": "start-up first / second (disk)", f"MiB {small}": start["ratio"]},
+             {"cache": "data wait share (cifar_vgg_bn, none)", f"MiB {small}": wait["fraction"]}]
+    rows = [{key: row.get(key, "") for key in rows[0]} for row in rows]
+    result = {"images": {"small": small, "large": large, "side": side}, "workers": args.workers, "memory": memory,
+              "throughput": speed, "startup": start, "data_wait": wait,
+              "targets": {"growth_ratio": 0.10, "throughput_ratio": 1.0, "startup_ratio": 10.0, "data_wait": 0.05}}
+    return report("data_scale", rows, result, tiny=args.tiny)
+
+
+if __name__ == "__main__":
+    main()
