@@ -4,7 +4,8 @@ Four measurements, each with its contenders in the same run:
 
 * **peak resident memory** of a whole ``cnnforge run`` (the main process and its loader
   workers' PSS, summed over the process tree every 100 ms) on a folder of ``--small`` vs
-  ``--large`` JPEGs, with ``data.cache: none`` and ``disk`` (the disk run builds its cache). The
+  ``--large`` JPEGs, with ``data.cache: none`` and ``disk`` (the disk run builds its cache), and on
+  the same JPEGs packed as WebDataset shards (``cnnforge data pack``) read with ``cache: none``. The
   growth from small to large must stay under 10 % of the growth of the decoded data (what
   ``memory`` would hold). ``private`` is the USS, the pages no other process shares;
 * **decode + augment throughput** per loader worker: cnnforge's lazy dataset (``cache: none``)
@@ -90,11 +91,12 @@ def tree_memory(proc: Any) -> tuple[int, int]:
     return total, private
 
 
-def peak_rss(folder: Path, cache: str, side: int, workers: int, tmp: Path) -> dict[str, float]:
+def peak_rss(folder: Path, cache: str, side: int, workers: int, tmp: Path,
+             dataset: str = "imagefolder") -> dict[str, float]:
     """Run one epoch on ``folder`` and sample the process tree's memory until it exits."""
     import psutil
 
-    cmd = [str(Path(sys.executable).parent / "cnnforge"), "run", str(RUN_RECIPE), "data.name=imagefolder",
+    cmd = [str(Path(sys.executable).parent / "cnnforge"), "run", str(RUN_RECIPE), f"data.name={dataset}",
            f"data.root={folder}", f"data.cache={cache}", f"data.image_size={side}", f"data.num_workers={workers}",
            "data.batch_size=256", "augment.train=[{name: resize, size: 16}]", "train.epochs=1", "train.plots=false",
            f"train.out_dir={tmp / 'runs'}"]
@@ -113,12 +115,22 @@ def peak_rss(folder: Path, cache: str, side: int, workers: int, tmp: Path) -> di
     return {"pss_mib": peak / mib, "uss_mib": peak_private / mib, "run_s": time.perf_counter() - start}
 
 
+def packed(folder: Path) -> Path:
+    """``folder`` as WebDataset shards beside it, written by ``cnnforge data pack``."""
+    out = folder.with_name(f"{folder.name}-shards")
+    subprocess.run([str(Path(sys.executable).parent / "cnnforge"), "data", "pack", str(folder), str(out), "--format",
+                    "webdataset", "-q"], cwd=ROOT, check=True)
+    return out
+
+
 def memory_rows(folders: dict[str, tuple[Path, int]], side: int, workers: int, tmp: Path) -> tuple[list, dict]:
     (small, n_small), (large, n_large) = folders["small"], folders["large"]
     decoded_growth = (n_large - n_small) * side * side * 3 / 2**20
     rows, result = [], {"decoded_growth_mib": decoded_growth}
-    for cache in ("none", "disk"):
-        at = {name: peak_rss(folder, cache, side, workers, tmp) for name, (folder, _) in folders.items()}
+    shards = {name: packed(folder) for name, (folder, _) in folders.items()}
+    for cache in ("none", "disk", "webdataset"):
+        at = {name: peak_rss(shards[name], "none", side, workers, tmp, dataset="webdataset") if cache == "webdataset"
+              else peak_rss(folder, cache, side, workers, tmp) for name, (folder, _) in folders.items()}
         growth = {key: at["large"][key] - at["small"][key] for key in ("pss_mib", "uss_mib")}
         result[cache] = {**{f"{name}_{k}": v for name, m in at.items() for k, v in m.items()},
                          "growth_ratio": growth["pss_mib"] / decoded_growth,
