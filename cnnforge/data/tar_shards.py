@@ -13,7 +13,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -124,17 +124,17 @@ class TarShards:
         self._offset, self._size, self._name, self.labels = (
             np.concatenate([ix[key] for ix in indexes]) for key in ("offsets", "sizes", "names", "labels"))
         self.classes = classes if classes is not None else read_classes(root or str(Path(files[0]).parent), self.labels)
-        self._open: dict[int, int] = {}
+        self._open: dict[int, BinaryIO] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def read(self, index: int) -> bytes:
         shard = int(self._shard[index])
-        fd = self._open.get(shard)
-        if fd is None:  # opened on first use in each process; a pickled copy (spawned worker) starts with none
-            fd = self._open[shard] = os.open(self.files[shard], os.O_RDONLY)
-        return os.pread(fd, int(self._size[index]), int(self._offset[index]))
+        file = self._open.get(shard)
+        if file is None:  # opened on first use in each process; a pickled copy (spawned worker) starts with none
+            file = self._open[shard] = open(self.files[shard], "rb")  # noqa: SIM115 - held open, closed with self
+        return os.pread(file.fileno(), int(self._size[index]), int(self._offset[index]))
 
     def name(self, index: int) -> str:
         return f"{self.files[int(self._shard[index])]}: {self._name[index].decode()}"
@@ -145,10 +145,6 @@ class TarShards:
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_open": {}}
-
-    def __del__(self) -> None:
-        for fd in getattr(self, "_open", {}).values():
-            os.close(fd)
 
 
 @register_dataset
