@@ -140,7 +140,7 @@ def write_shards(root: Path, splits: dict[str, int], classes: tuple[str, ...] = 
     for seed, (split, n) in enumerate(splits.items()):
         images, labels = labelled_images(n, len(classes), seed)
         with webdataset.ShardWriter(str(Path(root) / f"{split}-%06d.tar"), maxcount=per_shard, verbose=0) as sink:
-            for i, (image, y) in enumerate(zip(images, labels)):
+            for i, (image, y) in enumerate(zip(images, labels, strict=True)):
                 sink.write({"__key__": f"{split}{i:05d}", "png": image, label: y if label == "cls" else {"label": y}})
     (Path(root) / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
     return Path(root)

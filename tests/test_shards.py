@@ -259,7 +259,7 @@ EPOCHS_SEEN = """
 import json, sys
 from cnnforge.data.loading import build_splits, make_loader
 from cnnforge.recipe import check_recipe, load_recipe
-from cnnforge.training.setup import make_accelerator
+from cnnforge.training.parts import make_accelerator
 recipe = check_recipe(load_recipe(sys.argv[1], sys.argv[3:]))
 acc = make_accelerator(recipe)
 splits = build_splits(recipe)
