@@ -21,10 +21,33 @@ PROG = "cnnforge"
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports usage errors as cnnforge's one line with exit code 2."""
+    """argparse that takes options and ``KEY=VALUE`` overrides in any order and reports usage errors as
+    cnnforge's one line with exit code 2.
+
+    A command's parser parses intermixed (``cnnforge run R --quiet train.epochs=1``); the top-level parser
+    cannot (argparse refuses intermixed parsing with subcommands) and does not need to.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        has_commands = any(a.nargs == argparse.PARSER for a in self._get_positional_actions())
+        if self._intermixing or has_commands:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls back here twice
+        try:
+            namespace, extras = self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+        if extras:  # here, where the command is known; an unknown option also strands the overrides after it
+            self.error(f"unrecognized arguments: {' '.join([e for e in extras if e.startswith('-')] or extras)}")
+        return namespace, extras
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{PROG}: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+        command = self.prog.removeprefix(PROG).strip()
+        where = f"{command}: " if command else ""
+        sys.stderr.write(f"{PROG}: error: {where}{message} (see `{self.prog} --help`)\n")
         sys.exit(EXIT_CONFIG)
 
 

@@ -71,9 +71,29 @@ def _selected(eps: list[md.EntryPoint]) -> list[md.EntryPoint]:
     return [ep for ep in eps if ep.name in wanted]
 
 
-def _load_one(ep: md.EntryPoint) -> PluginInfo:
+def disabled_plugins() -> list[PluginInfo]:
+    """Installed entry points that ``CNNFORGE_PLUGINS`` leaves out (shown, never loaded)."""
+    eps = list(md.entry_points(group=GROUP))
+    chosen = {ep.name for ep in _selected(eps)}
+    return [PluginInfo(ep.name, ep.value, *_distribution(ep)) for ep in sorted(eps, key=lambda ep: ep.name)
+            if ep.name not in chosen]
+
+
+def selection_hint() -> str | None:
+    """What ``CNNFORGE_PLUGINS`` hides, for an unknown-name error; None when it hides nothing."""
+    hidden = [p.name for p in disabled_plugins()]
+    if not hidden:
+        return None
+    return f"{ENV}={os.environ.get(ENV, '').strip()} is set, so the installed plugins {', '.join(hidden)} are not loaded"
+
+
+def _distribution(ep: md.EntryPoint) -> tuple[str, str]:
     dist = getattr(ep, "dist", None)
-    package, version = (dist.metadata["Name"], dist.version) if dist is not None else (ep.name, "")
+    return (dist.metadata["Name"], dist.version) if dist is not None else (ep.name, "")
+
+
+def _load_one(ep: md.EntryPoint) -> PluginInfo:
+    package, version = _distribution(ep)
     info = PluginInfo(ep.name, ep.value, package, version)
     token = _loading.set((package, version))
     try:

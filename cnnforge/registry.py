@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, Union, overload
 
 from cnnforge.errors import ConfigError, did_you_mean
 
@@ -26,6 +26,7 @@ class Entry:
     fn: Callable[..., Any]
     package: str  # distribution name, "cnnforge" for built-ins
     version: str
+    meta: Mapping[str, Any] = field(default_factory=dict)  # what a dataset declares without its files (shape, classes)
 
     @property
     def summary(self) -> str:
@@ -49,7 +50,8 @@ class Registry:
         self._entries: dict[str, Entry] = {}
         self._prefixes: dict[str, Entry] = {}  # "timm/" -> resolver for open-ended name families
 
-    def register(self, name: str, fn: Callable[..., Any], *, prefix: bool = False) -> None:
+    def register(self, name: str, fn: Callable[..., Any], *, prefix: bool = False,
+                 meta: Mapping[str, Any] | None = None) -> None:
         """Add ``fn`` under ``name``; re-registering from the same module (a reload) replaces it.
 
         With ``prefix=True`` the entry serves every ``name<anything>`` (bridges such as ``timm/``):
@@ -64,11 +66,11 @@ class Registry:
                 f"({old.fn.__module__}) and by {package} {version} ({fn.__module__})",
                 where=f"cnnforge.plugins/{package}",
             )
-        table[name] = Entry(name, fn, package, version)
+        table[name] = Entry(name, fn, package, version, dict(meta or {}))
 
     def get(self, name: str) -> Entry:
         """The entry for ``name``; an unknown name is a ConfigError listing close matches."""
-        from cnnforge.plugins import load_plugins
+        from cnnforge.plugins import load_plugins, selection_hint
 
         load_plugins()
         if name in self._entries:
@@ -78,7 +80,8 @@ class Registry:
                 # a bridge builder gets the rest of the name ("resnet18" of "timm/resnet18") first
                 return Entry(name, functools.partial(entry.fn, name[len(prefix):]), entry.package, entry.version)
         hint = did_you_mean(name, list(self._entries) + [p + "*" for p in self._prefixes])
-        raise ConfigError(f"unknown {self.kind[:-1]} {name!r}", hint=hint or f"see `cnnforge list {self.kind}`")
+        hints = [hint or f"see `cnnforge list {self.kind}`", selection_hint()]
+        raise ConfigError(f"unknown {self.kind[:-1]} {name!r}", hint="; ".join(h for h in hints if h))
 
     def names(self) -> list[str]:
         from cnnforge.plugins import load_plugins
@@ -104,14 +107,14 @@ class Registry:
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
-    def decorator(self, name_or_fn: Any = None, *, prefix: bool = False) -> Any:
+    def decorator(self, name_or_fn: Any = None, *, prefix: bool = False, meta: Mapping[str, Any] | None = None) -> Any:
         """``@register_x``, ``@register_x("name")`` and ``@register_x(name="name")`` all work."""
         if callable(name_or_fn):
             self.register(name_or_fn.__name__, name_or_fn, prefix=prefix)
             return name_or_fn
 
         def wrap(fn: F) -> F:
-            self.register(name_or_fn or fn.__name__, fn, prefix=prefix)
+            self.register(name_or_fn or fn.__name__, fn, prefix=prefix, meta=meta)
             return fn
 
         return wrap
@@ -132,13 +135,29 @@ def register_model(name_or_fn: Any = None, *, prefix: bool = False) -> Any:
     return models.decorator(name_or_fn, prefix=prefix)
 
 
+#: a dataset's image shape (H, W, C) or class count, or a function of its recipe params giving it (None: unknown)
+Declared = Union[tuple[int, int, int], int, Callable[..., Any], None]
+
+
 @overload
 def register_dataset(name_or_fn: F) -> F: ...
 @overload
-def register_dataset(name_or_fn: str | None = None, *, prefix: bool = False) -> Callable[[F], F]: ...
-def register_dataset(name_or_fn: Any = None, *, prefix: bool = False) -> Any:
-    """Register a dataset factory ``fn(*, root, split, **params) -> Dataset`` of (HxWxC uint8, label)."""
-    return datasets.decorator(name_or_fn, prefix=prefix)
+def register_dataset(name_or_fn: str | None = None, *, prefix: bool = False, shape: Declared = None,
+                     num_classes: Declared = None) -> Callable[[F], F]: ...
+def register_dataset(name_or_fn: Any = None, *, prefix: bool = False, shape: Declared = None,
+                     num_classes: Declared = None) -> Any:
+    """Register a dataset factory ``fn(*, root, split, **params) -> Dataset`` of (HxWxC uint8, label).
+
+    ``shape`` (H, W, C) and ``num_classes``, or functions of the dataset's params returning them, let
+    ``cnnforge show`` describe a model when the files are not there.
+    """
+    return datasets.decorator(name_or_fn, prefix=prefix, meta={"shape": shape, "num_classes": num_classes})
+
+
+def declared(entry: Entry, key: str, params: Mapping[str, Any]) -> Any:
+    """What a dataset's registration declares for ``key`` given the recipe's params (None: not declared)."""
+    value = entry.meta.get(key)
+    return value(**params) if callable(value) else value
 
 
 @overload
@@ -225,4 +244,5 @@ def _choice_hint(err: dict[str, Any], value: Any) -> str | None:
 __all__ = [
     "Entry", "Registry", "models", "datasets", "augmentations", "REGISTRIES",
     "register_model", "register_dataset", "register_augmentation", "builder_kwargs", "call_builder",
+    "declared",
 ]

@@ -13,7 +13,7 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Write a grid of N training images, each followed by the augmented versions the first "
                     "epochs of a run with this recipe and seed will see.")
     v.add_argument("recipe", help="recipe YAML file")
-    v.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+    v.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="dotted overrides, e.g. augment.train=cifar_standard")
     v.add_argument("--out", required=True, help="PNG file to write")
     v.add_argument("--n", type=int, default=16, help="training images to show (default 16, classes taken in turn)")

@@ -8,7 +8,7 @@ from typing import Any
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
     c = sub.add_parser("check", parents=[common], help="validate a recipe without training")
     c.add_argument("recipe")
-    c.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    c.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE")
     c.set_defaults(func=_check)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
 from typing import Any
 
 KINDS = ("models", "datasets", "augmentations", "plugins")
@@ -24,13 +25,8 @@ def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
 
 def _list(args: argparse.Namespace) -> int:
     from cnnforge import registry
-    from cnnforge.plugins import load_plugins
-
     if args.kind == "plugins":
-        rows = [(p.name, f"{p.package} {p.version}".strip(), p.value, f"FAILED: {p.error}" if p.error else "ok")
-                for p in load_plugins()]
-        print(_table(rows, ("entry point", "package", "value", "status")) if rows else "no plugins installed")
-        return 0
+        return _list_plugins()
     reg = registry.REGISTRIES[args.kind]
     entries = reg.entries()
     rows = []
@@ -42,6 +38,17 @@ def _list(args: argparse.Namespace) -> int:
                 continue
             rows.append((name, f"{e.package} {e.version}".strip(), e.summary))
     print(_table(rows, ("name", "package", "description")) if rows else f"no {args.kind} match {args.pattern!r}")
+    return 0
+
+
+def _list_plugins() -> int:
+    from cnnforge.plugins import ENV, disabled_plugins, load_plugins
+
+    rows = [(p.name, f"{p.package} {p.version}".strip(), p.value, f"FAILED: {p.error}" if p.error else "ok")
+            for p in load_plugins()]
+    off = f"disabled by {ENV}={os.environ.get(ENV, '').strip()}"
+    rows += [(p.name, f"{p.package} {p.version}".strip(), p.value, off) for p in disabled_plugins()]
+    print(_table(rows, ("entry point", "package", "value", "status")) if rows else "no plugins installed")
     return 0
 
 

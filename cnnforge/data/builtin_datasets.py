@@ -84,7 +84,7 @@ def channel_stats(images: np.ndarray, chunk: int = 256) -> tuple[np.ndarray, np.
     return stats.result()
 
 
-@register_dataset
+@register_dataset(shape=(8, 8, 1), num_classes=10)
 def digits(*, split: str) -> ArrayDataset | None:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images): no files, no download."""
     if split != "train":
@@ -134,7 +134,7 @@ def read_cifar_batches(files: list[Path], label_key: bytes) -> tuple[np.ndarray,
     return np.concatenate(images), np.concatenate(labels)
 
 
-@register_dataset
+@register_dataset(shape=(32, 32, 3), num_classes=10)
 def cifar10(*, root: str, split: str, download: bool = False) -> ArrayDataset | None:
     """CIFAR-10 from torchvision's ``cifar-10-batches-py/`` layout under ``data.root``."""
     if split == "val":
@@ -145,7 +145,7 @@ def cifar10(*, root: str, split: str, download: bool = False) -> ArrayDataset | 
     return ArrayDataset(images, labels, CIFAR10_CLASSES, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 
 
-@register_dataset
+@register_dataset(shape=(32, 32, 3), num_classes=lambda labels="fine", **_: 100 if labels == "fine" else 20)
 def cifar100(*, root: str, split: str, download: bool = False,
              labels: Literal["fine", "coarse"] = "fine") -> ArrayDataset | None:
     """CIFAR-100 from torchvision's ``cifar-100-python/`` layout: 100 fine classes, or the 20 coarse superclasses."""

@@ -74,13 +74,13 @@ def _idx_dataset(root: str, split: str, download: bool, name: str, classes: list
     return ArrayDataset(images, labels, classes, mean=(mean,), std=(std,))
 
 
-@register_dataset
+@register_dataset(shape=(28, 28, 1), num_classes=10)
 def mnist(*, root: str, split: str, download: bool = False) -> ArrayDataset | None:
     """MNIST handwritten digits (28x28 grayscale) from ``MNIST/raw/`` under ``data.root``."""
     return _idx_dataset(root, split, download, "MNIST", [str(d) for d in range(10)], 0.1307, 0.3081)
 
 
-@register_dataset
+@register_dataset(shape=(28, 28, 1), num_classes=10)
 def fashion_mnist(*, root: str, split: str, download: bool = False) -> ArrayDataset | None:
     """Fashion-MNIST clothing images (28x28 grayscale) from ``FashionMNIST/raw/`` under ``data.root``."""
     return _idx_dataset(root, split, download, "FashionMNIST", FASHION_CLASSES, 0.2860, 0.3530)

@@ -61,7 +61,15 @@ def split_layout(root: Path) -> bool:
     return bool(present)
 
 
-@register_dataset
+def _declared_shape(grayscale: bool = False, image_size: Any = None, **_: Any) -> tuple[int, int, int] | None:
+    """The images' shape when ``image_size`` fixes it (otherwise only the files know)."""
+    if image_size is None:
+        return None
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    return int(height), int(width), 1 if grayscale else 3
+
+
+@register_dataset(shape=_declared_shape)
 def imagefolder(*, root: str, split: str, grayscale: bool = False,
                 image_size: Side | tuple[Side, Side] | None = None,
                 on_bad_image: BadImagePolicy = "error", cache: CacheMode = "auto") -> Any | None:
