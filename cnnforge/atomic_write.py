@@ -33,10 +33,21 @@ def atomic_write_text(path: Path, text: str) -> None:
     save_file_atomic(path, lambda tmp: tmp.write_bytes(text.encode("utf-8")))
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (0644 under the usual 022)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_file_atomic(path: Path, writer: Any) -> None:
-    """``writer(tmp_path)`` writes the file; it is fsynced and renamed onto ``path``."""
+    """``writer(tmp_path)`` writes the file; it is fsynced and renamed onto ``path``.
+
+    The file gets the mode of any new file: some writers (safetensors) create theirs as 0600.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     writer(tmp)
+    os.chmod(tmp, _new_file_mode())
     with tmp.open("rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)

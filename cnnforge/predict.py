@@ -135,7 +135,7 @@ class Predictor:
 
     ``predictor(image)`` returns the class name; :meth:`predict` gives probabilities and the top
     classes. An image is a file path or an array (HxW, HxWx1 or HxWx3 RGB; uint8, or float in [0, 1]);
-    several are a list or an NxHxWxC array. ``stored_shape`` is the (height, width, channels) of the
+    several are a list, an NxHxWxC array or an NxHxW array of images of the run's size. ``stored_shape`` is the (height, width, channels) of the
     dataset's images, which ``transform`` (the run's eval pipeline) expects.
     """
 
@@ -203,14 +203,14 @@ class Predictor:
     @torch.no_grad()
     def probabilities(self, images: ImageLike | Iterable[ImageLike], batch_size: int = 256) -> np.ndarray:
         """Class probabilities, one row per image, columns in the order of :attr:`classes`."""
-        batch = [self.preprocess(image) for image in _as_list(images)]
+        batch = [self.preprocess(image) for image in _as_list(images, tuple(self.stored_shape[:2]))]
         out = [torch.softmax(self.model(self.normalise(torch.stack(batch[i:i + batch_size]))).float(), 1).cpu()
                for i in range(0, len(batch), batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
     def predict(self, images: ImageLike | Iterable[ImageLike], topk: int = 3) -> list[Prediction]:
         """The ``topk`` most likely classes of every image, most likely first."""
-        items = _as_list(images)
+        items = _as_list(images, tuple(self.stored_shape[:2]))
         probs = self.probabilities(items)
         k = max(1, min(topk, len(self.classes)))
         results = []
@@ -226,11 +226,14 @@ class Predictor:
         return self.predict([image], topk=1)[0].label
 
 
-def _as_list(images: ImageLike | Iterable[ImageLike]) -> list[ImageLike]:
+def _as_list(images: ImageLike | Iterable[ImageLike], size: tuple[int, int]) -> list[ImageLike]:
+    """Paths, a list of images, one image, or a batch array: NxHxWxC, or NxHxW (MNIST style) when HxW is
+    the run's image ``size`` (any other 3-d array is one HxWxC image)."""
     if isinstance(images, (str, os.PathLike)):
         return [images]
     if isinstance(images, np.ndarray):
-        return list(images) if images.ndim == 4 else [images]
+        batch = images.ndim == 4 or (images.ndim == 3 and images.shape[1:] == size)
+        return list(images) if batch else [images]
     return list(images)
 
 

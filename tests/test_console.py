@@ -15,7 +15,7 @@ import pytest
 
 import cnnforge
 from cnnforge.training.progress import epoch_line, format_duration
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, cli, one_error_line
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
 PLAIN_EPOCH = re.compile(r"^epoch (\d+)/2  train/loss \d+\.\d{4}  val/loss \d+\.\d{4}  val/acc \d\.\d{4}  "
@@ -123,6 +123,23 @@ def test_bash_completion_knows_commands_choices_and_recipe_files(tmp_path: Path)
     (tmp_path / "recipes").mkdir()
     assert _complete(script, ["cnnforge", "run", ""], tmp_path) == ["a.yaml", "recipes"]
     assert "--quiet" in _complete(script, ["cnnforge", "run", "--q"], tmp_path)
+
+
+def test_completion_install_writes_into_a_fresh_home(tmp_path: Path) -> None:
+    home = tmp_path / "home"  # a new user's home: no ~/.local/share yet
+    env = {"HOME": str(home), "XDG_DATA_HOME": "", "BASH_COMPLETION_USER_DIR": ""}
+    proc = cli("completion", "bash", "--install", env=env)
+    assert proc.returncode == 0, proc.stderr
+    script = home / ".local" / "share" / "bash-completion" / "completions" / "cnnforge"
+    assert proc.stdout.startswith(f"wrote {script}; ")
+    assert script.read_text() == cli("completion", "bash").stdout
+    assert _complete(script, ["cnnforge", "li"], tmp_path) == ["list"]
+    proc = cli("completion", "zsh", "--install", env=env)
+    assert proc.returncode == 0 and (home / ".zfunc" / "_cnnforge").is_file() and "fpath+=(~/.zfunc)" in proc.stdout
+    (tmp_path / "a-file").write_text("")  # a home that is not a folder: one line, exit 1
+    proc = cli("completion", "tcsh", "--install", env={**env, "HOME": str(tmp_path / "a-file")})
+    assert proc.returncode == 1
+    assert f"{tmp_path / 'a-file' / '.cnnforge.completion.csh'}: cannot write the completion script" in one_error_line(proc)
 
 
 @pytest.mark.parametrize("shell, marker", [("zsh", "#compdef cnnforge"), ("tcsh", "complete cnnforge")])

@@ -179,8 +179,9 @@ def test_empty_class_folder_and_missing_root(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="holds no images") as err:
         open_splits({"name": "imagefolder", "root": str(tmp_path)})
     assert err.value.where == str(tmp_path / "c")
-    with pytest.raises(DataError, match="no such folder"):
+    with pytest.raises(DataError, match="no such folder") as err:
         open_splits({"name": "imagefolder", "root": str(tmp_path / "nope")})
+    assert err.value.where == str((tmp_path / "nope").resolve()) and "<class>/<image> folders" in err.value.hint
 
 
 @pytest.fixture
@@ -244,7 +245,10 @@ def test_cli_bad_data_is_one_line(tmp_path: Path, folder_with_bad_images: Path) 
     assert proc.returncode == 1 and "t10k-labels-idx1-ubyte.gz" in line and not (tmp_path / "p.png").exists()
     proc = cli("augment", "preview", str(recipe), "data.root=" + str(tmp_path / "missing"), "--out",
                str(tmp_path / "p.png"))
-    assert proc.returncode == 1 and "no MNIST/raw/ folder here" in one_error_line(proc)
+    line = one_error_line(proc)
+    missing = tmp_path.resolve() / "missing" / "MNIST" / "raw"
+    assert proc.returncode == 1 and f"{missing}: no such folder (expected " in line
+    assert "t10k-labels-idx1-ubyte" in line and "data.download: true" in line and "torchvision.datasets.MNIST" in line
     recipe = write_recipe(tmp_path / "f.yaml", {"name": "imagefolder", "root": str(folder_with_bad_images)})
     proc = cli("augment", "preview", str(recipe), "--out", str(tmp_path / "p.png"))
     assert proc.returncode == 1 and "dog/002.jpg: unreadable image" in one_error_line(proc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from tests.conftest import ROOT
 DOCKER = ROOT / "docker"
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.cuda"]
 COMPOSE = DOCKER / "compose.ray.yaml"
+
+# the images copy tests/ but not docker/: `docker run --entrypoint pytest` skips these repository checks
+pytestmark = pytest.mark.skipif(not DOCKER.is_dir(), reason="docker/ is not in the image")
 
 
 @dataclass
@@ -164,6 +168,29 @@ def test_every_copied_file_exists_and_is_in_the_build_context(dockerfile: list[I
         for src in [w for w in i.args.split()[:-1] if not w.startswith("--")]:
             assert (ROOT / src).exists(), f"line {i.line}: COPY {src}: no such file in the repository"
             assert not _excluded(src, patterns), f"line {i.line}: COPY {src} is excluded by .dockerignore"
+
+
+def test_the_images_tests_collect_from_what_the_image_copies(tmp_path: Path) -> None:
+    """``docker run --entrypoint pytest cnnforge``: every test module imports from what the Dockerfile copies."""
+    import shutil
+    import subprocess
+    import sys
+
+    patterns = _dockerignore()
+    for i in parse(DOCKER / "Dockerfile"):
+        words = [w for w in i.args.split() if not w.startswith("--")] if i.op == "COPY" else []
+        for src in words[:-1]:
+            files = [ROOT / src] if (ROOT / src).is_file() else sorted(p for p in (ROOT / src).rglob("*") if p.is_file())
+            for f in files:
+                rel = f.relative_to(ROOT).as_posix()
+                if not _excluded(rel, patterns) and not any(_excluded(part, patterns) for part in Path(rel).parts):
+                    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(f, tmp_path / rel)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]  # 2 on a collection error
+    assert "tests collected" in proc.stdout and "error" not in proc.stdout.splitlines()[-1]
 
 
 def test_build_context_leaves_out_runs_data_and_git() -> None:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +58,8 @@ def test_predictor_accepts_other_image_forms(run_dir: Path, test_images: tuple[n
     base = predictor.probabilities(images[:4])
     # float HxW in [0, 1]
     assert np.allclose(predictor.probabilities(list(images[:4, :, :, 0] / 255.0)), base, atol=1e-6)
+    assert np.allclose(predictor.probabilities(images[:4, :, :, 0]), base, atol=1e-6)  # an NxHxW uint8 stack
+    assert np.allclose(predictor.probabilities(images[:3, :, :, 0]), base[:3], atol=1e-6)  # N = 3 is not read as RGB
     rgb = np.repeat(images[:4], 3, axis=-1)
     assert np.allclose(predictor.probabilities(rgb), base, atol=1e-6)  # RGB of a grey image is that grey image
     big = cv2.resize(images[0], (64, 64), interpolation=cv2.INTER_NEAREST)
@@ -159,6 +163,11 @@ def test_export_safetensors_carries_weights_and_preprocessing(run_dir: Path, tmp
         meta = json.loads(f.metadata()["cnnforge"])
     assert meta["checkpoint"] == "last" and meta["model"]["name"] == "convnet" and len(meta["mean"]) == 1
     assert json.loads((tmp_path / "digits.safetensors.json").read_text()) == meta
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (target, tmp_path / "digits.safetensors.json",
+                                                                 run_dir / "model.safetensors")}
+    assert modes == dict.fromkeys(modes, 0o666 & ~umask)  # safetensors alone would leave 0600
 
 
 def test_predictor_follows_eval_pipelines_that_resize(tmp_path: Path) -> None:

@@ -127,13 +127,22 @@ def test_embed_plots_penultimate_features(run_dir: Path, capsys: pytest.CaptureF
     assert proc.returncode == 0, proc.stderr
     png = run_dir / "reports" / "embedding_pca.png"
     assert f"embedding plot: {png}" in proc.stdout
+    assert f"embedding data: {png.with_suffix('.npz')}" in proc.stdout
+    assert "PCA of 120 samples x 16 dimensions: done in" in proc.stdout  # progress, plain when not a terminal
     _png_size(png)
-    saved = np.load(run_dir / "reports" / "embeddings.npz")
+    saved = np.load(run_dir / "reports" / "embedding_pca.npz")
     assert saved["features"].shape == (120, 16)  # ConvNet.embed: 16 channels x 1 x 1 after three pools of 8x8
     assert set(saved["labels"].tolist()) <= set(range(10)) and list(saved["classes"]) == [str(d) for d in range(10)]
+    assert saved["coords"].shape == (120, 2)
 
-    proc = cli_here(capsys, "embed", str(run_dir), "--method", "tsne", "--n", "60", "--split", "val")
+    proc = cli_here(capsys, "embed", str(run_dir), "--method", "tsne", "--n", "120")
     assert proc.returncode == 0, proc.stderr
+    assert "t-SNE of 120 samples x 16 dimensions ..." in proc.stdout
+    tsne = np.load(run_dir / "reports" / "embedding_tsne.npz")
+    assert not np.allclose(tsne["coords"], np.load(run_dir / "reports" / "embedding_pca.npz")["coords"])  # both kept
+    proc = cli_here(capsys, "embed", str(run_dir), "--method", "tsne", "--n", "60", "--split", "val", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "t-SNE" not in proc.stdout
     _png_size(run_dir / "reports" / "val-best" / "embedding_tsne.png")
     proc = cli_here(capsys, "embed", str(run_dir), "--n", "2")
     assert proc.returncode == 2 and "--n" in one_error_line(proc)
@@ -157,6 +166,10 @@ def test_viz_filters(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     proc = cli("viz", "filters", str(run_dir))
     assert proc.returncode == 0, proc.stderr
     _png_size(run_dir / "reports" / "filters_layer0.png")
+    proc = cli_here(capsys, "viz", "filters", str(run_dir), "--layer", "-1")
+    assert proc.returncode == 0, proc.stderr
+    assert f"filters: {run_dir / 'reports' / 'filters_layer2.png'}" in proc.stdout  # the last of 3, by its index
+    assert not (run_dir / "reports" / "filters_layer-1.png").exists()
     proc = cli_here(capsys, "viz", "filters", str(run_dir), "--layer", "7")
     assert proc.returncode == 2
     assert "--layer: is 7 but the model has 3 conv layer(s)" in one_error_line(proc)

@@ -8,8 +8,13 @@ files, run directories and data folders complete directories, images and outputs
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any
+
+from cnnforge.atomic_write import atomic_write_text
+from cnnforge.errors import CnnforgeError
 
 SHELLS = ("bash", "zsh", "tcsh")
 
@@ -32,13 +37,33 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "completion", parents=[common], help="print a shell tab-completion script",
         description="Print a tab-completion script for SHELL on stdout.",
-        epilog="bash: cnnforge completion bash > ~/.local/share/bash-completion/completions/cnnforge\n"
+        epilog="cnnforge completion SHELL --install writes it where the shell finds it; by hand:\n"
+               "bash: mkdir -p ~/.local/share/bash-completion/completions && "
+               "cnnforge completion bash > ~/.local/share/bash-completion/completions/cnnforge\n"
                "zsh:  cnnforge completion zsh > ~/.zfunc/_cnnforge  (with fpath+=(~/.zfunc) before compinit)\n"
                "tcsh: cnnforge completion tcsh > ~/.cnnforge.completion.csh; echo 'source ~/.cnnforge.completion.csh' "
                ">> ~/.tcshrc",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("shell", choices=SHELLS)
+    p.add_argument("--install", action="store_true",
+                   help="write the script where the shell looks for it (creating the folders) instead of printing it")
     p.set_defaults(func=_completion)
+
+
+def install_path(shell: str) -> Path:
+    """Where each shell's user set-up finds a completion script (bash-completion's own lookup for bash)."""
+    home = Path.home()
+    if shell == "bash":
+        data = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+        base = Path(os.environ.get("BASH_COMPLETION_USER_DIR") or data / "bash-completion")
+        return base / "completions" / "cnnforge"
+    return home / ".zfunc" / "_cnnforge" if shell == "zsh" else home / ".cnnforge.completion.csh"
+
+
+#: what the user still has to do once the script is in place
+NEXT_STEP = {"bash": "open a new shell (bash-completion loads it on first use)",
+             "zsh": "add `fpath+=(~/.zfunc)` before `compinit` in ~/.zshrc and open a new shell",
+             "tcsh": "add `source ~/.cnnforge.completion.csh` to ~/.tcshrc"}
 
 
 def mark_paths(parser: argparse.ArgumentParser, shtab: Any) -> None:
@@ -62,5 +87,15 @@ def _completion(args: argparse.Namespace) -> int:
 
     parser = build_parser()
     mark_paths(parser, shtab)
-    sys.stdout.write(shtab.complete(parser, shell=args.shell, preamble={"bash": _YAML_BASH}))
+    script = shtab.complete(parser, shell=args.shell, preamble={"bash": _YAML_BASH})
+    if not args.install:
+        sys.stdout.write(script)
+        return 0
+    path = install_path(args.shell)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, script)
+    except OSError as exc:
+        raise CnnforgeError(f"cannot write the completion script: {exc.strerror}", where=str(path)) from None
+    print(f"wrote {path}; {NEXT_STEP[args.shell]}")
     return 0

@@ -8,7 +8,7 @@ from typing import Any
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("embed", parents=[common], help="t-SNE/PCA plot of a run's penultimate-layer embeddings",
                        description="Embed samples of a split with a run's model and plot them in 2-D, coloured by "
-                                   "class; the vectors are kept in embeddings.npz.")
+                                   "class; the vectors and coordinates are kept in embedding_<method>.npz.")
     p.add_argument("run_dir", help="run directory")
     p.add_argument("--method", choices=("tsne", "pca"), default="tsne", help="projection (default tsne)")
     p.add_argument("--n", type=int, default=2000, help="samples to embed, a seeded random subset (default 2000)")
@@ -21,7 +21,9 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 def _embed(args: argparse.Namespace) -> int:
     from cnnforge.reports.embedding import embed_run
 
-    png = embed_run(args.run_dir, method=args.method, n=args.n, split=args.split, checkpoint=args.checkpoint)
+    png = embed_run(args.run_dir, method=args.method, n=args.n, split=args.split, checkpoint=args.checkpoint,
+                    quiet=args.quiet)
     if png is not None:
         print(f"embedding plot: {png}")
+        print(f"embedding data: {png.with_suffix('.npz')} (features, labels, classes, coords)")
     return 0

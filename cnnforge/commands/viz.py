@@ -38,13 +38,14 @@ def _filters(args: argparse.Namespace) -> int:
 
     from cnnforge import rundir
     from cnnforge.predict import load_predictor
-    from cnnforge.reports.kernels import filter_grid
+    from cnnforge.reports.kernels import filter_grid, resolve_layer
 
     predictor = load_predictor(args.run_dir, checkpoint=args.checkpoint, device="cpu")
+    layer = resolve_layer(predictor.model, args.layer)  # --layer -1 and --layer 2 of 3 write the same file
     out = Path(args.run_dir) / rundir.REPORTS
     out.mkdir(exist_ok=True)
     suffix = "_channels" if args.per_channel else ""
-    png = filter_grid(predictor.model, out / f"filters_layer{args.layer}{suffix}.png", layer=args.layer,
+    png = filter_grid(predictor.model, out / f"filters_layer{layer}{suffix}.png", layer=layer,
                       per_channel=args.per_channel, title=f"{predictor.checkpoint} weights, ")
     print(f"filters: {png}")
     return 0

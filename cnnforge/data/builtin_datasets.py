@@ -96,12 +96,13 @@ def digits(*, split: str) -> ArrayDataset | None:
     return ArrayDataset(images, bunch.target, [str(d) for d in range(10)])
 
 
-def dataset_folder(root: str, folder: str, download: bool, downloader: str) -> Path:
+def dataset_folder(root: str, folder: str, download: bool, downloader: str, layout: str) -> Path:
     """``root/folder``, fetched first by ``torchvision.datasets.<downloader>`` when ``download`` is set.
 
     Offline, the download fails as one DataError line naming the folder (no traceback, no retries).
+    A missing folder names its absolute path, the ``layout`` expected in it and where the files come from.
     """
-    path = Path(root).expanduser() / folder
+    path = Path(root).expanduser().resolve() / folder
     if path.is_dir():
         return path
     if download:
@@ -113,8 +114,9 @@ def dataset_folder(root: str, folder: str, download: bool, downloader: str) -> P
             raise DataError(f"download failed ({type(exc).__name__}: {exc})".splitlines()[0], where=str(path),
                             hint="copy the extracted folder there by hand") from None
         return path
-    raise DataError(f"no {folder}/ folder here", where=str(Path(root).expanduser()),
-                    hint=f"put torchvision's extracted {folder}/ under data.root or set data.download: true")
+    raise DataError(f"no such folder (expected {layout})", where=str(path),
+                    hint=f"set data.download: true to fetch it with torchvision.datasets.{downloader}, "
+                         f"or set data.root to the folder that holds {folder.split('/')[0]}/")
 
 
 def read_cifar_batches(files: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +141,8 @@ def cifar10(*, root: str, split: str, download: bool = False) -> ArrayDataset | 
     """CIFAR-10 from torchvision's ``cifar-10-batches-py/`` layout under ``data.root``."""
     if split == "val":
         return None
-    folder = dataset_folder(root, "cifar-10-batches-py", download, "CIFAR10")
+    folder = dataset_folder(root, "cifar-10-batches-py", download, "CIFAR10",
+                            "the python pickles data_batch_1 ... data_batch_5 and test_batch")
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     images, labels = read_cifar_batches([folder / n for n in names], b"labels")
     return ArrayDataset(images, labels, CIFAR10_CLASSES, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
@@ -151,7 +154,7 @@ def cifar100(*, root: str, split: str, download: bool = False,
     """CIFAR-100 from torchvision's ``cifar-100-python/`` layout: 100 fine classes, or the 20 coarse superclasses."""
     if split == "val":
         return None
-    folder = dataset_folder(root, "cifar-100-python", download, "CIFAR100")
+    folder = dataset_folder(root, "cifar-100-python", download, "CIFAR100", "the python pickles train, test and meta")
     meta_file = folder / "meta"
     meta = load_pickle(meta_file)
     try:

@@ -33,6 +33,8 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError("file is missing", where=str(path)) from None
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; a cut .gz ends in EOFError
         raise DataError(f"not a readable gzip file ({exc})", where=str(path)) from None
+    if not data:
+        raise DataError("is empty (0 bytes)", where=str(path), hint="copy or download the file again")
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != _UBYTE or data[3] == 0:
         raise DataError("not an IDX file of unsigned bytes (bad magic number)", where=str(path))
     ndim = data[3]
@@ -61,7 +63,9 @@ def _idx_dataset(root: str, split: str, download: bool, name: str, classes: list
                  mean: float, std: float) -> ArrayDataset | None:
     if split == "val":
         return None  # carved from train by data.val_fraction
-    raw = dataset_folder(root, f"{name}/raw", download, name)
+    raw = dataset_folder(root, f"{name}/raw", download, name,
+                         "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+                         "t10k-labels-idx1-ubyte, each plain or .gz")
     prefix = "train" if split == "train" else "t10k"
     image_file, label_file = _idx_file(raw, f"{prefix}-images-idx3-ubyte"), _idx_file(raw,
                                                                                       f"{prefix}-labels-idx1-ubyte")

@@ -21,6 +21,8 @@ from cnnforge.data.work_progress import WorkProgress
 from cnnforge.errors import DataError
 
 #: file name endings read as images (case-insensitive); anything else in a class folder is ignored
+#: what an image folder holds, named in the error for a missing one
+FOLDER_LAYOUT = "<class>/<image> folders, or train/ and val/ (and test/) folders of them"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp",
                             ".pbm", ".pgm", ".ppm", ".pnm", ".jp2", ".ras", ".sr"})
 
@@ -145,7 +147,9 @@ def list_folder(root: Path, classes: Sequence[str] | None = None) -> FolderImage
     ``classes`` fixes the label order (val/ and test/ use train/'s); a class folder outside it is an error.
     """
     if not root.is_dir():
-        raise DataError("no such folder" if not root.exists() else "is not a folder", where=str(root))
+        raise DataError("no such folder" if not root.exists() else "is not a folder", where=str(root.resolve()),
+                        hint=f"expected {FOLDER_LAYOUT}; your own images, or for resnet18_transfer.yaml "
+                             "seed 001's ants and bees: https://download.pytorch.org/tutorial/hymenoptera_data.zip")
     present = _class_dirs(root)
     if not present:
         raise DataError("has no class folders (expected one sub-folder of images per class)", where=str(root))

@@ -139,7 +139,7 @@ def describe_recipe_model(recipe: Recipe) -> str:
         if declared is None:
             raise
         info, based_on = declared
-        notes.append(f"note: no data ({exc.one_line()}); {based_on}")
+        notes.append(f"note: the data could not be read ({exc.one_line()}); {based_on}")
         classes = str(len(info.classes))
     if recipe.model.params.get("pretrained"):
         recipe = recipe.model_copy(deep=True)

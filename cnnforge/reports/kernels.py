@@ -36,6 +36,16 @@ def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
+def resolve_layer(model: nn.Module, layer: int) -> int:
+    """The 0-based index of conv layer ``layer`` (negative counts from the last), or a one-line error."""
+    convs = conv_layers(model)
+    if not convs:
+        raise CnnforgeError(f"{type(model).__name__} has no Conv2d layer", where="model")
+    if not -len(convs) <= layer < len(convs):
+        raise ConfigError(f"is {layer} but the model has {len(convs)} conv layer(s) (0..{len(convs) - 1})", where="--layer")
+    return layer % len(convs)
+
+
 def filter_grid(model: nn.Module, path: Path, *, layer: int = 0, per_channel: bool = False, title: str = "") -> Path:
     """Kernels of conv layer ``layer`` (0 = first) as an image grid.
 
@@ -44,15 +54,11 @@ def filter_grid(model: nn.Module, path: Path, *, layer: int = 0, per_channel: bo
     with a colour bar of the weight values.
     """
     convs = conv_layers(model)
-    if not convs:
-        raise CnnforgeError(f"{type(model).__name__} has no Conv2d layer", where="model")
-    if not -len(convs) <= layer < len(convs):
-        raise ConfigError(f"is {layer} but the model has {len(convs)} conv layer(s) (0..{len(convs) - 1})",
-                          where="--layer")
+    layer = resolve_layer(model, layer)
     name, conv = convs[layer]
     w = conv.weight.detach().float().cpu().numpy()[:MAX_FILTERS]
     shown = f"{len(w)} of {conv.out_channels}" if len(w) < conv.out_channels else f"{len(w)}"
-    heading = (f"{title}conv layer {layer % len(convs) + 1} of {len(convs)} ({name}): {shown} filters of "
+    heading = (f"{title}conv layer {layer + 1} of {len(convs)} ({name}): {shown} filters of "
                f"{w.shape[1]}x{w.shape[2]}x{w.shape[3]}")
     if w.shape[1] == 3 and not per_channel:
         return _rgb_grid(w, path, heading)

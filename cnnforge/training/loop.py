@@ -36,6 +36,7 @@ class TrainState:
     global_step: int = 0  # optimizer steps so far
     best_value: float | None = None
     best_epoch: int | None = None
+    best_tiebreak: float | None = None  # the tie-breaking metric at the best epoch
     skipped_steps: int = 0
     rollbacks: int = 0
     lr_scale: float = 1.0
@@ -51,6 +52,24 @@ class EvalResult:
     y_true: np.ndarray
     y_pred: np.ndarray
     probs: np.ndarray = field(repr=False)
+
+
+def tie_breaker(metric: str) -> tuple[str, str]:
+    """(metric, mode) deciding between epochs equal in ``metric``: accuracy ties on small validation sets are
+    common, and the first epoch to reach a value is rarely the best one, so the lower ``val/loss`` wins."""
+    return ("val/acc", "max") if metric == "val/loss" else ("val/loss", "min")
+
+
+def is_better(new: tuple[float, float | None], best: tuple[float | None, float | None], modes: tuple[str, str]) -> bool:
+    """Whether ``new`` (metric, tie-breaker) beats ``best``; a tie on both keeps the earlier epoch."""
+    for value, old, mode in zip(new, best, modes):
+        if value is None or not math.isfinite(value):
+            return False
+        if old is None:
+            return True
+        if value != old:
+            return value > old if mode == "max" else value < old
+    return False
 
 
 #: rollbacks (each halving the LR) before ``on_nan: rollback`` gives up like ``stop``
@@ -219,10 +238,10 @@ class Trainer:
         value = row.get(self.recipe.train.best_metric)
         if value is None or not math.isfinite(value):
             return
-        better = state.best_value is None or (value > state.best_value if self.recipe.train.best_mode == "max"
-                                              else value < state.best_value)
-        if better:
-            state.best_value, state.best_epoch = float(value), epoch + 1
+        tie_metric, tie_mode = tie_breaker(self.recipe.train.best_metric)
+        tiebreak = row.get(tie_metric)
+        if is_better((value, tiebreak), (state.best_value, state.best_tiebreak), (self.recipe.train.best_mode, tie_mode)):
+            state.best_value, state.best_epoch, state.best_tiebreak = float(value), epoch + 1, tiebreak
             if self.acc.is_main_process:
                 self.ckpt_dir.mkdir(exist_ok=True)
                 ckpt.save_weights(self.weights_module().state_dict(), self.ckpt_dir / "best.safetensors")

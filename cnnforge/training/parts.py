@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 from typing import Any
 
 import torch
@@ -29,7 +28,7 @@ def make_accelerator(recipe: Recipe) -> Any:
     cuda = torch.cuda.is_available()
     precision = recipe.train.precision
     if precision == "fp16" and not cuda:
-        warnings.warn("train.precision: fp16 needs CUDA; training in fp32 on this machine", stacklevel=2)
+        log.warning("train.precision: fp16 needs CUDA; training in fp32 on this machine")
         precision = "no"
     launcher_world = int(os.environ.get("WORLD_SIZE", "1"))
     if recipe.train.parallel == "none" and launcher_world > 1:

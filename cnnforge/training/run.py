@@ -153,7 +153,7 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
         state = trainer.load_checkpoint(start)
         if acc.is_main_process:
             rundir.truncate_metrics(run_dir, state.epoch)
-            progress.print(f"resuming {run_dir} from {start.name} (epoch {state.epoch + 1}, batch {state.batch})")
+            progress.print(_resuming_line(run_dir, start, state, recipe.train.epochs))
     try:
         state = trainer.fit(state)
         summary = _finish(trainer, state, recipe, acc)
@@ -164,7 +164,7 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
         progress.close()
         if acc.is_main_process:
             progress.enabled = True
-            progress.print(f"interrupted; continue with: cnnforge resume {run_dir}")
+            progress.print(_interrupted_line(run_dir))
         raise
     finally:
         acc.end_training()  # finishes trackers and destroys the process group, or ranks abort at exit
@@ -173,6 +173,25 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
     if acc.is_main_process and not quiet:
         print(result.describe())
     return result
+
+
+def _resuming_line(run_dir: Path, start: Path, state: Any, epochs: int) -> str:
+    """Where a resumed run starts; a run whose epochs are all trained is said to be finished, not resumed."""
+    if state.epoch < epochs or state.batch:
+        return f"resuming {run_dir} from {start.name} (epoch {state.epoch + 1}, batch {state.batch})"
+    again = "again: " if (run_dir / rundir.SUMMARY).exists() else ""
+    return (f"{run_dir} has trained all {epochs} epochs ({start.name}): nothing to train; "
+            f"{again}test evaluation, summary.json and reports")
+
+
+def _interrupted_line(run_dir: Path) -> str:
+    """What to do after Ctrl-C: resume from a checkpoint, or start again when none was saved yet."""
+    from cnnforge.training import checkpoint as ckpt
+
+    if ckpt.list_checkpoints(run_dir / rundir.CHECKPOINTS):
+        return f"interrupted; continue with: cnnforge resume {run_dir}"
+    return (f"interrupted before the first checkpoint: nothing was saved; start again with: "
+            f"cnnforge run {run_dir / rundir.RECIPE}")
 
 
 def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any]:
