@@ -129,8 +129,10 @@ class SchedulerSpec(_Section):
 
 
 class ResourcesSpec(_Section):
-    cpu: Annotated[float, Field(gt=0)] = 1.0
-    gpu: Annotated[float, Field(ge=0)] = 0.0
+    """CPUs and GPUs of one sweep trial; ``auto`` is what fits (``cnnforge.sweep.trial_resources``)."""
+
+    cpu: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"
+    gpu: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"
 
 
 class SampleSpec(_Section):

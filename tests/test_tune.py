@@ -5,7 +5,9 @@ Ray starts slowly on 2 shared cores, so each slow test runs few sweeps and check
 from __future__ import annotations
 
 import csv
+import io
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -17,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -140,6 +143,7 @@ def test_bad_metric_is_one_line_and_exit_2_before_ray_starts(tmp_path: Path) -> 
     (["tune.sample={optim.weight_decay: {loguniform: [0, 0.1]}}"], "tune.sample.optim.weight_decay",
      "not a range of positive numbers"),
     (["tune.sample={model.dropout: {choice: [0.1, 1.5]}}"], "tune.sample.model.dropout", "value 1.5 is invalid"),
+    (["tune.sample={model.dropout: {choice: []}}"], "tune.sample.model.dropout.choice", "is empty"),
     (["tune.scheduler={name: asha, grace_period: 9}"], "tune.scheduler.grace_period", "longer than train.epochs"),
     (["tune.resources_per_trial.gpu=2"], "tune.resources_per_trial.gpu", "set train.parallel: dp"),
     (["tune.resources_per_trial.gpu=1.5"], "tune.resources_per_trial.gpu", "must be whole"),
@@ -154,6 +158,71 @@ def test_sweep_mistakes_are_config_errors_before_ray(tmp_path: Path, overrides: 
     assert message in err.value.message, err.value.one_line()
     assert not any(tmp_path.iterdir())
     assert "ray" not in sys.modules or not __import__("ray").is_initialized()
+
+
+def test_empty_choice_is_one_config_line_before_ray(tmp_path: Path) -> None:
+    proc = cli("tune", str(SWEEP_DIGITS), "tune.sample={model.dropout: {choice: []}}", f"train.out_dir={tmp_path}")
+    assert proc.returncode == 2
+    assert "tune.sample.model.dropout.choice: is empty: nothing to choose from" in one_error_line(proc)
+    assert not any(tmp_path.iterdir())
+
+
+def _trial(i: int, status: str = "RUNNING", **config: object) -> SimpleNamespace:
+    return SimpleNamespace(trial_id=f"t_{i:05d}", status=status, config=config, path="")
+
+
+def test_sweep_console_lines_count_trials_keep_the_best_and_estimate_the_whole_sweep() -> None:
+    from cnnforge.sweep_console import SweepConsole
+
+    out = io.StringIO()
+    console = SweepConsole(metric="val/acc", mode="max", keys=["optim.lr"], total=4, epochs=2, console="lines", stream=out)
+    trials = [_trial(i, **{"optim.lr": lr}) for i, lr in enumerate((0.1, 0.01, 0.001))]
+    console.tick(trials)
+    console.started()
+    console.first_start -= 10.0  # 10 s of trials so far
+    console.result(trials[0], {"val/acc": 0.5, "epoch": 2})
+    console.finished(trials[0], trials, error=None)
+    trials[0].status = "TERMINATED"
+    console.result(trials[1], {"val/acc": 0.75, "epoch": 1})  # a running trial's last value counts for the best
+    assert console.counts == {"done": 1, "running": 2, "pending": 1, "failed": 0}
+    # 1.5 trials of work in 10 s, 2.5 to go: about 17 s for the rest of the sweep
+    assert console.eta_s() == pytest.approx(10.0 * 2.5 / 1.5, rel=0.05)
+    console.finished(trials[1], trials, error=None)
+    console.finished(trials[2], trials, error="RuntimeError: boom")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("1/4 t_00000 val/acc 0.5000  optim.lr=0.1 | best val/acc 0.5000 (optim.lr=0.1) | 0:")
+    assert lines[1].startswith("2/4 t_00001 val/acc 0.7500  optim.lr=0.01 | best val/acc 0.7500 (optim.lr=0.01) | ")
+    assert lines[2].startswith("3/4 t_00002 failed: RuntimeError: boom  optim.lr=0.001 | best val/acc 0.7500")
+    assert console.counts == {"done": 2, "running": 0, "pending": 1, "failed": 1}
+
+
+def test_sweep_console_live_line_is_rewritten_in_place_and_quiet_prints_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnforge.sweep_console import SweepConsole, console_mode
+
+    monkeypatch.setenv("COLUMNS", "200")
+    out = io.StringIO()
+    console = SweepConsole(metric="val/loss", mode="min", keys=["optim.lr"], total=2, epochs=1, console="live", stream=out)
+    trials = [_trial(0, **{"optim.lr": 0.1}), _trial(1, "PENDING", **{"optim.lr": 0.2})]
+    console.result(trials[0], {"val/loss": 0.25, "epoch": 1})
+    console.finished(trials[0], trials, error=None)
+    console.close()
+    text = out.getvalue()
+    assert text.startswith("\r\x1b[K") and text.endswith("\n") and text.count("\n") == 1
+    assert "trials 1/2 done, 0 running, 1 pending, 0 failed | best val/loss 0.2500 (optim.lr=0.1) | 0:00 eta" in text
+    monkeypatch.setenv("COLUMNS", "40")
+    narrow = io.StringIO()
+    console.stream = narrow
+    console.tick(trials, force=True)
+    assert narrow.getvalue() == "\r\x1b[K" + "trials 1/2 done, 0 running, 1 pending, 0 failed"[:39]  # never wraps
+    quiet = io.StringIO()
+    silent = SweepConsole(metric="val/acc", mode="max", keys=[], total=1, epochs=1, console="off", stream=quiet)
+    silent.finished(_trial(0), [_trial(0)], error="boom")
+    silent.close()
+    assert quiet.getvalue() == ""
+    tty = SimpleNamespace(isatty=lambda: True)
+    assert [console_mode(False, False, tty), console_mode(False, True, tty), console_mode(True, False, tty),
+            console_mode(False, False, io.StringIO())] == ["live", "lines", "off", "lines"]
 
 
 def test_tune_command_usage_errors_and_light_help() -> None:
@@ -216,13 +285,43 @@ def test_a_trial_restored_after_failing_before_its_first_report_keeps_its_values
 # --------------------------------------------------------------------------------------------- sweeps
 
 @pytest.mark.slow
-def test_more_gpus_than_the_cluster_has_is_one_line_not_a_hang(tmp_path: Path) -> None:
-    proc = cli("tune", str(SWEEP_DIGITS), "tune.resources_per_trial.gpu=1", f"train.out_dir={tmp_path}",
+def test_more_than_any_node_has_is_one_line_naming_every_resource_not_a_hang(tmp_path: Path) -> None:
+    proc = cli("tune", str(SWEEP_DIGITS), "tune.resources_per_trial={cpu: 64, gpu: 1}", f"train.out_dir={tmp_path}",
                env={"CUDA_VISIBLE_DEVICES": ""}, timeout=300)
     assert proc.returncode == 2
     line = one_error_line(proc)
-    assert "tune.resources_per_trial.gpu: a trial asks for 1 GPU but the Ray cluster has 0" in line
+    cpus = os.cpu_count()
+    assert (f"tune.resources_per_trial: a trial asks for more than any node has (cpu: 64 but the largest Ray node "
+            f"has {cpus} CPU; gpu: 1 but the largest Ray node has 0 GPU)") in line
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_the_whole_sweep_digits_fits_one_screen(tmp_path: Path) -> None:
+    """What a new user reads: a line per trial, the ranked table and where everything is; no Ray tables."""
+    proc = cli("tune", str(SWEEP_DIGITS), f"train.out_dir={tmp_path}", timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert len(lines) <= 40, "\n".join(lines)
+    progress = [line for line in lines if re.match(r"^ ?\d+/12 \S+_\d{5} val/acc \d\.\d{4}  model\.activation=", line)]
+    assert len(progress) == 12 and progress[-1].startswith("12/12 "), "\n".join(lines)
+    assert all(re.search(r"\| best val/acc \d\.\d{4} \(model\.activation=\S+ optim\.lr=[\d.]+\) \| \d+:\d\d eta ", line)
+               for line in progress[1:]), "\n".join(progress)
+    assert not any(mark in proc.stdout + proc.stderr for mark in ("Trial status", "╭", "Token authentication", "(pid="))
+
+
+@pytest.mark.slow
+def test_seed_002_sweep_runs_on_a_two_cpu_machine_with_auto_resources(tmp_path: Path, cifar_root: Path) -> None:
+    """The README's seed-002 sweep (data.num_workers 3: 4 CPUs a trial where there are) on this machine's CPUs."""
+    seed002 = ROOT / "recipes" / "sweep_activation_dropout_lr.yaml"
+    grid = "tune.grid={model.activation: [elu], model.dropout: [0.5], optim.lr: [0.05]}"
+    proc = cli("tune", str(seed002), grid, "train.epochs=1", "tune.scheduler=fifo", f"data.root={cifar_root}",
+               f"train.out_dir={tmp_path}", "--verbose", env={"CUDA_VISIBLE_DEVICES": ""}, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cpus = min(4, os.cpu_count() or 1)
+    assert f"Logical resource usage: {cpus:.1f}/{os.cpu_count()} CPUs, 0/0 GPUs" in proc.stdout  # --verbose: Ray's tables
+    [experiment] = _experiments(tmp_path, "sweep_activation_dropout_lr")
+    assert [r["status"] for r in _results(experiment)] == ["done"]
 
 
 @pytest.mark.slow
@@ -280,7 +379,7 @@ def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path, capsys: pyte
         run_dir = Path(row["run_dir"])
         assert _epochs(run_dir) == [1, 2, 3] and row["epochs"] == "3"  # a resumed trial repeats no epoch
         assert (run_dir / "reports" / "metrics.json").exists() and not list(run_dir.glob("reports/*.png"))
-        assert f"{row['trial']}  {row['command']}" in stdout
+        assert (f"{row['trial']}  {row['command']}" in stdout) == (int(row["rank"]) <= 3)  # the best; the CSV has all
     assert (experiment / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"experiment directory: {experiment}" in stdout
     assert [t.trial for t in result.trials] == [r["trial"] for r in rows]
@@ -315,8 +414,9 @@ def test_failing_trials_are_retried_and_reported_then_fresh_ctrl_c_and_resume(tm
                            tune={"metric": "val/loss", "mode": "min", "grid": {"model.fail": ["once", "always"]},
                                  "max_failures": 1})
     args = ["tune", str(recipe)]
-    proc = cli(*args, env=plugin_env)
+    proc = cli(*args, "--quiet", env=plugin_env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr and "injected by the test" in proc.stdout  # in the table only
     [first] = _experiments(tmp_path / "runs", "faults")
     rows = {r["model.fail"]: r for r in _results(first)}
     assert marker.exists()  # the flaky trial did fail ...
@@ -391,6 +491,12 @@ def ray_head(tmp_path: Path, plugin_env: dict[str, str]) -> Iterator[tuple[str, 
 def test_sweep_on_a_started_ray_cluster_with_plugins_asha_and_wandb(tmp_path: Path,
                                                                     ray_head: tuple[str, dict[str, str]]) -> None:
     address, env = ray_head
+    tokenless = {**env, "RAY_AUTH_TOKEN": "", "RAY_AUTH_MODE": "", "HOME": str(tmp_path)}  # no ~/.ray/auth_token either
+    start = time.monotonic()
+    proc = cli("tune", str(SWEEP_DIGITS), "--address", address, f"train.out_dir={tmp_path / 'none'}", env=tokenless)
+    assert proc.returncode == 1 and time.monotonic() - start < 60  # Ray alone retries for 20 s first
+    assert f"--address {address}: the Ray cluster requires an authentication token" in one_error_line(proc)
+    assert "InvalidAuthToken" not in proc.stdout + proc.stderr
     recipe = _write_recipe(tmp_path / "cluster.yaml", model={"name": "faulty_convnet"},
                            train={"epochs": 3, "checkpoint_every": 1, "out_dir": str(tmp_path / "runs")},
                            tracking={"backend": "wandb", "project": "cnnforge-tests"},

@@ -30,5 +30,5 @@ def _tune(args: argparse.Namespace) -> int:
     from cnnforge.sweep import tune
 
     result = tune(args.recipe, args.overrides, address=args.address, max_concurrent=args.max_concurrent,
-                  fresh=args.fresh, quiet=args.quiet)
+                  fresh=args.fresh, quiet=args.quiet, verbose=args.verbose)
     return result.exit_code

@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.recipe import Recipe, TuneConfig, check_recipe, load_recipe, recipe_from_dict, set_key
 from cnnforge.sweep.results import TrialRow, collect_trials, report_results
+
+if TYPE_CHECKING:
+    from cnnforge.sweep_console import SweepConsole
 
 #: the resolved recipe an experiment sweeps; a rerun continues the experiment whose file matches
 SWEEP_RECIPE = "sweep.yaml"
@@ -50,13 +55,14 @@ class TuneResult:
 
 def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overrides: Iterable[str] = (), *,
          address: str | None = None, max_concurrent: int | None = None, fresh: bool = False,
-         quiet: bool = False) -> TuneResult:
+         quiet: bool = False, verbose: bool = False) -> TuneResult:
     """Run the recipe's ``tune:`` sweep with Ray Tune and write results.csv, best.yaml and results.png.
 
     ``address`` is a Ray cluster (``auto`` or ``HOST:PORT``; default: a Ray started for this call on
     this machine). ``max_concurrent`` caps trials running at once (default ``tune.max_concurrent``).
-    Rerunning after an interruption continues the same experiment unless ``fresh``. ``quiet`` hides
-    Ray's progress; the results table and paths are always printed.
+    Rerunning after an interruption continues the same experiment unless ``fresh``. Progress is
+    cnnforge's compact console (:mod:`cnnforge.sweep_console`); ``verbose`` adds Ray's trial tables,
+    ``quiet`` hides progress and Ray's per-trial tracebacks. The results table and paths always print.
     """
     overrides = list(overrides)
     recipe = check_recipe(load_recipe(recipe_or_path, overrides))
@@ -67,15 +73,17 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     import ray
     from ray import tune as ray_tune
 
+    from cnnforge.sweep_console import showing
+
     address = address or os.environ.get("RAY_ADDRESS")
-    started = _connect(address)
+    started = _connect(address, verbose)
     try:
-        _check_resources(spec, recipe.source)
+        resources = trial_resources(recipe, spec)
         experiment, restoring = _experiment_dir(recipe, fresh)
         restoring = restoring and ray_tune.Tuner.can_restore(str(experiment))  # not if Ray never saved its state
-        tuner = _tuner(recipe, spec, experiment, restoring, max_concurrent, quiet)
+        tuner = _tuner(recipe, spec, experiment, restoring, max_concurrent, verbose, resources)
         print(f"{'continuing' if restoring else 'starting'} experiment {experiment}", flush=True)
-        with _graceful_interrupt() as interrupted:
+        with _graceful_interrupt() as interrupted, _ray_tables(verbose), showing(_console(recipe, spec, quiet, verbose)):
             grid = tuner.fit()
     finally:
         if started:
@@ -87,6 +95,32 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     result = TuneResult(experiment, trials, metric=spec.metric)
     result.best_recipe = report_results(experiment, recipe, trials)
     return result
+
+
+def _console(recipe: Recipe, spec: TuneConfig, quiet: bool, verbose: bool) -> SweepConsole:
+    """The sweep's progress on stdout; --quiet also silences Ray's logged traceback of each failed trial."""
+    from cnnforge.sweep_console import SweepConsole, console_mode
+
+    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL if quiet else logging.WARNING)
+    total = math.prod(len(v) for v in spec.grid.values()) * spec.num_samples  # Ray's own count replaces it at setup
+    return SweepConsole(metric=spec.metric, mode=spec.mode, keys=[*spec.grid, *spec.sample], total=total,
+                        epochs=recipe.train.epochs, console=console_mode(quiet, verbose, sys.stdout))
+
+
+@contextlib.contextmanager
+def _ray_tables(verbose: bool) -> Iterator[None]:
+    """Ray's trial tables only with ``verbose``: its new console prints an experiment box and the results
+    folder even at ``verbose=0``, its old one (``RAY_AIR_NEW_OUTPUT=0``) nothing."""
+    own = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    if not verbose:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if own is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = own
 
 
 @contextlib.contextmanager
@@ -132,6 +166,9 @@ def check_sweep(recipe: Recipe) -> TuneConfig:
     if both:
         raise ConfigError("a key is both in grid and in sample", where=f"{src}: tune.sample.{both[0]}")
     for key, sample in spec.sample.items():
+        if sample.choice is not None and not sample.choice:
+            raise ConfigError("is empty: nothing to choose from", where=f"{src}: tune.sample.{key}.choice",
+                              hint="give at least one value")
         low, high = sample.uniform or sample.loguniform or (0.0, 1.0)
         if low >= high or (sample.loguniform is not None and low <= 0):
             raise ConfigError(f"[{low:g}, {high:g}] is not a range"
@@ -148,6 +185,8 @@ def check_sweep(recipe: Recipe) -> TuneConfig:
         raise ConfigError(f"grace_period {spec.scheduler.grace_period} is longer than train.epochs "
                           f"({recipe.train.epochs})", where=f"{src}: tune.scheduler.grace_period")
     gpu = spec.resources_per_trial.gpu
+    if gpu == "auto":
+        return spec
     if gpu > 1 and not float(gpu).is_integer():
         raise ConfigError(f"{gpu:g} GPUs: Ray shares a GPU only in fractions below 1, more must be whole",
                           where=f"{src}: tune.resources_per_trial.gpu")
@@ -192,8 +231,12 @@ def _replay_prefix(recipe_or_path: Any, overrides: list[str], experiment: Path) 
     return ["cnnforge", "run", str(experiment / SWEEP_RECIPE)]
 
 
-def _connect(address: str | None) -> bool:
-    """Connect to the Ray cluster at ``address`` or start one here; True when this call started Ray."""
+def _connect(address: str | None, verbose: bool = False) -> bool:
+    """Connect to the Ray cluster at ``address`` or start one here; True when this call started Ray.
+
+    Only ``verbose`` forwards what Ray's worker processes print: trials train quietly, their errors reach the
+    results table and ``error.txt``, and the rest (a failing trial's traceback twice, Ray's own worker
+    messages) would crowd the sweep's console."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -201,11 +244,17 @@ def _connect(address: str | None) -> bool:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return False
+    if address and _refused_without_token(address):
+        raise CnnforgeError("the Ray cluster requires an authentication token and none is set here",
+                            where=f"--address {address}",
+                            hint="set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the cluster's token (`ray get-auth-token` "
+                                 "on the head prints it), or use --address auto on the head node")
     try:
         if address:
-            ray.init(address=address, logging_level=logging.WARNING)
-        else:
-            ray.init(include_dashboard=False, logging_level=logging.WARNING)
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose)
+        else:  # Ray's own cluster for this call: its advice about token authentication is not for the user
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=verbose)
     except ConnectionError as exc:
         raise CnnforgeError(f"cannot reach a Ray cluster: {str(exc).splitlines()[0]}", where=f"--address {address}",
                             hint="is `ray start --head` running there? With HOST:PORT Ray also needs "
@@ -215,15 +264,52 @@ def _connect(address: str | None) -> bool:
     return True
 
 
-def _check_resources(spec: TuneConfig, src: str) -> None:
-    """A trial that asks for more than the whole cluster has would wait forever: say so instead."""
+def _has_token() -> bool:
+    """Whether Ray would find a token here: ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(path).expanduser().is_file()
+
+
+def _refused_without_token(address: str) -> bool:
+    """Whether the cluster at HOST:PORT turns away a caller without a token, when this process has none.
+
+    One unauthenticated call to the cluster's control service answers in milliseconds; ``ray.init``
+    would retry for about 20 s, printing ``InvalidAuthToken`` warnings, before it fails.
+    """
+    if address == "auto" or "://" in address or _has_token():
+        return False
+    import grpc
+
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId")
+        try:
+            call(b"", timeout=5.0)  # an empty GetClusterIdRequest
+        except grpc.RpcError as exc:
+            return exc.code() == grpc.StatusCode.UNAUTHENTICATED
+    return False
+
+
+def trial_resources(recipe: Recipe, spec: TuneConfig) -> dict[str, float]:
+    """CPUs and GPUs of one trial, checked against the cluster before any trial starts.
+
+    ``auto`` CPUs are the trial's process and its data loader workers (``data.num_workers + 1``), at most
+    what the largest node has; ``auto`` GPUs are one when the cluster has any, else none. A trial runs on
+    one node, so a request larger than every node would wait forever: all such requests are one error.
+    """
     import ray
 
-    have = ray.cluster_resources()
-    for name, wanted in (("CPU", spec.resources_per_trial.cpu), ("GPU", spec.resources_per_trial.gpu)):
-        if wanted > have.get(name, 0.0):
-            raise ConfigError(f"a trial asks for {wanted:g} {name} but the Ray cluster has {have.get(name, 0.0):g}",
-                              where=f"{src}: tune.resources_per_trial.{name.lower()}")
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    largest = {name: max((float(r.get(name, 0.0)) for r in nodes), default=0.0) for name in ("CPU", "GPU")}
+    asked = spec.resources_per_trial
+    wanted = {"CPU": min(float(recipe.data.num_workers + 1), max(largest["CPU"], 1.0)) if asked.cpu == "auto" else asked.cpu,
+              "GPU": min(1.0, largest["GPU"]) if asked.gpu == "auto" else asked.gpu}
+    problems = [f"{name.lower()}: {value:g} but the largest Ray node has {largest[name]:g} {name}"
+                for name, value in wanted.items() if value > largest[name]]
+    if problems:
+        raise ConfigError(f"a trial asks for more than any node has ({'; '.join(problems)})",
+                          where=f"{recipe.source}: tune.resources_per_trial",
+                          hint="leave it out (auto: what fits) or add nodes to the Ray cluster")
+    return {"cpu": wanted["CPU"], "gpu": wanted["GPU"]}
 
 
 def search_space(spec: TuneConfig) -> dict[str, Any]:
@@ -247,12 +333,13 @@ def trial_dirname(trial: Any) -> str:
 
 
 def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, max_concurrent: int | None,
-           quiet: bool) -> Any:
+           verbose: bool, resources: dict[str, float]) -> Any:
     from ray import tune as ray_tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from cnnforge.sweep.trial import run_trial, yaml_value
+    from cnnforge.sweep_console import ConsoleCallback
 
     # Ray's default TensorBoard logger imports torch in the driver (1-3 s) to copy what each trial's run directory
     # already holds: only the CSV and JSON loggers (RunConfig below; a restored Tuner keeps its RunConfig)
@@ -264,7 +351,7 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
         extra.append(f"tracking.group={yaml_value(f'{recipe.name}-{experiment.name}')}")
     trainable = ray_tune.with_resources(
         ray_tune.with_parameters(run_trial, recipe=trial_recipe, overrides=extra, experiment_dir=str(experiment)),
-        {"cpu": spec.resources_per_trial.cpu, "gpu": spec.resources_per_trial.gpu})
+        resources)
     # trials that have not started yet have no results; Ray warns about each of them on restore and on Ctrl-C
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if restoring:
@@ -284,7 +371,7 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
                                         max_concurrent_trials=max_concurrent or spec.max_concurrent,
                                         trial_dirname_creator=trial_dirname, reuse_actors=True),
         run_config=ray_tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent),
-                                      verbose=0 if quiet else 1,
+                                      verbose=1 if verbose else 0,
                                       failure_config=ray_tune.FailureConfig(max_failures=spec.max_failures),
                                       checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=2),
-                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback()]))
+                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), ConsoleCallback()]))

@@ -18,6 +18,8 @@ from cnnforge.sweep.trial import trial_overrides, trial_run_dir
 RESULTS_CSV = "results.csv"
 BEST_RECIPE = "best.yaml"
 RESULTS_PNG = "results.png"
+#: replay commands printed after the table (the best ones); the CSV has all, so a sweep fits one screen
+REPLAYS_SHOWN = 3
 
 
 @dataclass
@@ -95,8 +97,8 @@ def report_results(experiment: Path, recipe: Recipe, trials: list[TrialRow]) -> 
     print()
     print(table.drop(columns=["test/acc", "run_dir", "command"]).to_string(index=False, na_rep="-",
                                                                            float_format="{:.4g}".format))
-    print("\nreplay a trial with:")
-    for t in trials:
+    print(f"\nreplay a trial with (every trial's command is in the command column of {RESULTS_CSV}):")
+    for t in trials[:REPLAYS_SHOWN]:
         print(f"  {t.trial}  {t.command}")
     best = _write_best(experiment, recipe, trials)
     if best is not None:
