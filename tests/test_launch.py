@@ -14,9 +14,10 @@ from tests.conftest import ROOT, cli, one_error_line
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 
 
-def _accelerate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ACCELERATE, "launch", *args], cwd=cwd, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+def _accelerate(*args: str, cwd: Path, env: dict[str, str] | None = None,
+                command: str = "launch") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ACCELERATE, command, *args], cwd=cwd, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
 def _test_size() -> int:
@@ -30,6 +31,23 @@ def _only_run_dir(out: Path) -> Path:
     runs = [p.parent for p in out.rglob("manifest.json")]
     assert len(runs) == 1, runs  # one set of files, however many processes
     return runs[0]
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_its_default_config_and_quiet_prints_only_cnnforges_lines(tmp_path: Path) -> None:
+    env = {"HF_HOME": str(tmp_path / "hf")}  # no launch configuration yet, as on a fresh machine
+    bare = _accelerate("cnnforge", "check", "missing.yaml", cwd=ROOT, env=env)
+    assert bare.returncode == 1  # what Accelerate prints by itself (README: what cannot be removed without these)
+    assert "were not passed to `accelerate launch`" in bare.stderr and "CalledProcessError" in bare.stderr
+
+    assert _accelerate("default", cwd=ROOT, env=env, command="config").returncode == 0  # the README's one-time step
+    ok = _accelerate("cnnforge", "check", "recipes/digits_convnet.yaml", cwd=ROOT, env=env)
+    assert ok.returncode == 0 and ok.stderr.strip() == "", ok.stderr
+    assert ok.stdout.strip() == "recipes/digits_convnet.yaml: ok (convnet on digits, 20 epochs)"
+    failed = _accelerate("--quiet", "cnnforge", "check", "missing.yaml", cwd=ROOT, env=env)
+    lines = [line for line in failed.stderr.splitlines() if line.strip()]
+    assert failed.returncode == 1 and len(lines) == 1, failed.stderr
+    assert lines[0].startswith("cnnforge: error: ") and "missing.yaml" in lines[0]
 
 
 @pytest.mark.slow
