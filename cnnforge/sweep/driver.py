@@ -301,7 +301,8 @@ def trial_resources(recipe: Recipe, spec: TuneConfig) -> dict[str, float]:
     nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
     largest = {name: max((float(r.get(name, 0.0)) for r in nodes), default=0.0) for name in ("CPU", "GPU")}
     asked = spec.resources_per_trial
-    wanted = {"CPU": min(float(recipe.data.num_workers + 1), max(largest["CPU"], 1.0)) if asked.cpu == "auto" else asked.cpu,
+    auto_cpu = min(float(recipe.data.num_workers + 1), max(largest["CPU"], 1.0))
+    wanted = {"CPU": auto_cpu if asked.cpu == "auto" else asked.cpu,
               "GPU": min(1.0, largest["GPU"]) if asked.gpu == "auto" else asked.gpu}
     problems = [f"{name.lower()}: {value:g} but the largest Ray node has {largest[name]:g} {name}"
                 for name, value in wanted.items() if value > largest[name]]
