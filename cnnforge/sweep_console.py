@@ -2,7 +2,7 @@
 
 On a terminal one live line is rewritten in place::
 
-    trials 5/12 done, 2 running, 5 pending, 0 failed | best val/acc 0.9611 (model.activation=elu optim.lr=0.01) | 0:12 eta 0:09
+    trials 5/12 done, 2 running, 5 pending, 0 failed | 0:12 eta 0:09 | best val/acc 0.9611 (model.activation=elu optim.lr=0.01)
 
 Elsewhere (CI logs, ``| tee``) every finished trial prints one line with the same counts, so the whole
 sweep of ``recipes/sweep_digits.yaml`` fits a screen. The ETA is for the whole sweep: the work still to do
@@ -131,7 +131,7 @@ class SweepConsole:
         self._drawn = time.monotonic()
         c = self.counts
         line = (f"trials {c['done']}/{self.total} done, {c['running']} running, {c['pending']} pending, "
-                f"{c['failed']} failed | {self._best_text()} | {self._time_text()}")
+                f"{c['failed']} failed | {self._time_text()} | {self._best_text()}")  # a narrow terminal cuts the end
         width = shutil.get_terminal_size().columns - 1
         self._write(f"\r\x1b[K{line[:width]}")
 
