@@ -84,7 +84,8 @@ def selection_hint() -> str | None:
     hidden = [p.name for p in disabled_plugins()]
     if not hidden:
         return None
-    return f"{ENV}={os.environ.get(ENV, '').strip()} is set, so the installed plugins {', '.join(hidden)} are not loaded"
+    setting = f"{ENV}={os.environ.get(ENV, '').strip()}"
+    return f"{setting} is set, so the installed plugins {', '.join(hidden)} are not loaded"
 
 
 def _distribution(ep: md.EntryPoint) -> tuple[str, str]:

@@ -135,8 +135,9 @@ class Predictor:
 
     ``predictor(image)`` returns the class name; :meth:`predict` gives probabilities and the top
     classes. An image is a file path or an array (HxW, HxWx1 or HxWx3 RGB; uint8, or float in [0, 1]);
-    several are a list, an NxHxWxC array or an NxHxW array of images of the run's size. ``stored_shape`` is the (height, width, channels) of the
-    dataset's images, which ``transform`` (the run's eval pipeline) expects.
+    several are a list, an NxHxWxC array or an NxHxW array of images of the run's size. ``stored_shape``
+    is the (height, width, channels) of the dataset's images, which ``transform`` (the run's eval
+    pipeline) expects.
     """
 
     def __init__(self, model: nn.Module, info: DataInfo, *, stored_shape: Shape, transform: Any = None,

@@ -11,7 +11,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union, overload
+from typing import Any, TypeVar, overload
 
 from cnnforge.errors import ConfigError, did_you_mean
 
@@ -136,7 +136,7 @@ def register_model(name_or_fn: Any = None, *, prefix: bool = False) -> Any:
 
 
 #: a dataset's image shape (H, W, C) or class count, or a function of its recipe params giving it (None: unknown)
-Declared = Union[tuple[int, int, int], int, Callable[..., Any], None]
+Declared = tuple[int, int, int] | int | Callable[..., Any] | None
 
 
 @overload

@@ -35,7 +35,7 @@ def test_usage_errors_are_one_line_with_one_prefix(capsys: pytest.CaptureFixture
 
 PLUGIN = '''
 from cnnforge import register_model
-from cnnforge.models.builders import convnet
+from cnnforge.models.seed_models import convnet
 
 
 @register_model
@@ -70,7 +70,8 @@ def test_show_without_the_data_uses_the_dataset_registration_and_says_so(capsys:
     proc = cli_here(capsys, "show", str(ROOT / "recipes" / "cifar_vgg_bn.yaml"), f"data.root={tmp_path}")
     assert proc.returncode == 0, proc.stderr
     assert "input 3x32x32" in proc.stdout and "classes: 10" in proc.stdout
-    assert f"note: the data could not be read ({tmp_path.resolve() / 'cifar-10-batches-py'}: no such folder" in proc.stdout
+    missing = tmp_path.resolve() / "cifar-10-batches-py"
+    assert f"note: the data could not be read ({missing}: no such folder" in proc.stdout
     assert "what the cifar10 registration declares: 32x32x3 images, 10 classes" in proc.stdout
 
 

@@ -139,7 +139,8 @@ def test_completion_install_writes_into_a_fresh_home(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")  # a home that is not a folder: one line, exit 1
     proc = cli("completion", "tcsh", "--install", env={**env, "HOME": str(tmp_path / "a-file")})
     assert proc.returncode == 1
-    assert f"{tmp_path / 'a-file' / '.cnnforge.completion.csh'}: cannot write the completion script" in one_error_line(proc)
+    script = tmp_path / "a-file" / ".cnnforge.completion.csh"
+    assert f"{script}: cannot write the completion script" in one_error_line(proc)
 
 
 @pytest.mark.parametrize("shell, marker", [("zsh", "#compdef cnnforge"), ("tcsh", "complete cnnforge")])

@@ -180,7 +180,8 @@ def test_the_images_tests_collect_from_what_the_image_copies(tmp_path: Path) -> 
     for i in parse(DOCKER / "Dockerfile"):
         words = [w for w in i.args.split() if not w.startswith("--")] if i.op == "COPY" else []
         for src in words[:-1]:
-            files = [ROOT / src] if (ROOT / src).is_file() else sorted(p for p in (ROOT / src).rglob("*") if p.is_file())
+            top = ROOT / src
+            files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
             for f in files:
                 rel = f.relative_to(ROOT).as_posix()
                 if not _excluded(rel, patterns) and not any(_excluded(part, patterns) for part in Path(rel).parts):

@@ -40,7 +40,8 @@ def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved_and_how_to_st
     assert (f"interrupted before the first checkpoint: nothing was saved; start again with: "
             f"cnnforge run {run_dir / 'recipe.yaml'}") in out
     assert "cnnforge resume" not in out
-    assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["train"]["epochs"] == 200  # the command repeats the run
+    # the command repeats the run
+    assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["train"]["epochs"] == 200
 
 
 def test_fp16_without_cuda_is_one_notice_and_resuming_a_finished_run_says_so(tmp_path: Path) -> None:

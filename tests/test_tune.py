@@ -172,10 +172,11 @@ def _trial(i: int, status: str = "RUNNING", **config: object) -> SimpleNamespace
 
 
 def test_sweep_console_lines_count_trials_keep_the_best_and_estimate_the_whole_sweep() -> None:
-    from cnnforge.sweep_console import SweepConsole
+    from cnnforge.sweep.console import SweepConsole
 
     out = io.StringIO()
-    console = SweepConsole(metric="val/acc", mode="max", keys=["optim.lr"], total=4, epochs=2, console="lines", stream=out)
+    console = SweepConsole(metric="val/acc", mode="max", keys=["optim.lr"], total=4, epochs=2, console="lines",
+                           stream=out)
     trials = [_trial(i, **{"optim.lr": lr}) for i, lr in enumerate((0.1, 0.01, 0.001))]
     console.tick(trials)
     console.started()
@@ -197,12 +198,14 @@ def test_sweep_console_lines_count_trials_keep_the_best_and_estimate_the_whole_s
     assert console.counts == {"done": 2, "running": 0, "pending": 1, "failed": 1}
 
 
-def test_sweep_console_live_line_is_rewritten_in_place_and_quiet_prints_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cnnforge.sweep_console import SweepConsole, console_mode
+def test_sweep_console_live_line_is_rewritten_in_place_and_quiet_prints_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnforge.sweep.console import SweepConsole, console_mode
 
     monkeypatch.setenv("COLUMNS", "200")
     out = io.StringIO()
-    console = SweepConsole(metric="val/loss", mode="min", keys=["optim.lr"], total=2, epochs=1, console="live", stream=out)
+    console = SweepConsole(metric="val/loss", mode="min", keys=["optim.lr"], total=2, epochs=1, console="live",
+                           stream=out)
     trials = [_trial(0, **{"optim.lr": 0.1}), _trial(1, "PENDING", **{"optim.lr": 0.2})]
     console.result(trials[0], {"val/loss": 0.25, "epoch": 1})
     console.finished(trials[0], trials, error=None)
@@ -320,7 +323,8 @@ def test_seed_002_sweep_runs_on_a_two_cpu_machine_with_auto_resources(tmp_path: 
                f"train.out_dir={tmp_path}", "--verbose", env={"CUDA_VISIBLE_DEVICES": ""}, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     cpus = min(4, os.cpu_count() or 1)
-    assert f"Logical resource usage: {cpus:.1f}/{os.cpu_count()} CPUs, 0/0 GPUs" in proc.stdout  # --verbose: Ray's tables
+    # --verbose: Ray's tables, which show what a trial got
+    assert f"Logical resource usage: {cpus:.1f}/{os.cpu_count()} CPUs, 0/0 GPUs" in proc.stdout
     [experiment] = _experiments(tmp_path, "sweep_activation_dropout_lr")
     assert [r["status"] for r in _results(experiment)] == ["done"]
 

@@ -17,7 +17,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
                        description="Run the grid/samples of a recipe's tune: section as Ray Tune trials. Rerunning "
                                    "the same command continues an interrupted sweep without repeating finished trials.")
     p.add_argument("recipe", help="recipe YAML file with a tune: section")
-    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=5")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="dotted overrides, e.g. train.epochs=5")
     p.add_argument("--address", metavar="auto|HOST:PORT",
                    help="run on this Ray cluster (started with `ray start --head`); default: Ray on this machine")
     p.add_argument("--max-concurrent", type=_positive, metavar="N",

@@ -48,7 +48,8 @@ def declared_info(recipe: Recipe) -> tuple[Any, str] | None:
     height, width, channels = pipes.shape
     info = DataInfo([str(i) for i in range(num_classes or 2)], (0.5,) * channels, (0.25,) * channels, channels,
                     (height, width))
-    return info, f"shown for what the {recipe.data.name} registration declares: {'x'.join(map(str, shape))} images, {note}"
+    size = "x".join(map(str, shape))
+    return info, f"shown for what the {recipe.data.name} registration declares: {size} images, {note}"
 
 
 def _shape(output: Any) -> str:
@@ -143,7 +144,7 @@ def describe_recipe_model(recipe: Recipe) -> str:
         classes = str(len(info.classes))
     if recipe.model.params.get("pretrained"):
         recipe = recipe.model_copy(deep=True)
-        setattr(recipe.model, "pretrained", False)
+        recipe.model.pretrained = False
         notes.append("note: built without the pretrained weights (they do not change this table)")
     model = model_for(recipe, info)
     text = describe_model(model, (info.channels, *info.image_size), title=f"model: {recipe.model.name}")

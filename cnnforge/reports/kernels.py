@@ -42,7 +42,8 @@ def resolve_layer(model: nn.Module, layer: int) -> int:
     if not convs:
         raise CnnforgeError(f"{type(model).__name__} has no Conv2d layer", where="model")
     if not -len(convs) <= layer < len(convs):
-        raise ConfigError(f"is {layer} but the model has {len(convs)} conv layer(s) (0..{len(convs) - 1})", where="--layer")
+        raise ConfigError(f"is {layer} but the model has {len(convs)} conv layer(s) (0..{len(convs) - 1})",
+                          where="--layer")
     return layer % len(convs)
 
 

@@ -26,7 +26,7 @@ from cnnforge.recipe import Recipe, TuneConfig, check_recipe, load_recipe, recip
 from cnnforge.sweep.results import TrialRow, collect_trials, report_results
 
 if TYPE_CHECKING:
-    from cnnforge.sweep_console import SweepConsole
+    from cnnforge.sweep.console import SweepConsole
 
 #: the resolved recipe an experiment sweeps; a rerun continues the experiment whose file matches
 SWEEP_RECIPE = "sweep.yaml"
@@ -61,7 +61,7 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     ``address`` is a Ray cluster (``auto`` or ``HOST:PORT``; default: a Ray started for this call on
     this machine). ``max_concurrent`` caps trials running at once (default ``tune.max_concurrent``).
     Rerunning after an interruption continues the same experiment unless ``fresh``. Progress is
-    cnnforge's compact console (:mod:`cnnforge.sweep_console`); ``verbose`` adds Ray's trial tables,
+    cnnforge's compact console (:mod:`cnnforge.sweep.console`); ``verbose`` adds Ray's trial tables,
     ``quiet`` hides progress and Ray's per-trial tracebacks. The results table and paths always print.
     """
     overrides = list(overrides)
@@ -73,7 +73,7 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     import ray
     from ray import tune as ray_tune
 
-    from cnnforge.sweep_console import showing
+    from cnnforge.sweep.console import showing
 
     address = address or os.environ.get("RAY_ADDRESS")
     started = _connect(address, verbose)
@@ -83,7 +83,8 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
         restoring = restoring and ray_tune.Tuner.can_restore(str(experiment))  # not if Ray never saved its state
         tuner = _tuner(recipe, spec, experiment, restoring, max_concurrent, verbose, resources)
         print(f"{'continuing' if restoring else 'starting'} experiment {experiment}", flush=True)
-        with _graceful_interrupt() as interrupted, _ray_tables(verbose), showing(_console(recipe, spec, quiet, verbose)):
+        console = _console(recipe, spec, quiet, verbose)
+        with _graceful_interrupt() as interrupted, _ray_tables(verbose), showing(console):
             grid = tuner.fit()
     finally:
         if started:
@@ -99,7 +100,7 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
 
 def _console(recipe: Recipe, spec: TuneConfig, quiet: bool, verbose: bool) -> SweepConsole:
     """The sweep's progress on stdout; --quiet also silences Ray's logged traceback of each failed trial."""
-    from cnnforge.sweep_console import SweepConsole, console_mode
+    from cnnforge.sweep.console import SweepConsole, console_mode
 
     logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL if quiet else logging.WARNING)
     total = math.prod(len(v) for v in spec.grid.values()) * spec.num_samples  # Ray's own count replaces it at setup
@@ -247,8 +248,8 @@ def _connect(address: str | None, verbose: bool = False) -> bool:
     if address and _refused_without_token(address):
         raise CnnforgeError("the Ray cluster requires an authentication token and none is set here",
                             where=f"--address {address}",
-                            hint="set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the cluster's token (`ray get-auth-token` "
-                                 "on the head prints it), or use --address auto on the head node")
+                            hint="set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the cluster's token "
+                                 "(`ray get-auth-token` on the head prints it), or use --address auto on the head node")
     try:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose)
@@ -339,8 +340,8 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from cnnforge.sweep.console import ConsoleCallback
     from cnnforge.sweep.trial import run_trial, yaml_value
-    from cnnforge.sweep_console import ConsoleCallback
 
     # Ray's default TensorBoard logger imports torch in the driver (1-3 s) to copy what each trial's run directory
     # already holds: only the CSV and JSON loggers (RunConfig below; a restored Tuner keeps its RunConfig)

@@ -62,7 +62,7 @@ def tie_breaker(metric: str) -> tuple[str, str]:
 
 def is_better(new: tuple[float, float | None], best: tuple[float | None, float | None], modes: tuple[str, str]) -> bool:
     """Whether ``new`` (metric, tie-breaker) beats ``best``; a tie on both keeps the earlier epoch."""
-    for value, old, mode in zip(new, best, modes):
+    for value, old, mode in zip(new, best, modes, strict=True):
         if value is None or not math.isfinite(value):
             return False
         if old is None:

@@ -186,7 +186,7 @@ def _resuming_line(run_dir: Path, start: Path, state: Any, epochs: int) -> str:
 
 def _interrupted_line(run_dir: Path) -> str:
     """What to do after Ctrl-C: resume from a checkpoint, or start again when none was saved yet."""
-    from cnnforge.training import checkpoint as ckpt
+    from cnnforge import checkpoint as ckpt
 
     if ckpt.list_checkpoints(run_dir / rundir.CHECKPOINTS):
         return f"interrupted; continue with: cnnforge resume {run_dir}"

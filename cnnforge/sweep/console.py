@@ -2,7 +2,7 @@
 
 On a terminal one live line is rewritten in place::
 
-    trials 5/12 done, 2 running, 5 pending, 0 failed | 0:12 eta 0:09 | best val/acc 0.9611 (model.activation=elu optim.lr=0.01)
+    trials 5/12 done, 2 running, 5 pending, 0 failed | 0:12 eta 0:09 | best val/acc 0.9611 (model.activation=elu ...)
 
 Elsewhere (CI logs, ``| tee``) every finished trial prints one line with the same counts, so the whole
 sweep of ``recipes/sweep_digits.yaml`` fits a screen. The ETA is for the whole sweep: the work still to do
@@ -57,7 +57,8 @@ class ConsoleCallback(Callback):
         if _active is not None:
             _active.started()
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                        **info: Any) -> None:
         if _active is not None:
             _active.result(trial, result)
 
