@@ -20,9 +20,9 @@ import numpy as np
 from cnnforge.data.work_progress import WorkProgress
 from cnnforge.errors import DataError
 
-#: file name endings read as images (case-insensitive); anything else in a class folder is ignored
 #: what an image folder holds, named in the error for a missing one
 FOLDER_LAYOUT = "<class>/<image> folders, or train/ and val/ (and test/) folders of them"
+#: file name endings read as images (case-insensitive); anything else in a class folder is ignored
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp",
                             ".pbm", ".pgm", ".ppm", ".pnm", ".jp2", ".ras", ".sr"})
 
