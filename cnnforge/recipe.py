@@ -44,6 +44,7 @@ class DataConfig(_Named):
     val_fraction: Fraction = 0.1
     split: tuple[Fraction, Fraction, Fraction] = (0.6, 0.2, 0.2)
     download: bool = False
+    on_device: Literal["auto"] | bool = "auto"  # hold the training images on the device (training/batches.py)
 
     @field_validator("split")
     @classmethod

@@ -35,6 +35,18 @@ def test_trainer_overhead_gives_the_plain_loops_weights() -> None:
     assert set(r["samples_per_s"]) == {"plain", "cnnforge"}
 
 
+def test_trainer_overhead_light_step_reports_overhead_and_fixed_cost() -> None:
+    r = bench("trainer_overhead", "--light")
+    assert r["weights_equal"] is True and r["steps_per_epoch"] > 0
+    assert {"plain", "cnnforge"} <= set(r) and r["cnnforge"]["cpu_s"] > 0
+    assert r["end_to_end_vs_plain"] == pytest.approx(r["plain"]["cpu_s"] / r["cnnforge"]["cpu_s"])
+
+
+def test_on_device_matches_the_loaders_weights() -> None:
+    r = bench("on_device")
+    assert all(m["weights_equal"] is True and m["speedup"] > 0 for m in r["models"].values())
+
+
 @pytest.mark.slow
 def test_trainer_overhead_ddp_gives_the_plain_ddp_weights() -> None:
     r = bench("trainer_overhead", "--ddp")

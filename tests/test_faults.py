@@ -181,3 +181,35 @@ def test_secrets_never_reach_the_run_directory(tmp_path: Path) -> None:
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_a_non_finite_step_never_reaches_weights_or_optimizer_state() -> None:
+    import torch
+    from torch import nn
+
+    from cnnforge.training.nonfinite import NonFiniteGuard
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=True)
+    guard = NonFiniteGuard(optimizer, torch.device("cpu"), scaled=False)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+
+    def step(scale: float) -> None:
+        loss = nn.functional.cross_entropy(model(x) * scale, y)
+        loss.backward()
+        guard.check(loss, True)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def tensors() -> list[torch.Tensor]:
+        return [*model.parameters(), *(optimizer.state[p]["momentum_buffer"] for p in model.parameters())]
+
+    step(1.0)
+    before = [t.clone() for t in tensors()]
+    step(float("nan"))
+    # skipped on the device, nothing read on the host
+    assert all(torch.equal(a, b) for a, b in zip(before, tensors(), strict=True))
+    step(1.0)
+    assert not torch.equal(before[0], model.weight)  # finite steps still train
+    assert torch.stack(guard.counters()).tolist() == [1.0, 1.0]  # one bad step, one clean batch before it

@@ -47,7 +47,8 @@ def _kill_when_checkpointed(cmd: list[str], out: Path, delay: float) -> Path:
 
 def _overrides(out: Path, workers: int, every: str) -> list[str]:
     return ["train.epochs=3", "data.batch_size=32", f"data.num_workers={workers}", f"train.out_dir={out}",
-            "train.checkpoint_every=1" if every == "epoch" else "train.checkpoint_every_steps=9"]
+            "train.checkpoint_every=1" if every == "epoch" else "train.checkpoint_every_steps=9",
+            f"data.on_device={'false' if workers else 'true'}"]  # workers exist only for the DataLoader path
 
 
 @pytest.mark.parametrize(("every", "workers"), [("epoch", 0), ("steps", 0), ("steps", 2)])

@@ -98,9 +98,12 @@ class EpochSampler(Sampler):
     def __len__(self) -> int:
         return self.n
 
+    def permutation(self) -> np.ndarray:
+        """The epoch's order of the dataset's indices."""
+        return _rng(self.seed, SHUFFLE, self.epoch).permutation(self.n) if self.shuffle else np.arange(self.n)
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = _rng(self.seed, SHUFFLE, self.epoch).permutation(self.n) if self.shuffle else np.arange(self.n)
-        return iter([(self.epoch, int(i)) for i in order])
+        return iter([(self.epoch, int(i)) for i in self.permutation()])
 
 
 def _open(recipe: Recipe, split: str) -> Any:

@@ -87,13 +87,15 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
     from accelerate.utils import broadcast_object_list, set_seed
 
     from cnnforge.data.loading import build_splits, make_loader
-    from cnnforge.training.loop import Trainer, TrainState
+    from cnnforge.training.batches import train_batches
+    from cnnforge.training.loop import Trainer, TrainParts, TrainState
     from cnnforge.training.parts import (
         make_accelerator,
         make_optimizer,
         make_schedule,
         model_for,
         speed_up,
+        stepped_optimizer,
         wrap_parallel,
     )
     from cnnforge.training.progress import Progress
@@ -129,6 +131,7 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
     optimizer = make_optimizer(model, recipe)
     model, optimizer, loaders["train"], loaders["val"], loaders["test"] = acc.prepare(
         model, optimizer, loaders["train"], loaders["val"], loaders["test"])
+    optimizer = stepped_optimizer(optimizer, acc)
     steps_per_epoch = math.ceil(len(loaders["train"]) / recipe.train.grad_accum)
     schedule = make_schedule(optimizer, recipe, steps_per_epoch)
 
@@ -146,8 +149,9 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
 
     progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
                         quiet=quiet)
-    trainer = Trainer(recipe, acc, model, optimizer, schedule, loaders, sampler, info, run_dir, progress, tracking,
-                      reporter)
+    batches = train_batches(recipe, splits.train, loaders["train"], sampler, acc)
+    trainer = Trainer(recipe, TrainParts(acc, model, optimizer, schedule, batches, loaders, info, run_dir, progress,
+                                         tracking, reporter))
     state = TrainState()
     if start is not None:
         state = trainer.load_checkpoint(start)
