@@ -40,11 +40,13 @@ def _train(recipe_data: dict[str, Any]) -> tuple[float, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated seed models")
+    args = p.parse_args(argv)
     import torch
 
     epochs, repeats = (1, 1) if args.tiny else (2, args.repeats or 2)
-    models = MODELS[1:3] if args.tiny else MODELS
+    models = MODELS[1:3] if args.tiny else args.models.split(",")
     rows, result = [], {}
     with tempfile.TemporaryDirectory(prefix="cnnforge-on-device-") as tmp:
         root = write_cifar(Path(tmp) / "data", n_train=320 if args.tiny else 5000, n_test=20)

@@ -93,10 +93,10 @@ class TrainParts:
 
     acc: Any  # the Accelerator
     model: nn.Module  # as prepared by Accelerate (DDP-wrapped under several processes)
-    optimizer: Any  # from setup.stepped_optimizer
+    optimizer: Any  # parts.stepped_optimizer: the torch optimizer (Accelerate's wrapper under fp16)
     schedule: Any
     batches: DeviceBatches | LoaderBatches  # the training split
-    loaders: dict[str, Any]  # "val" and "test"
+    loaders: dict[str, Any]  # "train", "val", "test" DataLoaders, prepared by Accelerate
     info: DataInfo
     run_dir: Path
     progress: Progress
