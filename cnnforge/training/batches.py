@@ -64,7 +64,8 @@ def device_arrays(ds: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """The uint8 NHWC images and labels of an un-augmented training split held in memory, else None."""
     base = getattr(ds, "base", None)
     images = getattr(base, "images", None)
-    if getattr(ds, "transform", True) is not None or not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+    per_sample = getattr(ds, "transform", True) is not None or getattr(ds, "size", None) is not None  # resize
+    if per_sample or not isinstance(images, np.ndarray) or images.dtype != np.uint8:
         return None
     return images, ds.labels
 
