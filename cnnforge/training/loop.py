@@ -297,7 +297,8 @@ class Trainer:
             return
         tie_metric, tie_mode = tie_breaker(self.recipe.train.best_metric)
         tiebreak = row.get(tie_metric)
-        if is_better((value, tiebreak), (state.best_value, state.best_tiebreak), (self.recipe.train.best_mode, tie_mode)):
+        modes = (self.recipe.train.best_mode, tie_mode)
+        if is_better((value, tiebreak), (state.best_value, state.best_tiebreak), modes):
             state.best_value, state.best_epoch, state.best_tiebreak = float(value), epoch + 1, tiebreak
             if self.acc.is_main_process:
                 self.ckpt_dir.mkdir(exist_ok=True)
