@@ -12,6 +12,7 @@ import importlib.metadata as md
 import os
 import threading
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 GROUP = "cnnforge.plugins"
@@ -61,7 +62,9 @@ def distribution_of_module(module: str) -> tuple[str, str]:
     return (top or "__main__"), ""
 
 
-def _selected(eps: list[md.EntryPoint]) -> list[md.EntryPoint]:
+def selected_entry_points(eps: Iterable[md.EntryPoint]) -> list[md.EntryPoint]:
+    """The entry points ``CNNFORGE_PLUGINS`` lets in (plugin loading and packaged recipes agree)."""
+    eps = list(eps)
     choice = os.environ.get(ENV, "").strip()
     if choice.lower() == "none":
         return []
@@ -125,7 +128,7 @@ def load_plugins() -> list[PluginInfo]:
         import cnnforge.builtins  # noqa: F401  (registers cnnforge's own models, datasets, augmentations)
 
         eps = sorted(md.entry_points(group=GROUP), key=lambda ep: ep.name)
-        _loaded.extend(_load_one(ep) for ep in _selected(list(eps)))
+        _loaded.extend(_load_one(ep) for ep in selected_entry_points(eps))
         return _loaded
 
 

@@ -1,7 +1,7 @@
 """Recipes: the YAML that describes a run, validated by pydantic before anything heavy starts.
 
-A recipe is read with ``yaml.safe_load``, may inherit from ``base:`` (a path relative to the file),
-and takes dotted command-line overrides whose values are parsed as YAML. Every problem becomes one
+A recipe is read with ``yaml.safe_load``, may inherit from ``base:`` (a path relative to the file, or
+a packaged recipe's name), and takes dotted command-line overrides whose values are parsed as YAML. Every problem becomes one
 :class:`~cnnforge.errors.ConfigError` naming the file and key path.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cnnforge.errors import ConfigError, did_you_mean
+from cnnforge.recipe_catalog import find_recipe, resolve_recipe
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 Positive = Annotated[int, Field(ge=1)]
@@ -243,11 +244,23 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError("must be a path or a list of paths", where=f"{path}: base")
     merged: dict[str, Any] = {}
     for b in bases:
-        target = (path.parent / b)
-        if not target.exists():
-            raise ConfigError(f"base recipe {b!r} not found (looked in {path.parent})", where=f"{path}: base")
+        target = _base_path(path, b)
         merged = merge(merged, _read_with_bases(target, (*seen, path)))
     return merge(merged, data)
+
+
+def _base_path(path: Path, base: str) -> Path:
+    """A base beside the recipe file, else the packaged recipe of that name (``base: cifar_vgg_bn``)."""
+    target = path.parent / base
+    if target.exists():
+        return target
+    if len(Path(base).parts) == 1:
+        try:
+            return find_recipe(base).path
+        except ConfigError as exc:
+            raise ConfigError(f"base recipe {base!r} not found beside the file or among packaged recipes",
+                              where=f"{path}: base", hint=exc.hint) from None
+    raise ConfigError(f"base recipe {base!r} not found (looked in {path.parent})", where=f"{path}: base")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -331,9 +344,9 @@ def load_recipe(path: str | os.PathLike[str] | Recipe | dict[str, Any], override
     elif isinstance(path, dict):
         data, source = path, "<dict>"
     else:
-        data, source = _read_with_bases(Path(path)), str(path)
-    if "name" not in data and not isinstance(path, (Recipe, dict)):
-        data["name"] = Path(path).stem  # a recipe's name defaults to its file name
+        file = resolve_recipe(path)  # a path wins; otherwise a packaged recipe's name
+        data, source = _read_with_bases(file), str(file)
+        data.setdefault("name", file.stem)  # a recipe's name defaults to its file name
     return recipe_from_dict(apply_overrides(data, overrides), source)
 
 

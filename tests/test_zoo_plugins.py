@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import ROOT, cli, one_error_line
 from tests.datafiles import write_image_folder
 
-EXAMPLE_RECIPE = "plugins/cnnforge-example/recipes/shapes_gap_net.yaml"
+EXAMPLE_RECIPE = "plugins/cnnforge-example/cnnforge_example/recipes/shapes_gap_net.yaml"
 
 
 def _rows(stdout: str) -> dict[str, list[str]]:
