@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cnnforge.errors import ConfigError, did_you_mean
+from cnnforge.extras import require
 from cnnforge.recipe_catalog import find_recipe, resolve_recipe
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -358,6 +359,8 @@ def check_recipe(recipe: Recipe) -> Recipe:
     """Check every registry name and builder param in ``recipe`` (light: no torch, no data)."""
     _check_names(recipe)
     src = recipe.source
+    if recipe.tracking.backend in ("wandb", "tensorboard"):  # the two trackers that are extras
+        require(recipe.tracking.backend, where=f"{src}: tracking.backend")
     for key, value, allowed in (("train.best_metric", recipe.train.best_metric, REPORTED_METRICS),
                                 ("tune.metric", recipe.tune.metric if recipe.tune else None, REPORTED_METRICS)):
         if value is not None and value not in allowed:

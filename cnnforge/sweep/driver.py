@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnforge.errors import CnnforgeError, ConfigError
+from cnnforge.extras import require
 from cnnforge.recipe import Recipe, TuneConfig, check_recipe, load_recipe, recipe_from_dict, set_key
 from cnnforge.sweep.results import TrialRow, collect_trials, report_results
 
@@ -69,6 +70,7 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     spec = check_sweep(recipe)
     if max_concurrent is not None and max_concurrent < 1:
         raise ConfigError(f"must be at least 1, got {max_concurrent}", where="--max-concurrent")
+    require("ray", where="cnnforge tune")
 
     import ray
     from ray import tune as ray_tune
