@@ -21,6 +21,7 @@ SUMMARY = "summary.json"
 WEIGHTS = "model.safetensors"
 CHECKPOINTS = "checkpoints"
 REPORTS = "reports"
+FAILED = "failed.json"  # written when training stops on an error (cnnforge runs: status failed)
 
 #: environment variables whose values must never reach a file (tokens, keys, passwords)
 _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")

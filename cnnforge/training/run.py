@@ -78,6 +78,7 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
     start = Path(checkpoint) if checkpoint is not None else ckpt.latest_valid(path / rundir.CHECKPOINTS)
     if start is None:
         raise CnnforgeError("no complete checkpoint to resume from", where=str(path / rundir.CHECKPOINTS))
+    (path / rundir.FAILED).unlink(missing_ok=True)  # a resumed run is no longer a failed one
     return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start)
 
 
@@ -169,6 +170,11 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
         if acc.is_main_process:
             progress.enabled = True
             progress.print(_interrupted_line(run_dir))
+        raise
+    except Exception as exc:  # `cnnforge runs` tells a failed run from an interrupted one by this file
+        if acc.is_main_process:
+            rundir.write_json(run_dir / rundir.FAILED, {"error": " ".join(str(exc).split()) or type(exc).__name__,
+                                                       "type": type(exc).__name__})
         raise
     finally:
         acc.end_training()  # finishes trackers and destroys the process group, or ranks abort at exit
