@@ -158,6 +158,7 @@ class TuneConfig(_Section):
     mode: Literal["max", "min"] = "max"
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     sample: dict[str, SampleSpec] = Field(default_factory=dict)
+    search: Literal["grid", "random", "optuna"] = "grid"  # cnnforge.sweep.search
     num_samples: Positive = 1
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources_per_trial: ResourcesSpec = Field(default_factory=ResourcesSpec)

@@ -251,7 +251,7 @@ def test_both_sweep_recipes_are_valid_sweeps() -> None:
 def test_search_space_has_every_grid_key_and_each_sampled_distribution() -> None:
     import numpy as np
 
-    from cnnforge.sweep.driver import search_space
+    from cnnforge.sweep.search import search_space
 
     spec = load_recipe(SWEEP_DIGITS, ["tune.sample={optim.weight_decay: {loguniform: [1.0e-5, 1.0e-3]}, "
                                       "model.dropout: {uniform: [0.1, 0.5]}, data.batch_size: {choice: [32, "

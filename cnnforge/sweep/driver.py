@@ -71,6 +71,8 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     if max_concurrent is not None and max_concurrent < 1:
         raise ConfigError(f"must be at least 1, got {max_concurrent}", where="--max-concurrent")
     require("ray", where="cnnforge tune")
+    if spec.search == "optuna":
+        require("optuna", where=f"{recipe.source}: tune.search")
 
     import ray
     from ray import tune as ray_tune
@@ -316,21 +318,6 @@ def trial_resources(recipe: Recipe, spec: TuneConfig) -> dict[str, float]:
     return {"cpu": wanted["CPU"], "gpu": wanted["GPU"]}
 
 
-def search_space(spec: TuneConfig) -> dict[str, Any]:
-    """Ray's ``param_space``: every grid key as ``grid_search``, every sampled key as its distribution."""
-    from ray import tune as ray_tune
-
-    space: dict[str, Any] = {key: ray_tune.grid_search(list(values)) for key, values in spec.grid.items()}
-    for key, sample in spec.sample.items():
-        if sample.choice is not None:
-            space[key] = ray_tune.choice(list(sample.choice))
-        elif sample.uniform is not None:
-            space[key] = ray_tune.uniform(*sample.uniform)
-        else:
-            space[key] = ray_tune.loguniform(*sample.loguniform)  # type: ignore[misc]
-    return space
-
-
 def trial_dirname(trial: Any) -> str:
     """A trial's folder is its id (the default name repeats the whole config)."""
     return str(trial.trial_id)
@@ -343,6 +330,7 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from cnnforge.sweep.console import ConsoleCallback
+    from cnnforge.sweep.search import search_space, searcher
     from cnnforge.sweep.trial import run_trial, yaml_value
 
     # Ray's default TensorBoard logger imports torch in the driver (1-3 s) to copy what each trial's run directory
@@ -360,6 +348,7 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if restoring:
         return ray_tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
+    limit = max_concurrent or spec.max_concurrent
     if spec.scheduler.name == "asha":
         swept_epochs = [*spec.grid.get("train.epochs", []), *(getattr(spec.sample.get("train.epochs"), "choice",
                                                                       None) or [])]
@@ -371,8 +360,8 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     return ray_tune.Tuner(
         trainable, param_space=search_space(spec),
         tune_config=ray_tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-                                        scheduler=scheduler,
-                                        max_concurrent_trials=max_concurrent or spec.max_concurrent,
+                                        search_alg=searcher(spec, recipe.seed, limit), scheduler=scheduler,
+                                        max_concurrent_trials=limit if spec.search == "optuna" else None,
                                         trial_dirname_creator=trial_dirname, reuse_actors=True),
         run_config=ray_tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent),
                                       verbose=1 if verbose else 0,
