@@ -90,3 +90,11 @@ def test_sweep_overhead_compares_wall_time_with_the_ideal() -> None:
     r = bench("sweep_overhead")
     assert r["trials"] == 2 and r["failed"] == 0 and r["with_trial_plots"]["trials"] == 2
     assert r["overhead_ratio"] == pytest.approx(r["wall_s"] / r["ideal_s"])
+
+
+@pytest.mark.slow
+def test_search_quality_runs_each_searcher() -> None:
+    r = bench("search_quality")
+    assert {name: sum(run["trials"] for run in runs) for name, runs in r["runs"].items()} == {
+        "grid 36": 2, "random 12": 2, "optuna TPE 12": 2}
+    assert all(0.0 <= value <= 1.0 for value in r["mean_best_val_acc"].values())
