@@ -98,7 +98,7 @@ def test_two_machines_make_one_run_and_resume_exactly(tmp_path: Path) -> None:
 
 def test_slurm_example_is_valid_bash_with_the_readme_flags() -> None:
     script = ROOT / "examples" / "slurm" / "multinode.sbatch"
-    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    assert subprocess.run(["bash", "-n", str(script)], check=False, capture_output=True).returncode == 0
     text = script.read_text()
     for flag in ("--num_machines $SLURM_NNODES", "--machine_rank \\$SLURM_NODEID", "--main_process_ip",
                  "--main_process_port", "-m cnnforge"):

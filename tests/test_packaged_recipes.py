@@ -86,8 +86,8 @@ def test_list_recipes_shows_name_package_and_first_comment(plugin_site: Path, ca
     proc = cli_here(capsys, "list", "recipes")
     assert proc.returncode == 0
     rows = {line.split()[0]: line.split(None, 2)[1:] for line in proc.stdout.splitlines()[1:]}
-    assert rows["digits_convnet"] == ["cnnforge", "The README's main job: seed 000's ConvNet on scikit-learn's bundled "
-                                      "8x8 digits. Seconds on a CPU."]
+    first_line = "The README's main job: seed 000's ConvNet on scikit-learn's bundled 8x8 digits. Seconds on a CPU."
+    assert rows["digits_convnet"] == ["cnnforge", first_line]
     assert rows["plug_digits"] == ["plug-recipes", "Digits with a wider head, shipped by a plugin."]
     assert len(rows) == len(list((ROOT / "recipes").glob("*.yaml"))) + 1
     assert cli_here(capsys, "list", "recipes", "plug_*").stdout.count("\n") == 2  # header and the one match

@@ -26,7 +26,8 @@ EXTRA_MODULES = ("ray", "optuna", "wandb", "tensorboard", "timm", "onnx", "onnxr
 
 
 def _run(*cmd: str | Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([str(c) for c in cmd], check=False, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=900)
     assert proc.returncode == 0, f"{cmd}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
     return proc
 
