@@ -57,10 +57,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, overrides in SEARCHERS.items():
             tiny = ["train.epochs=1", *TINY[name]] if args.tiny else []
             runs[name].append(sweep([f"seed={seed}", *overrides, *tiny]))
-            print(f"PROGRESS {name} seed {seed}: " + " ".join(f"{k} {v:.4g}" for k, v in runs[name][-1].items()), flush=True)
-    rows = [{"searcher": name, **{f"seed {s}": r["best"] for s, r in zip(seeds, rs)},
+            done = " ".join(f"{k} {v:.4g}" for k, v in runs[name][-1].items())
+            print(f"PROGRESS {name} seed {seed}: {done}", flush=True)
+    rows = [{"searcher": name, **{f"seed {s}": r["best"] for s, r in zip(seeds, rs, strict=True)},
              "mean best val/acc": sum(r["best"] for r in rs) / len(rs), "trials": sum(r["trials"] for r in rs),
-             "failed": sum(r["failed"] for r in rs), "wall s": sum(r["wall_s"] for r in rs)} for name, rs in runs.items()]
+             "failed": sum(r["failed"] for r in rs), "wall s": sum(r["wall_s"] for r in rs)}
+            for name, rs in runs.items()]
     means = {row["searcher"]: row["mean best val/acc"] for row in rows}
     out = {"recipe": "sweep_digits (continuous lr, dropout)", "seeds": len(seeds), "mean_best_val_acc": means,
            "tpe_minus_random": means["optuna TPE 12"] - means["random 12"],

@@ -1,8 +1,8 @@
 """Recipes: the YAML that describes a run, validated by pydantic before anything heavy starts.
 
 A recipe is read with ``yaml.safe_load``, may inherit from ``base:`` (a path relative to the file, or
-a packaged recipe's name), and takes dotted command-line overrides whose values are parsed as YAML. Every problem becomes one
-:class:`~cnnforge.errors.ConfigError` naming the file and key path.
+a packaged recipe's name), and takes dotted command-line overrides whose values are parsed as YAML.
+Every problem becomes one :class:`~cnnforge.errors.ConfigError` naming the file and key path.
 """
 from __future__ import annotations
 

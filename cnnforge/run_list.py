@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from cnnforge.training import rundir
+from cnnforge import rundir
 
 CHECKPOINT_GLOB = "ckpt-*/MANIFEST.json"  # a checkpoint folder is complete once its manifest is in place
 

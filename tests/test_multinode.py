@@ -59,7 +59,7 @@ def _tree(pid: int) -> list[int]:
 
 def _finish(procs: list[subprocess.Popen[str]]) -> list[str]:
     outputs = [proc.communicate(timeout=900) for proc in procs]
-    for proc, (_, err) in zip(procs, outputs):
+    for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err[-3000:]
     return [out for out, _ in outputs]
 

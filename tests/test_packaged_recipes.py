@@ -82,7 +82,8 @@ def test_unknown_base_name(elsewhere: Path, capsys: pytest.CaptureFixture[str]) 
     assert "mine.yaml: base: base recipe 'cifar_vgg_bm' not found" in line and "did you mean cifar_vgg_bn" in line
 
 
-def test_list_recipes_shows_name_package_and_first_comment(plugin_site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_recipes_shows_name_package_and_first_comment(plugin_site: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     proc = cli_here(capsys, "list", "recipes")
     assert proc.returncode == 0
     rows = {line.split()[0]: line.split(None, 2)[1:] for line in proc.stdout.splitlines()[1:]}

@@ -1,4 +1,4 @@
-"""``cnnforge runs``: finished, failed and interrupted runs at a glance, newest first, and the resume line that works."""
+"""``cnnforge runs``: finished, failed and interrupted runs at a glance, newest first, and a resume line that works."""
 from __future__ import annotations
 
 import json
@@ -23,7 +23,8 @@ def _set_created(run: Path, created: str) -> None:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A finished run, a copy of it cut before its end (no summary.json) and a run stopped by a NaN loss."""
     out = tmp_path_factory.mktemp("runs")
-    finished = cnnforge.train(DIGITS, ["train.epochs=2", "data.num_workers=0", f"train.out_dir={out}"], quiet=True).run_dir
+    overrides = ["train.epochs=2", "data.num_workers=0", f"train.out_dir={out}"]
+    finished = cnnforge.train(DIGITS, overrides, quiet=True).run_dir
     interrupted = finished.with_name("20990101-000000")
     shutil.copytree(finished, interrupted)
     (interrupted / "summary.json").unlink()
@@ -36,18 +37,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"out": out, "finished": finished, "interrupted": interrupted, "failed": failed}
 
 
-def test_runs_json_newest_first_with_status_and_metrics(runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_runs_json_newest_first_with_status_and_metrics(runs: dict[str, Path],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     proc = cli_here(capsys, "runs", str(runs["out"]), "--json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
-    assert [(r["id"], r["status"]) for r in rows] == [(runs["interrupted"].name, "interrupted"),
-                                                      (runs["finished"].name, "finished"), (runs["failed"].name, "failed")]
+    assert [(r["id"], r["status"]) for r in rows] == [
+        (runs["interrupted"].name, "interrupted"), (runs["finished"].name, "finished"), (runs["failed"].name, "failed")]
     summary = json.loads((runs["finished"] / "summary.json").read_text())
     interrupted, finished, failed = rows
     assert finished["epochs"] == finished["max_epochs"] == 2 and finished["name"] == "digits_convnet"
     assert finished["best_metric"] == "val/acc" and finished["best_value"] == summary["best/val/acc"]
     assert finished["test_acc"] == summary["test/acc"] and finished["duration_s"] >= 0 and finished["resume"] is None
-    assert interrupted["best_value"] == summary["best/val/acc"] and interrupted["test_acc"] is None  # from metrics.jsonl
+    assert interrupted["best_value"] == summary["best/val/acc"]  # from metrics.jsonl
+    assert interrupted["test_acc"] is None
     assert interrupted["resume"] == f"cnnforge resume {runs['interrupted']}"
     assert failed["epochs"] == 0 and failed["resume"] is None and "non-finite loss" in failed["error"]
 

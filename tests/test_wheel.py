@@ -60,7 +60,8 @@ def test_wheel_works_from_an_empty_folder(dist: Path, tmp_path: Path) -> None:
     purelib = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path,
                         env=env).stdout.strip())
     (purelib / "shared_env.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
-    _run(python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", next(dist.glob("*.whl")), cwd=tmp_path, env=env)
+    wheel = next(dist.glob("*.whl"))
+    _run(python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", wheel, cwd=tmp_path, env=env)
     _run(python, "-m", "pip", "check", cwd=tmp_path, env=env)
 
     empty = tmp_path / "empty"

@@ -21,8 +21,9 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("export", parents=[common], help="export a run's model as ONNX, TorchScript or safetensors",
                        description="Write a run's model for use without cnnforge, with its preprocessing as JSON.")
     p.add_argument("run_dir", help="run directory")
-    p.add_argument("--format", required=True, choices=tuple(FORMATS), help="onnx or torchscript (model + normalisation, "
-                   "raw pixels in, logits out) or safetensors (weights only)")
+    p.add_argument("--format", required=True, choices=tuple(FORMATS),
+                   help="onnx or torchscript (model + normalisation, raw pixels in, logits out) or safetensors "
+                        "(weights only)")
     p.add_argument("--dtype", choices=DTYPES, help="ONNX input type: uint8 (default) or float32 pixels in 0..255")
     p.add_argument("--checkpoint", choices=("best", "last"), default=None,
                    help="weights (default: what the run was tested with)")
@@ -58,9 +59,9 @@ def _export(args: argparse.Namespace) -> int:
         if path.exists() and not args.force:
             raise CnnforgeError("already exists", where=str(path), hint="use --force to replace it")
     info = predictor.info
-    from cnnforge import rundir
-    from cnnforge._version import __version__
-    from cnnforge.errors import CnnforgeError, ConfigError
+    meta = {"format": args.format, "classes": info.classes, "channels": info.channels,
+            "image_size": list(info.image_size),
+            "mean": list(info.mean), "std": list(info.std), "input": _input(args),
             "dataset_image_shape": list(predictor.stored_shape), "augment_eval": recipe.to_dict()["augment"]["eval"],
             "model": recipe.to_dict()["model"],
             "run": str(run_dir.resolve()), "checkpoint": predictor.checkpoint, "cnnforge": __version__}
@@ -75,9 +76,12 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-    from cnnforge import rundir
-    from cnnforge._version import __version__
-    from cnnforge.errors import CnnforgeError, ConfigError
+def _input(args: argparse.Namespace) -> str:
+    if args.format == "safetensors":
+        return "state_dict of the model; its input is (pixels/255 - mean) / std, N x C x H x W at image_size"
+    onnx = args.format == "onnx"
+    pixels = f"{args.dtype or 'uint8'} pixels in 0..255" if onnx else "raw pixels, uint8 or float in 0..255"
+    return f"{pixels}, N x C x H x W at image_size; returns logits (normalisation inside)"
 
 
 def _normalised(predictor: Any) -> Any:
@@ -113,9 +117,11 @@ def _torchscript(predictor: Any, out: Any, meta: dict[str, Any]) -> None:
     from cnnforge.atomic_write import save_file_atomic
 
     with warnings.catch_warnings():
-    from cnnforge import rundir
-    from cnnforge._version import __version__
-    from cnnforge.errors import CnnforgeError, ConfigError
+        # torch marks TorchScript deprecated; the format is still asked for
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(_normalised(predictor), _example(predictor, "uint8"))
+        extra = {"cnnforge.json": json.dumps(meta, indent=2)}
+        save_file_atomic(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra))
 
 
 def _onnx(predictor: Any, out: Any, meta: dict[str, Any], dtype: str) -> None:
@@ -149,5 +155,6 @@ def _safetensors(predictor: Any, out: Any, meta: dict[str, Any]) -> None:
     from cnnforge.atomic_write import save_file_atomic
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in predictor.model.state_dict().items()}
-    save_file_atomic(out, lambda tmp: save_file(tensors, str(tmp), metadata={"cnnforge": json.dumps(meta, indent=2)}))
+    text = json.dumps(meta, indent=2)
+    save_file_atomic(out, lambda tmp: save_file(tensors, str(tmp), metadata={"cnnforge": text}))
 

@@ -9,7 +9,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("recipes", parents=[common], help="copy a packaged recipe to edit it")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(p))
     c = actions.add_parser("copy", parents=[common], help="write NAME's YAML to DST (never overwrites)",
-                           description="Write an editable copy of a packaged recipe; an existing file is never replaced.")
+                           description="Write an editable copy of a packaged recipe; an existing file is never "
+                                       "replaced.")
     c.add_argument("name", help="packaged recipe name (cnnforge list recipes)")
     c.add_argument("dst", nargs="?", help="file or folder to write (default: ./NAME.yaml)")
     c.set_defaults(func=_copy)

@@ -17,7 +17,8 @@ from cnnforge.recipe import TuneConfig
 
 
 def search_space(spec: TuneConfig) -> dict[str, Any]:
-    """Ray's ``param_space``: grid keys as ``grid_search`` (``search: grid``) or a choice, sampled keys as their distribution."""
+    """Ray's ``param_space``: grid keys as ``grid_search`` (``search: grid``) or a choice, sampled keys as their
+    distribution."""
     from ray import tune as ray_tune
 
     grid = ray_tune.grid_search if spec.search == "grid" else ray_tune.choice
