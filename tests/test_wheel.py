@@ -47,7 +47,7 @@ def test_sdist_and_wheel_pass_the_checkers(dist: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     shipped = {Path(n).name for n in names if n.startswith("cnnforge/recipes/")}
     assert shipped == {p.name for p in (ROOT / "recipes").glob("*.yaml")}
-    assert any(n.startswith("cnnforge/templates/plugin/") for n in names)
+    assert any(n.startswith("cnnforge/commands/new_plugin/templates/plugin/") for n in names)
 
 
 @pytest.mark.slow
