@@ -77,7 +77,7 @@ def selected_entry_points(eps: Iterable[md.EntryPoint]) -> list[md.EntryPoint]:
 def disabled_plugins() -> list[PluginInfo]:
     """Installed entry points that ``CNNFORGE_PLUGINS`` leaves out (shown, never loaded)."""
     eps = list(md.entry_points(group=GROUP))
-    chosen = {ep.name for ep in _selected(eps)}
+    chosen = {ep.name for ep in selected_entry_points(eps)}
     return [PluginInfo(ep.name, ep.value, *_distribution(ep)) for ep in sorted(eps, key=lambda ep: ep.name)
             if ep.name not in chosen]
 
