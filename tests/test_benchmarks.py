@@ -78,3 +78,16 @@ def test_sweep_overhead_compares_wall_time_with_the_ideal() -> None:
     r = bench("sweep_overhead")
     assert r["trials"] == 2 and r["failed"] == 0 and r["with_trial_plots"]["trials"] == 2
     assert r["overhead_ratio"] == pytest.approx(r["wall_s"] / r["ideal_s"])
+
+
+@pytest.mark.slow
+def test_data_scale_measures_memory_throughput_startup_and_wait() -> None:
+    r = bench("data_scale")
+    for cache in ("none", "disk"):
+        m = r["memory"][cache]
+        assert m["small_pss_mib"] > 0 and m["large_pss_mib"] > 0
+        assert m["growth_ratio"] == pytest.approx((m["large_pss_mib"] - m["small_pss_mib"]) / r["memory"]["decoded_growth_mib"])
+    rate = r["throughput"]["images_per_s_per_worker"]
+    assert r["throughput"]["ratio"] == pytest.approx(rate["cnnforge"] / rate["torchvision"])
+    assert r["startup"]["ratio"] == pytest.approx(r["startup"]["first_s"] / r["startup"]["second_s"])
+    assert 0 <= r["data_wait"]["fraction"] <= 1

@@ -34,6 +34,7 @@ from cnnforge.errors import DataError
 
 FORMAT = 1  # bump when the folder's layout changes: old caches are then rebuilt, never misread
 CHUNK = 512  # images decoded per block while building
+FAULT_AROUND = 64 * 1024  # Linux maps this aligned window of cached pages around a faulting page
 
 
 def cache_root() -> Path:
@@ -81,9 +82,9 @@ class DiskImages:
         pages = self._map or self._open()
         start = self.offset + int(self.keep[index]) * self.row_bytes
         image = np.frombuffer(pages, np.uint8, self.row_bytes, start).reshape(self.shape).copy()
-        if hasattr(pages, "madvise"):
-            first = start - start % mmap.PAGESIZE
-            pages.madvise(mmap.MADV_DONTNEED, first, start + self.row_bytes - first)
+        if hasattr(pages, "madvise"):  # whole fault-around windows: a fault maps its window's neighbours too
+            first, end = start - start % FAULT_AROUND, -(-(start + self.row_bytes) // FAULT_AROUND) * FAULT_AROUND
+            pages.madvise(mmap.MADV_DONTNEED, first, min(end, len(pages)) - first)
         return image, int(self.labels[index])
 
 
