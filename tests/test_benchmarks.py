@@ -86,7 +86,8 @@ def test_data_scale_measures_memory_throughput_startup_and_wait() -> None:
     for cache in ("none", "disk"):
         m = r["memory"][cache]
         assert m["small_pss_mib"] > 0 and m["large_pss_mib"] > 0
-        assert m["growth_ratio"] == pytest.approx((m["large_pss_mib"] - m["small_pss_mib"]) / r["memory"]["decoded_growth_mib"])
+        growth = m["large_pss_mib"] - m["small_pss_mib"]
+        assert m["growth_ratio"] == pytest.approx(growth / r["memory"]["decoded_growth_mib"])
     rate = r["throughput"]["images_per_s_per_worker"]
     assert r["throughput"]["ratio"] == pytest.approx(rate["cnnforge"] / rate["torchvision"])
     assert r["startup"]["ratio"] == pytest.approx(r["startup"]["first_s"] / r["startup"]["second_s"])
