@@ -98,3 +98,17 @@ def test_search_quality_runs_each_searcher() -> None:
     assert {name: sum(run["trials"] for run in runs) for name, runs in r["runs"].items()} == {
         "grid 36": 2, "random 12": 2, "optuna TPE 12": 2}
     assert all(0.0 <= value <= 1.0 for value in r["mean_best_val_acc"].values())
+
+
+@pytest.mark.slow
+def test_data_scale_measures_memory_throughput_startup_and_wait() -> None:
+    r = bench("data_scale")
+    for cache in ("none", "disk"):
+        m = r["memory"][cache]
+        assert m["small_pss_mib"] > 0 and m["large_pss_mib"] > 0
+        growth = m["large_pss_mib"] - m["small_pss_mib"]
+        assert m["growth_ratio"] == pytest.approx(growth / r["memory"]["decoded_growth_mib"])
+    rate = r["throughput"]["images_per_s_per_worker"]
+    assert r["throughput"]["ratio"] == pytest.approx(rate["cnnforge"] / rate["torchvision"])
+    assert r["startup"]["ratio"] == pytest.approx(r["startup"]["first_s"] / r["startup"]["second_s"])
+    assert 0 <= r["data_wait"]["fraction"] <= 1

@@ -11,7 +11,7 @@ class BadImage(Exception):
 
 
 def decode_image(data: bytes, grayscale: bool) -> np.ndarray:
-    """HxW (grayscale) or HxWx3 RGB uint8; Pillow first (it notices truncated files), OpenCV for what it cannot identify."""
+    """HxW (grayscale) or HxWx3 RGB uint8; Pillow first (it notices truncated files), OpenCV for what it cannot read."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -41,7 +41,7 @@ def image_shape(data: bytes) -> tuple[int, int] | None:
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``image`` (HxW or HxWxC) at (height, width): area averaging to shrink, linear to grow; the channel axis is kept."""
+    """``image`` (HxW or HxWxC) at (height, width): area averaging to shrink, linear to grow; channels kept."""
     import cv2
 
     shrink = image.shape[0] * image.shape[1] > size[0] * size[1]

@@ -25,12 +25,14 @@ FOLDER_LAYOUT = "<class>/<image> folders, or train/ and val/ (and test/) folders
 #: file name endings read as images (case-insensitive); anything else in a class folder is ignored
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp",
                             ".pbm", ".pgm", ".ppm", ".pnm", ".jp2", ".ras", ".sr"})
+STAT_BLOCK = 1024  # files stat'ed per thread task
 
 
 class FolderImages:
     """One split's image files: ``read`` reads a file's bytes, ``fingerprint`` hashes paths, sizes and mtimes."""
 
-    def __init__(self, root: Path, paths: np.ndarray, labels: np.ndarray, classes: list[str], stats: np.ndarray) -> None:
+    def __init__(self, root: Path, paths: np.ndarray, labels: np.ndarray, classes: list[str],
+                 stats: np.ndarray) -> None:
         self.root, self.paths, self.labels, self.classes, self.stats = root, paths, labels, classes, stats
 
     def __len__(self) -> int:
@@ -89,7 +91,8 @@ def _cached(file: Path, root: Path) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         with np.load(file, allow_pickle=False) as saved:
             folders, mtimes = saved["folders"], saved["mtimes"]
-            if any(os.stat(os.path.join(root, f.decode())).st_mtime_ns != m for f, m in zip(folders, mtimes)):
+            pairs = zip(folders, mtimes, strict=True)
+            if any(os.stat(os.path.join(root, f.decode())).st_mtime_ns != m for f, m in pairs):
                 return None
             return saved["paths"], saved["labels"]
     except (OSError, ValueError, KeyError):  # no listing yet, a folder gone, or an unreadable file: list again
@@ -137,8 +140,12 @@ def _stat_all(root: Path, paths: np.ndarray) -> np.ndarray:
             raise DataError(f"cannot read it: {exc.strerror or exc}", where=os.path.join(root, path.decode())) from None
         return st.st_size, st.st_mtime_ns
 
+    def block(start: int) -> list[tuple[int, int]]:  # a task per block: a task per file costs more than its stat
+        return [one(path) for path in paths[start:start + STAT_BLOCK]]
+
     with ThreadPoolExecutor(max_workers=16) as pool:
-        return np.asarray(list(pool.map(one, paths, chunksize=256)), dtype=np.int64).reshape(-1, 2)
+        stats = [st for part in pool.map(block, range(0, len(paths), STAT_BLOCK)) for st in part]
+    return np.asarray(stats, dtype=np.int64).reshape(-1, 2)
 
 
 def list_folder(root: Path, classes: Sequence[str] | None = None) -> FolderImages:
