@@ -31,7 +31,8 @@ ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--mult
 LAST_EPOCH_STARTS = {1: 2 * 34 + 1, 2: 2 * 17 + 1}
 
 HELD = '''
-"""The recipe's ConvNet, whose training forward number ``hold_at`` waits while the file ``hold`` exists."""
+"""The recipe's ConvNet, whose training forward number ``hold_at`` waits while the file ``hold`` exists
+(10 minutes at most, in case the test that holds it is gone)."""
 import time
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def held_convnet(*, num_classes, in_channels=1, image_size=None, activation="rel
     def held_forward(x):
         if model.training:
             calls.append(1)
-            while len(calls) == hold_at and Path(hold).exists():
+            deadline = time.monotonic() + 600
+            while len(calls) == hold_at and Path(hold).exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
         return forward(x)
 
@@ -82,11 +84,12 @@ def _kill_when_checkpointed(cmd: list[str], out: Path, delay: float, hold: Path,
             assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
             time.sleep(0.05)
         time.sleep(delay)
+        assert proc.poll() is None, f"ended before the kill: {proc.communicate()[1][-2000:]}"
         os.killpg(proc.pid, signal.SIGKILL)
         _, err = proc.communicate()
     finally:
         hold.unlink()
-    assert proc.returncode == -signal.SIGKILL, f"ended before the kill: {err[-2000:]}"
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
     return next(out.rglob("manifest.json")).parent
 
 

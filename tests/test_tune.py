@@ -515,7 +515,7 @@ def ray_head(tmp_path: Path, plugin_env: dict[str, str]) -> Iterator[tuple[str, 
          f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}"],
         env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for(lambda: "Ray runtime started" in log.read_text() or head.poll() is not None, "ray start", 180)
+        _wait_for(lambda: "Ray runtime started" in log.read_text() or head.poll() is not None, "ray start", 600)
         assert head.poll() is None, log.read_text()[-3000:]
         yield f"127.0.0.1:{port}", env
     finally:
