@@ -440,6 +440,7 @@ def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path, capsys: pyte
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # three sweeps, each starting Ray: well over the default 15 minutes on 2 loaded cores
 def test_failing_trials_are_retried_and_reported_then_fresh_ctrl_c_and_resume(tmp_path: Path,
                                                                              plugin_env: dict[str, str]) -> None:
     """One trial fails once (retried from its Ray checkpoint), one always (reported); the sweep goes on.
