@@ -120,7 +120,8 @@ def test_nan_rollback_reloads_and_lowers_lr(tmp_path: Path, fault_env: dict[str,
 def test_a_failing_ddp_rank_ends_every_rank(tmp_path: Path, fault_env: dict[str, str]) -> None:
     stamp = tmp_path / "failed-at"
     proc = subprocess.run([str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes",
-                           "2", "-m", "cnnforge", "run", DIGITS, f"model={{name: rank_fails, fail_at: 5, stamp: '{stamp}'}}",
+                           "2", "-m", "cnnforge", "run", DIGITS,
+                           f"model={{name: rank_fails, fail_at: 5, stamp: '{stamp}'}}",
                            f"train.out_dir={tmp_path}"], capture_output=True, text=True, timeout=900,
                           env={**os.environ, **fault_env}, cwd=tmp_path)
     after_fault = time.time() - float(stamp.read_text())

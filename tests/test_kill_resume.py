@@ -109,7 +109,8 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path: Path, every: str, workers: 
     ref_dir = next((tmp_path / "ref").rglob("manifest.json")).parent
     delay = _rng(f"{every}-{workers}").uniform(0.0, 1.5)
     cut = _kill_when_checkpointed([str(Path(sys.executable).parent / "cnnforge"), "run", DIGITS,
-                                   *_overrides(tmp_path / "cut", workers, every, hold)], tmp_path / "cut", delay, hold, env)
+                                   *_overrides(tmp_path / "cut", workers, every, hold)], tmp_path / "cut", delay,
+                                  hold, env)
     resumed = cli("resume", str(cut), env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_weights(ref_dir, cut)

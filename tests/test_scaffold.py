@@ -61,10 +61,12 @@ def test_scaffolded_plugin_builds_installs_and_trains(tmp_path: Path) -> None:
     neither the package index nor anything in the base interpreter, and leaves this environment untouched."""
     dist = _scaffold(tmp_path)
     site = tmp_path / "site"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    python_path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": python_path}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         return proc
 
