@@ -300,7 +300,7 @@ def test_a_trial_restored_after_failing_before_its_first_report_keeps_its_values
 @pytest.mark.slow
 def test_more_than_any_node_has_is_one_line_naming_every_resource_not_a_hang(tmp_path: Path) -> None:
     proc = cli("tune", str(SWEEP_DIGITS), "tune.resources_per_trial={cpu: 64, gpu: 1}", f"train.out_dir={tmp_path}",
-               env={"CUDA_VISIBLE_DEVICES": ""}, timeout=300)
+               env={"CUDA_VISIBLE_DEVICES": ""}, timeout=900)
     assert proc.returncode == 2
     line = one_error_line(proc)
     cpus = os.cpu_count()
@@ -362,7 +362,7 @@ def test_the_sweep_driver_never_imports_torch_and_a_late_ctrl_c_keeps_the_result
     A Ctrl-C after the last trial ended stops nothing: the sweep says it is complete and writes its results."""
     proc = subprocess.run([sys.executable, "-c", LATE_CTRL_C, str(SWEEP_DIGITS), "tune.grid={model.activation: [relu]}",
                            "train.epochs=1", f"train.out_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[-1] == "heavy: [] 0"
     assert "interrupted after every trial had ended: the sweep is complete" in proc.stdout
@@ -474,7 +474,7 @@ def test_failing_trials_are_retried_and_reported_then_fresh_ctrl_c_and_resume(tm
                   "the fresh experiment to train an epoch")
         assert fresh_run.poll() is None, (tmp_path / "fresh.log").read_text()[-3000:]
         os.kill(fresh_run.pid, signal.SIGINT)
-        assert fresh_run.wait(timeout=300) == 130, (tmp_path / "fresh.log").read_text()[-3000:]
+        assert fresh_run.wait(timeout=600) == 130, (tmp_path / "fresh.log").read_text()[-3000:]
     finally:
         hold.unlink()
         _kill_group(fresh_run)
