@@ -153,7 +153,7 @@ def test_export_torchscript_runs_without_cnnforge(run_dir: Path, test_images: tu
     batch = tmp_path / "batch.npy"
     np.save(batch, np.ascontiguousarray(images[:16].transpose(0, 3, 1, 2)))  # raw uint8 NCHW
     out = subprocess.run([sys.executable, "-c", _LOAD_TORCHSCRIPT, str(exported), str(batch)], capture_output=True,
-                         text=True, timeout=300, cwd=tmp_path)
+                         text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     answer = json.loads(out.stdout)
     assert answer["cnnforge_imported"] is False and answer["classes"] == sidecar["classes"]

@@ -94,8 +94,10 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
         if started:
             ray.shutdown()
     if interrupted.is_set():
-        print(f"interrupted: run the same command again to continue {experiment}", flush=True)
-        raise KeyboardInterrupt
+        if not _every_trial_ended(experiment, spec):
+            print(f"interrupted: run the same command again to continue {experiment}", flush=True)
+            raise KeyboardInterrupt
+        print("interrupted after every trial had ended: the sweep is complete", flush=True)
     trials = collect_trials(grid, recipe, _replay_prefix(recipe_or_path, overrides, experiment))
     result = TuneResult(experiment, trials, metric=spec.metric)
     result.best_recipe = report_results(experiment, recipe, trials)
@@ -126,6 +128,18 @@ def _ray_tables(verbose: bool) -> Iterator[None]:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:
             os.environ["RAY_AIR_NEW_OUTPUT"] = own
+
+
+def _every_trial_ended(experiment: Path, spec: TuneConfig) -> bool:
+    """Whether a Ctrl-C came too late to stop anything. Judged by the state Ray saved as the sweep stopped: the
+    ResultGrid calls every trial it stopped terminated. Ray creates grid trials as slots free up, so an
+    interrupted sweep can also have fewer trials than planned."""
+    from ray.tune import ExperimentAnalysis
+    from ray.tune.experiment import Trial
+
+    trials = ExperimentAnalysis(str(experiment)).trials
+    planned = spec.num_samples * math.prod(len(values) for values in spec.grid.values())
+    return len(trials) == planned and all(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
 
 
 @contextlib.contextmanager
