@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ConfigDict
 from torch import nn
 
 from cnnforge import checkpoint as ckpt
@@ -22,6 +23,7 @@ from cnnforge.data.batch_augment import make_batch_augment
 from cnnforge.data.loading import DataInfo
 from cnnforge.errors import NonFiniteLossError
 from cnnforge.recipe import Recipe
+from cnnforge.run_files import RunIdentity
 from cnnforge.training.ema import make_ema
 from cnnforge.training.parts import scale_lr, use_channels_last
 from cnnforge.training.progress import Progress
@@ -29,7 +31,9 @@ from cnnforge.training.progress import Progress
 
 @dataclass
 class TrainState:
-    """Where training stands; saved in every checkpoint's ``state.json``."""
+    """Where training stands; saved in every checkpoint's ``state.json`` (read back strictly, unknown fields refused)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)
 
     epoch: int = 0  # the epoch in progress, 0-based
     batch: int = 0  # batches of that epoch already trained
@@ -87,10 +91,10 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, acc: Any, model: nn.Module, optimizer: Any, schedule: Any, loaders: dict[str, Any],
                  sampler: Any, info: DataInfo, run_dir: Path, progress: Progress, tracking: bool,
-                 reporter: Any = None) -> None:
+                 reporter: Any = None, identity: RunIdentity | None = None) -> None:
         self.recipe, self.acc, self.model, self.optimizer, self.schedule = recipe, acc, model, optimizer, schedule
         self.loaders, self.sampler, self.info, self.run_dir, self.progress = loaders, sampler, info, run_dir, progress
-        self.tracking, self.reporter = tracking, reporter
+        self.tracking, self.reporter, self.identity = tracking, reporter, identity
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.train.label_smoothing)
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(info.mean, device=acc.device).view(shape) * 255.0
@@ -275,12 +279,13 @@ class Trainer:
                 tensors["ema"] = self.ema.state_dict()
             tag = f"e{state.epoch:04d}-b{state.batch:06d}"
             path = ckpt.save_checkpoint(self.ckpt_dir, tag, model=self.bare_model().state_dict(), tensors=tensors,
-                                        state=asdict(state), keep=self.recipe.train.keep_checkpoints)
+                                        state=asdict(state), keep=self.recipe.train.keep_checkpoints,
+                                        identity=self.identity)
         self.acc.wait_for_everyone()
         return path if self.acc.is_main_process else None
 
     def load_checkpoint(self, path: Path) -> TrainState:
-        weights, tensors, state = ckpt.load_checkpoint(path)
+        weights, tensors, state = ckpt.load_checkpoint(path, TrainState)
         ckpt.check_compatible(self.bare_model(), weights, str(path))
         self.bare_model().load_state_dict(weights)
         self.optimizer.load_state_dict(tensors["optimizer"])
@@ -300,4 +305,4 @@ class Trainer:
         if "cuda" in mine and torch.cuda.is_available():
             torch.cuda.set_rng_state(mine["cuda"], self.acc.device)
         self._sums = mine["sums"].to(self.acc.device)
-        return TrainState(**state)
+        return state
