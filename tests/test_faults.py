@@ -302,10 +302,8 @@ def interrupts_on_build(*, num_classes, in_channels):
 @cnnforge.register_model
 def chatty_convnet(*, num_classes, in_channels, image_size=None):
     """cnnforge's convnet, printing to stdout while it is built."""
-    from cnnforge.models.builders import convnet
-
     print("building chatty_convnet")
-    return convnet(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    return cnnforge.build_model("convnet", num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 '''
 
 
