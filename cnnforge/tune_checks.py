@@ -20,7 +20,8 @@ def check_tune(recipe: Recipe) -> None:
         raise ConfigError("a key is both in grid and in sample", where=f"{src}: tune.sample.{both[0]}")
     for key, values in spec.grid.items():
         if not values:
-            raise ConfigError("is an empty list; give at least one value", where=f"{src}: tune.grid.{key}")
+            raise ConfigError("is empty: nothing to choose from", where=f"{src}: tune.grid.{key}",
+                              hint="give at least one value")
         for value in values:
             _check_value(recipe, key, value, f"tune.grid.{key}")
     for key, sample in spec.sample.items():
@@ -30,7 +31,8 @@ def check_tune(recipe: Recipe) -> None:
             raise ConfigError(f"[{low:g}, {high:g}] is not a range{what}",
                               where=f"{src}: tune.sample.{key}")
         if sample.choice is not None and not sample.choice:
-            raise ConfigError("is an empty list; give at least one value", where=f"{src}: tune.sample.{key}.choice")
+            raise ConfigError("is empty: nothing to choose from", where=f"{src}: tune.sample.{key}.choice",
+                              hint="give at least one value")
         for value in sample.choice if sample.choice is not None else (low, high):
             _check_value(recipe, key, value, f"tune.sample.{key}")
     if spec.scheduler.name == "asha" and spec.scheduler.grace_period > recipe.train.epochs:
