@@ -22,6 +22,7 @@ from torch import nn
 from cnnforge import rundir
 from cnnforge.data.loading import DataInfo
 from cnnforge.errors import CnnforgeError, ConfigError, DataError
+from cnnforge.run_files import DataInfoFile, read_model
 
 #: the input description of a run (classes, channels, sizes, normalisation), written when it ends
 DATA_INFO = "data_info.json"
@@ -57,15 +58,13 @@ def load_data_info(run_dir: Path, recipe: Any) -> tuple[DataInfo, Shape]:
 
         splits = build_splits(recipe)
         return splits.info, stored_shape(splits.train)
-    raw = rundir.read_json(path)
-    try:
-        info = DataInfo(classes=list(raw["classes"]), mean=tuple(raw["mean"]), std=tuple(raw["std"]),
-                        channels=int(raw["channels"]), image_size=(int(raw["image_size"][0]),
-                                                                   int(raw["image_size"][1])))
-        h, w, c = (int(v) for v in raw["stored_shape"])
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise CnnforgeError(f"not a data description ({type(exc).__name__}: {exc})", where=str(path)) from None
-    return info, (h, w, c)
+    raw = read_model(path, DataInfoFile, "data description")
+    if len(raw.mean) != raw.channels or len(raw.std) != raw.channels or raw.stored_shape[2] not in (1, 3):
+        raise CnnforgeError(f"not a valid data description (channels {raw.channels}, mean {raw.mean}, std {raw.std}, "
+                            f"stored_shape {list(raw.stored_shape)} do not agree)", where=str(path))
+    info = DataInfo(classes=list(raw.classes), mean=tuple(raw.mean), std=tuple(raw.std), channels=raw.channels,
+                    image_size=raw.image_size)
+    return info, raw.stored_shape
 
 
 def resolve_checkpoint(run_dir: Path, checkpoint: str | None) -> str:

@@ -175,18 +175,19 @@ def test_ddp_resume_after_sigkill_is_bit_exact(tmp_path: Path, held: tuple[Path,
 SAVER = """
 import sys, torch
 from pathlib import Path
-from cnnforge.training.checkpoint import save_checkpoint
+from cnnforge.checkpoint import save_checkpoint
 folder, start = Path(sys.argv[1]), int(sys.argv[2])
 weights = {"w": torch.randn(512, 512), "b": torch.randn(512)}
 for i in range(start, start + 10**6):
-    save_checkpoint(folder, f"e{i:04d}-b000000", model=weights, tensors={"optimizer": {"m": torch.randn(256, 256)}},
+    save_checkpoint(folder, f"e{i:04d}-b000000", model=weights, tensors={"optimizer": {"m": torch.randn(256, 256)},
+                                                                              "scheduler": {}, "ranks": []},
                     state={"epoch": i}, keep=2)
     print(i, flush=True)
 """
 
 
 def test_sigkill_during_saving_always_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
-    from cnnforge.training.checkpoint import latest_valid, load_checkpoint
+    from cnnforge.checkpoint import latest_valid, load_checkpoint
 
     rng = _rng("saving")
     folder = tmp_path / "checkpoints"
@@ -201,6 +202,6 @@ def test_sigkill_during_saving_always_leaves_a_loadable_checkpoint(tmp_path: Pat
         proc.wait()
         latest = latest_valid(folder)
         assert latest is not None
-        _, _, state = load_checkpoint(latest)
+        _, _, state = load_checkpoint(latest, dict)
         saved = state["epoch"]
     assert saved >= 12

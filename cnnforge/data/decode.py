@@ -14,6 +14,8 @@ def decode_image(data: bytes, grayscale: bool) -> np.ndarray:
     """HxW (grayscale) or HxWx3 RGB uint8; Pillow first (it notices truncated files), OpenCV for what it cannot read."""
     from PIL import Image, UnidentifiedImageError
 
+    if not data:
+        raise BadImage("the file is empty (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("L" if grayscale else "RGB"))
@@ -23,7 +25,11 @@ def decode_image(data: bytes, grayscale: bool) -> np.ndarray:
         raise BadImage(" ".join(str(exc).split()) or type(exc).__name__) from None
     import cv2
 
-    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
+    try:  # OpenCV refuses more pixels than OPENCV_IO_MAX_IMAGE_PIXELS from the header (see cnnforge/__init__.py)
+        array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8),
+                             cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise BadImage(f"OpenCV refused it ({' '.join(str(exc).split()[-6:])})") from None
     if array is None:
         raise BadImage("neither Pillow nor OpenCV can decode it")
     return array if grayscale else cv2.cvtColor(array, cv2.COLOR_BGR2RGB)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.extras import require
-from cnnforge.recipe import Recipe, TuneConfig, check_recipe, load_recipe, recipe_from_dict, set_key
+from cnnforge.recipe import Recipe, TuneConfig, check_recipe, load_recipe
 from cnnforge.sweep.results import TrialRow, collect_trials, report_results
 
 if TYPE_CHECKING:
@@ -181,37 +181,6 @@ def check_sweep(recipe: Recipe) -> TuneConfig:
                           hint="add tune: {metric: val/acc, grid: {optim.lr: [0.1, 0.01]}}")
     if not spec.grid and not spec.sample:
         raise ConfigError("nothing to sweep: tune.grid and tune.sample are both empty", where=f"{src}: tune")
-    both = sorted(set(spec.grid) & set(spec.sample))
-    if both:
-        raise ConfigError("a key is both in grid and in sample", where=f"{src}: tune.sample.{both[0]}")
-    for key, sample in spec.sample.items():
-        if sample.choice is not None and not sample.choice:
-            raise ConfigError("is empty: nothing to choose from", where=f"{src}: tune.sample.{key}.choice",
-                              hint="give at least one value")
-        low, high = sample.uniform or sample.loguniform or (0.0, 1.0)
-        if low >= high or (sample.loguniform is not None and low <= 0):
-            raise ConfigError(f"[{low:g}, {high:g}] is not a range"
-                              f"{' of positive numbers' if sample.loguniform else ''}",
-                              where=f"{src}: tune.sample.{key}")
-        for value in sample.choice if sample.choice is not None else (low, high):
-            trial = {**set_key(recipe.to_dict(), key, value), "tune": None}  # names and params, like grid values
-            try:
-                check_recipe(recipe_from_dict(trial, src))
-            except ConfigError as exc:
-                raise ConfigError(f"value {value!r} is invalid: {exc.message}", where=f"{src}: tune.sample.{key}",
-                                  hint=exc.hint) from None
-    if spec.scheduler.name == "asha" and spec.scheduler.grace_period > recipe.train.epochs:
-        raise ConfigError(f"grace_period {spec.scheduler.grace_period} is longer than train.epochs "
-                          f"({recipe.train.epochs})", where=f"{src}: tune.scheduler.grace_period")
-    gpu = spec.resources_per_trial.gpu
-    if gpu == "auto":
-        return spec
-    if gpu > 1 and not float(gpu).is_integer():
-        raise ConfigError(f"{gpu:g} GPUs: Ray shares a GPU only in fractions below 1, more must be whole",
-                          where=f"{src}: tune.resources_per_trial.gpu")
-    if gpu >= 2 and recipe.train.parallel != "dp":
-        raise ConfigError(f"a trial is one process; to use its {gpu:g} GPUs set train.parallel: dp",
-                          where=f"{src}: tune.resources_per_trial.gpu")
     return spec
 
 

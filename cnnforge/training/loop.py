@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ConfigDict
 from torch import nn
 
 from cnnforge import checkpoint as ckpt
@@ -25,6 +26,7 @@ from cnnforge.data.batch_augment import make_batch_augment
 from cnnforge.data.loading import DataInfo
 from cnnforge.errors import NonFiniteLossError
 from cnnforge.recipe import Recipe
+from cnnforge.run_files import RunIdentity
 from cnnforge.training.batches import DeviceBatches, LoaderBatches
 from cnnforge.training.ema import make_ema
 from cnnforge.training.nonfinite import NonFiniteGuard
@@ -34,7 +36,9 @@ from cnnforge.training.progress import Progress
 
 @dataclass
 class TrainState:
-    """Where training stands; saved in every checkpoint's ``state.json``."""
+    """Where training stands; saved in every checkpoint's ``state.json``, read back strictly."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)
 
     epoch: int = 0  # the epoch in progress, 0-based
     batch: int = 0  # batches of that epoch already trained
@@ -102,6 +106,7 @@ class TrainParts:
     progress: Progress
     tracking: bool = False
     reporter: Any = None  # reporter(row, checkpoint_dir) after every epoch (Ray Tune)
+    identity: RunIdentity | None = None  # recorded in every checkpoint; resume refuses another run's
 
 
 def train_step(parts: TrainParts, criterion: nn.Module, guard: NonFiniteGuard, x: torch.Tensor, y: torch.Tensor,
@@ -333,12 +338,13 @@ class Trainer:
                 tensors["ema"] = self.ema.state_dict()
             tag = f"e{state.epoch:04d}-b{state.batch:06d}"
             path = ckpt.save_checkpoint(self.ckpt_dir, tag, model=self.bare_model().state_dict(), tensors=tensors,
-                                        state=asdict(state), keep=self.recipe.train.keep_checkpoints)
+                                        state=asdict(state), keep=self.recipe.train.keep_checkpoints,
+                                        identity=self.parts.identity)
         self.acc.wait_for_everyone()
         return path if self.acc.is_main_process else None
 
     def load_checkpoint(self, path: Path) -> TrainState:
-        weights, tensors, state = ckpt.load_checkpoint(path)
+        weights, tensors, state = ckpt.load_checkpoint(path, TrainState)
         ckpt.check_compatible(self.bare_model(), weights, str(path))
         self.bare_model().load_state_dict(weights)
         self.optimizer.load_state_dict(tensors["optimizer"])
@@ -359,4 +365,4 @@ class Trainer:
         if "cuda" in mine and torch.cuda.is_available():
             torch.cuda.set_rng_state(mine["cuda"], self.acc.device)
         self._sums = mine["sums"].to(self.acc.device)
-        return TrainState(**state)
+        return state

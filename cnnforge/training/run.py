@@ -1,6 +1,7 @@
 """``cnnforge.train`` and ``cnnforge.resume``: one run, from recipe to run directory."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterable
@@ -9,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from cnnforge import rundir
+from cnnforge.atomic_write import atomic_write_text
 from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.recipe import Recipe, check_recipe, load_recipe
+from cnnforge.run_files import RunIdentity
 
 
 @dataclass
@@ -60,30 +63,65 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
     path = Path(run_dir)
     if not rundir.is_run_dir(path):
         raise ConfigError("not a run directory (no recipe.yaml and manifest.json)", where=str(path))
-    manifest = rundir.read_json(path / rundir.MANIFEST)
+    manifest = rundir.read_manifest(path)
     recipe_file = path / rundir.RECIPE
-    text = recipe_file.read_text()
+    recipe = check_recipe(load_recipe(recipe_file))  # a damaged recipe.yaml is named before anything else
     if not force:
-        if rundir.recipe_hash(text) != manifest.get("recipe_sha256"):
+        if rundir.recipe_hash(recipe_file.read_text()) != manifest.recipe_sha256:
             raise ConfigError("recipe.yaml changed since the run started; the resumed run would not match",
                               where=str(recipe_file), hint="use --force to resume anyway")
         import torch
 
-        for package, now in (("cnnforge", __version__), ("torch", torch.__version__)):
-            if manifest.get(package) != now:  # other kernels or code: the result would no longer be bit-exact
-                raise ConfigError(f"run was made with {package} {manifest.get(package)}, this is {now}",
+        versions = (("cnnforge", manifest.cnnforge, __version__), ("torch", manifest.torch, torch.__version__))
+        for package, then, now in versions:
+            if then != now:  # other kernels or code: the result would no longer be bit-exact
+                raise ConfigError(f"run was made with {package} {then}, this is {now}",
                                   where=str(path / rundir.MANIFEST), hint="use --force to resume anyway")
-    recipe = check_recipe(load_recipe(recipe_file))
-    ckpt.remove_partial(path / rundir.CHECKPOINTS)
-    start = Path(checkpoint) if checkpoint is not None else ckpt.latest_valid(path / rundir.CHECKPOINTS)
-    if start is None:
-        raise CnnforgeError("no complete checkpoint to resume from", where=str(path / rundir.CHECKPOINTS))
-    (path / rundir.FAILED).unlink(missing_ok=True)  # a resumed run is no longer a failed one
-    return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start)
+    with rundir.exclusive(path) if _rank_zero() else contextlib.nullcontext():
+        if _rank_zero():  # the other ranks must not delete what a process holding the run is writing
+            ckpt.remove_partial(path / rundir.CHECKPOINTS)
+            (path / rundir.FAILED).unlink(missing_ok=True)  # a resumed run is no longer a failed one
+        start = Path(checkpoint) if checkpoint is not None else ckpt.latest_valid(path / rundir.CHECKPOINTS)
+        if start is None:
+            raise CnnforgeError("no complete checkpoint to resume from", where=str(path / rundir.CHECKPOINTS))
+        own = rundir.identity(manifest)
+        if not force:
+            _check_identity(start, own)
+        best = path / rundir.CHECKPOINTS / "best.safetensors"
+        if best.exists():
+            ckpt.load_weights(best)  # damaged best weights are named now, not after the rest of training
+        return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start, identity=own)
+
+
+def _rank_zero() -> bool:
+    """Whether this is the process that owns the run directory (rank 0 of a launch, or the only one)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _check_identity(start: Path, own: RunIdentity | None) -> None:
+    """A checkpoint copied in from another run (other seed, other learning rate) is refused."""
+    from cnnforge import checkpoint as ckpt
+
+    theirs = ckpt.read_manifest(start).run
+    if theirs is None or own is None:
+        raise ConfigError("the checkpoint or the run records no run identity; it may be from another run",
+                          where=str(start), hint="use --force to resume from it anyway")
+    if theirs != own:
+        what = "recipe" if theirs.run_id == own.run_id else "run"
+        raise ConfigError(f"the checkpoint belongs to another {what} (run {theirs.run_id[:8]}, recipe "
+                          f"{theirs.recipe_sha256}; this is run {own.run_id[:8]}, recipe {own.recipe_sha256})",
+                          where=str(start), hint="use --force to resume from it anyway")
 
 
 def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None = None,
-             start: Path | None = None) -> RunResult:
+             start: Path | None = None, identity: RunIdentity | None = None) -> RunResult:
+    with contextlib.ExitStack() as held:
+        return _train(recipe, held, quiet=quiet, reporter=reporter, run_dir=run_dir, start=start, identity=identity)
+
+
+def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter: Any, run_dir: Path | None,
+           start: Path | None, identity: RunIdentity | None) -> RunResult:
+    """One run; a new run directory is locked (``held``) from the moment it exists."""
     import torch
     from accelerate.utils import broadcast_object_list, set_seed
 
@@ -114,6 +152,7 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
     box: list[Any] = [str(run_dir) if run_dir else None]
     if acc.is_main_process and run_dir is None:
         box[0] = str(rundir.create(recipe))
+        held.enter_context(rundir.exclusive(Path(box[0])))
     if acc.num_processes > 1:
         broadcast_object_list(box)
     run_dir = Path(box[0])
@@ -140,19 +179,21 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
     recipe_yaml = recipe.to_yaml()
     if acc.is_main_process:
         if start is None:
-            (run_dir / rundir.RECIPE).write_text(recipe_yaml)
+            atomic_write_text(run_dir / rundir.RECIPE, recipe_yaml)
             cuda = acc.device.type == "cuda"
             device = f"cuda ({torch.cuda.get_device_name(acc.device)})" if cuda else str(acc.device)
-            rundir.write_json(run_dir / rundir.MANIFEST, {**rundir.manifest(
-                recipe, world_size=acc.num_processes, device=device, precision=str(acc.mixed_precision),
-                recipe_yaml=recipe_yaml), "data_cache": splits.cache})
+            manifest = {**rundir.manifest(recipe, world_size=acc.num_processes, device=device,
+                                          precision=str(acc.mixed_precision), recipe_yaml=recipe_yaml),
+                        "data_cache": splits.cache}
+            rundir.write_json(run_dir / rundir.MANIFEST, manifest)
+            identity = RunIdentity(run_id=manifest["run_id"], recipe_sha256=manifest["recipe_sha256"])
         tracking = start_tracking(acc, recipe, run_dir)
 
     progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
                         quiet=quiet)
     batches = train_batches(recipe, splits.train, loaders["train"], sampler, acc)
     trainer = Trainer(recipe, TrainParts(acc, model, optimizer, schedule, batches, loaders, info, run_dir, progress,
-                                         tracking, reporter))
+                                         tracking, reporter, identity))
     state = TrainState()
     if start is not None:
         state = trainer.load_checkpoint(start)
