@@ -44,7 +44,7 @@ def cache_root() -> Path:
 
 def cache_key(source: EncodedImages, grayscale: bool, size: tuple[int, int] | None) -> str:
     text = json.dumps({"format": FORMAT, "source": source.fingerprint(), "size": size, "grayscale": grayscale})
-    return hashlib.sha256(text.encode()).hexdigest()[:40]
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
 class DiskImages:

@@ -164,13 +164,25 @@ class LazyImages:
 
 
 def decoded_bytes(source: EncodedImages, grayscale: bool, size: tuple[int, int] | None) -> int | None:
-    """Estimated size of the decoded dataset: ``size`` (or the first image's, from its header) times the count."""
-    if size is None and len(source):
-        try:
-            size = image_shape(source.read(0))
-        except OSError:
-            size = None
-    return None if size is None else len(source) * size[0] * size[1] * (1 if grayscale else 3)
+    """Estimated size of the decoded dataset: ``size`` (or the mean of up to 16 images' headers) times the count.
+
+    Several headers, not the first alone: one unreadable or unusually small file must not decide the mode.
+    """
+    if size is not None:
+        pixels = size[0] * size[1]
+    else:
+        picks = np.unique(np.linspace(0, len(source) - 1, min(len(source), 16)).astype(int)) if len(source) else []
+        shapes = []
+        for i in picks:
+            try:
+                shapes.append(image_shape(source.read(int(i))))
+            except OSError:
+                continue
+        areas = [h * w for h, w in (s for s in shapes if s is not None)]
+        if not areas:
+            return None
+        pixels = int(np.mean(areas))
+    return len(source) * pixels * (1 if grayscale else 3)
 
 
 def choose_cache(source: EncodedImages, grayscale: bool, size: tuple[int, int] | None) -> tuple[str, str]:
@@ -181,7 +193,7 @@ def choose_cache(source: EncodedImages, grayscale: bool, size: tuple[int, int] |
 
     need = decoded_bytes(source, grayscale, size)
     if need is None:
-        return "none", "the decoded size cannot be estimated from the first image"
+        return "none", "the decoded size cannot be estimated from the image headers"
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     budget = psutil.virtual_memory().available / 4 / local
     gib = 2**30
