@@ -96,7 +96,7 @@ def _kill_when_checkpointed(cmd: list[str], out: Path, delay: float, hold: Path,
 def _overrides(out: Path, workers: int, every: str, hold: Path, ranks: int = 1) -> list[str]:
     return ["train.epochs=3", "data.batch_size=32", f"data.num_workers={workers}", f"train.out_dir={out}",
             "train.checkpoint_every=1" if every == "epoch" else "train.checkpoint_every_steps=9",
-            f"data.on_device={'false' if workers else 'true'}",  # workers exist only for the DataLoader path
+            f"data.on_device={'false' if workers else 'auto'}",  # workers exist only for the DataLoader path
             f"model={{name: held_convnet, activation: relu, hold: '{hold}', hold_at: {LAST_EPOCH_STARTS[ranks]}}}"]
 
 
