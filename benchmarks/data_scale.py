@@ -62,7 +62,7 @@ def write_cifar_jpegs(root: Path, n: int) -> Path:
     from PIL import Image
 
     images, labels = cifar_array(n)
-    for i, (image, label) in enumerate(zip(images, labels)):
+    for i, (image, label) in enumerate(zip(images, labels, strict=False)):
         folder = root / f"class{label}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"{i:06d}.jpg", quality=95)
@@ -124,7 +124,7 @@ def packed(folder: Path) -> Path:
 
 
 def memory_rows(folders: dict[str, tuple[Path, int]], side: int, workers: int, tmp: Path) -> tuple[list, dict]:
-    (small, n_small), (large, n_large) = folders["small"], folders["large"]
+    (_, n_small), (_, n_large) = folders["small"], folders["large"]
     decoded_growth = (n_large - n_small) * side * side * 3 / 2**20
     rows, result = [], {"decoded_growth_mib": decoded_growth}
     shards = {name: packed(folder) for name, (folder, _) in folders.items()}

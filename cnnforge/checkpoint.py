@@ -1,7 +1,8 @@
 """Crash-proof checkpoints: a folder per checkpoint, written under a temporary name, fsynced, renamed.
 
-A checkpoint folder holds ``model.safetensors``, ``optimizer.pt``/``scheduler.pt``/``rng.pt``
-(plain tensors and numbers, loaded with ``weights_only=True``), ``state.json`` and ``MANIFEST.json``
+A checkpoint folder holds ``model.safetensors``, ``optimizer.pt``/``scheduler.pt``/``ranks.pt`` (every
+rank's RNG states and metric sums) and, when used, ``scaler.pt``/``ema.pt`` (plain tensors and numbers,
+loaded with ``weights_only=True``), ``state.json`` and ``MANIFEST.json``
 with a SHA-256 of every file. Only complete folders with matching checksums are ever loaded, and
 older ones are deleted only after the new one is in place.
 """
@@ -20,6 +21,8 @@ from cnnforge.errors import CnnforgeError
 
 PREFIX = "ckpt-"
 MANIFEST = "MANIFEST.json"
+WEIGHTS = "model.safetensors"
+STATE = "state.json"
 
 
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
@@ -62,10 +65,10 @@ def save_checkpoint(ckpt_dir: Path, tag: str, *, model: dict[str, torch.Tensor],
     tmp.mkdir()
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in model.items()}, str(tmp / "model.safetensors"))
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in model.items()}, str(tmp / WEIGHTS))
     for name, obj in tensors.items():
         torch.save(obj, tmp / f"{name}.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
+    (tmp / STATE).write_text(json.dumps(state, indent=1, sort_keys=True))
     files = sorted(p.name for p in tmp.iterdir())
     for name in files:
         with (tmp / name).open("rb+") as f:
@@ -142,8 +145,8 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     if problem is not None:
         raise CnnforgeError(f"damaged checkpoint: {problem}", where=str(path))
     tensors = {p.stem: load_tensors(p) for p in sorted(path.glob("*.pt"))}
-    state = json.loads((path / "state.json").read_text())
-    return load_weights(path / "model.safetensors"), tensors, state
+    state = json.loads((path / STATE).read_text())
+    return load_weights(path / WEIGHTS), tensors, state
 
 
 def check_compatible(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import importlib
 import importlib.metadata as md
 import os
 import threading
@@ -122,7 +123,9 @@ def load_plugins() -> list[PluginInfo]:
         if _loaded is not None:
             return _loaded
         _loaded = []  # set first: a plugin that looks a name up while loading must not recurse
-        import cnnforge.builtins  # noqa: F401  (registers cnnforge's own models, datasets, augmentations)
+        # cnnforge's own models, datasets and augmentations register on import; by name, so that the
+        # bottom layer (registry, plugins) has no static import of the data and model layers above it
+        importlib.import_module("cnnforge.builtins")
 
         eps = sorted(md.entry_points(group=GROUP), key=lambda ep: ep.name)
         _loaded.extend(_load_one(ep) for ep in _selected(list(eps)))

@@ -286,9 +286,8 @@ def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
         if field is None:
             return []
         ann = field.annotation
-        current = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a,
-                                                                                                          BaseModel)),
-                                                                                                          None)
+        current = next((a for a in getattr(ann, "__args__", (ann,))
+                        if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if current is None:
             return []
     return list(getattr(current, "model_fields", {}))
@@ -351,13 +350,18 @@ def check_recipe(recipe: Recipe) -> Recipe:
                               where=f"{src}: {key}", hint=did_you_mean(value, allowed))
     if recipe.tune is not None:
         for key, values in recipe.tune.grid.items():
-            for value in values:  # every grid value must give a valid recipe, names and params included
-                try:
-                    _check_names(recipe_from_dict(set_key(recipe.to_dict(), key, value), src))
-                except ConfigError as exc:
-                    raise ConfigError(f"value {value!r} is invalid: {exc.message}", where=f"{src}: tune.grid.{key}",
-                                      hint=exc.hint) from None
+            for value in values:
+                check_swept_value(recipe, key, value, where=f"{src}: tune.grid.{key}")
     return recipe
+
+
+def check_swept_value(recipe: Recipe, key: str, value: Any, *, where: str) -> None:
+    """A grid or sampled ``value`` of ``key`` must give a valid recipe, names and params included."""
+    trial = {**set_key(recipe.to_dict(), key, value), "tune": None}
+    try:
+        check_recipe(recipe_from_dict(trial, recipe.source))
+    except ConfigError as exc:
+        raise ConfigError(f"value {value!r} is invalid: {exc.message}", where=where, hint=exc.hint) from None
 
 
 def _check_names(recipe: Recipe) -> None:
@@ -371,13 +375,15 @@ def _check_names(recipe: Recipe) -> None:
             entry = reg.get(spec.name)
         except ConfigError as exc:
             raise ConfigError(exc.message, where=f"{src}: {section}.name", hint=exc.hint) from None
-        context = ({"num_classes", "in_channels", "image_size"} if section == "model" else {"root", "split",
-                                                                                            "download"})
-        registry.builder_kwargs(entry, spec.params, context=dict.fromkeys(context), where=f"{src}: {section}")
+        registry.builder_kwargs(entry, spec.params, context=dict.fromkeys(reg.context), where=f"{src}: {section}")
     check_augment(recipe.augment, src)
+
+
+def yaml_value(value: Any) -> str:
+    """``value`` as the YAML text an override ``key=value`` parses back to the same value (one line)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
 
 
 def set_key(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     """A copy of ``data`` with ``dotted`` (``optim.lr``) set to ``value``."""
-    text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-    return apply_overrides(data, [f"{dotted}={text}"])
+    return apply_overrides(data, [f"{dotted}={yaml_value(value)}"])

@@ -74,20 +74,9 @@ def _torchscript(predictor: Any, out: Any, meta: str) -> None:
 
     from cnnforge.atomic_write import save_file_atomic
 
-    class Normalised(torch.nn.Module):
-        """The model behind the run's normalisation, so the exported file takes raw pixels."""
-
-        def __init__(self, model: torch.nn.Module, mean: torch.Tensor, inv_std: torch.Tensor) -> None:
-            super().__init__()
-            self.model = model
-            self.register_buffer("mean", mean)
-            self.register_buffer("inv_std", inv_std)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.model((x.float() - self.mean) * self.inv_std)
-
     info = predictor.info
-    wrapped = Normalised(predictor.model, predictor.mean, predictor.inv_std).eval()
+    # the run's normalisation in front of the model, so the exported file takes raw pixels
+    wrapped = torch.nn.Sequential(predictor.normalize, predictor.model).eval()
     example = torch.zeros(1, info.channels, *info.image_size, dtype=torch.uint8)
     with warnings.catch_warnings():
         # torch marks TorchScript deprecated; the format is still asked for

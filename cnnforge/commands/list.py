@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import os
 from typing import Any
 
@@ -25,18 +24,11 @@ def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
 
 def _list(args: argparse.Namespace) -> int:
     from cnnforge import registry
+
     if args.kind == "plugins":
         return _list_plugins()
-    reg = registry.REGISTRIES[args.kind]
-    entries = reg.entries()
-    rows = []
-    for e in entries:
-        family = e.name.endswith("*")
-        names = _expand(e) if family and (args.all or (args.pattern or "").startswith(e.name[:-1])) else [e.name]
-        for name in names:
-            if args.pattern and not fnmatch.fnmatch(name, args.pattern):
-                continue
-            rows.append((name, f"{e.package} {e.version}".strip(), e.summary))
+    entries = registry.REGISTRIES[args.kind].entries(args.pattern, expand=args.all)
+    rows = [(e.name, f"{e.package} {e.version}".strip(), e.summary) for e in entries]
     print(_table(rows, ("name", "package", "description")) if rows else f"no {args.kind} match {args.pattern!r}")
     return 0
 
@@ -50,12 +42,3 @@ def _list_plugins() -> int:
     rows += [(p.name, f"{p.package} {p.version}".strip(), p.value, off) for p in disabled_plugins()]
     print(_table(rows, ("entry point", "package", "value", "status")) if rows else "no plugins installed")
     return 0
-
-
-def _expand(entry: Any) -> list[str]:
-    """The names behind a family entry (``timm/*``): its builder lists them when given ``list_names=True``."""
-    lister = getattr(entry.fn, "list_names", None)
-    if lister is None:
-        return [entry.name]
-    prefix = entry.name[:-1]
-    return [prefix + n for n in lister()]

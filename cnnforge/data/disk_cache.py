@@ -65,7 +65,8 @@ class DiskImages:
     def _open(self) -> mmap.mmap:
         with open(self.folder / "images.npy", "rb") as f:
             version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header = np.lib.format.read_array_header_1_0 if version == (1,
+                                                                             0) else np.lib.format.read_array_header_2_0
             shape, _, _ = read_header(f)
             self.shape, self.offset, self.row_bytes = shape[1:], f.tell(), int(np.prod(shape[1:]))
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -101,10 +102,14 @@ def _save(path: Path, array: np.ndarray) -> None:
 
 
 class _ArrayFile:
-    """``images.npy`` written image by image with plain writes: the pages go to the page cache, not the builder's RSS."""
+    """``images.npy`` written image by image with plain writes.
+
+    The pages go to the page cache, not the builder's RSS.
+    """
 
     def __init__(self, path: Path, count: int, shape: tuple[int, ...]) -> None:
-        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, *shape))  # sparse until written
+        # sparse until written
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, *shape))
         self.path, self.shape, self.offset, self.row_bytes = path, shape, header.offset, int(np.prod(shape))
         del header
         self.file = open(path, "r+b")  # noqa: SIM115 (closed by close())

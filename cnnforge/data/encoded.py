@@ -186,12 +186,14 @@ def choose_cache(source: EncodedImages, grayscale: bool, size: tuple[int, int] |
     budget = psutil.virtual_memory().available / 4 / local
     gib = 2**30
     if need < budget:
-        return "memory", f"{need / gib:.2f} GiB decoded < {budget / gib:.2f} GiB (a quarter of available RAM / {local} local process(es))"
+        return "memory", (f"{need / gib:.2f} GiB decoded < {budget / gib:.2f} GiB "
+                          f"(a quarter of available RAM / {local} local process(es))")
     root = cache_root()
     existing = next(p for p in (root, *root.parents) if p.exists())
     free = shutil.disk_usage(existing).free
     if size is not None and need < free:
-        return "disk", f"{need / gib:.2f} GiB decoded > {budget / gib:.2f} GiB of RAM per process; {free / gib:.1f} GiB free under {root}"
+        return "disk", (f"{need / gib:.2f} GiB decoded > {budget / gib:.2f} GiB of RAM per process; "
+                        f"{free / gib:.1f} GiB free under {root}")
     return "none", f"{need / gib:.2f} GiB decoded fits neither RAM ({budget / gib:.2f} GiB per process) nor {root}" + (
         "" if size is not None else " without data.image_size")
 

@@ -90,8 +90,8 @@ def imagefolder(*, root: str, split: str, grayscale: bool = False,
                          where=str(folder))
 
 
-def materialise_split(src: Path, dst: Path, ratios: Sequence[float], seed: int, *, link: bool = False) -> dict[str,
-                                                                                                               int]:
+def materialise_split(src: Path, dst: Path, ratios: Sequence[float], seed: int, *,
+                      link: bool = False) -> dict[str, int]:
     """Copy (or hard-link) ``src``'s class folders into ``dst/train``, ``dst/val``, ``dst/test``.
 
     The partition is the one ``imagefolder`` makes in memory for the same seed and ``data.split``

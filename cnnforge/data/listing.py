@@ -30,7 +30,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".g
 class FolderImages:
     """One split's image files: ``read`` reads a file's bytes, ``fingerprint`` hashes paths, sizes and mtimes."""
 
-    def __init__(self, root: Path, paths: np.ndarray, labels: np.ndarray, classes: list[str], stats: np.ndarray) -> None:
+    def __init__(self, root: Path, paths: np.ndarray, labels: np.ndarray, classes: list[str],
+                 stats: np.ndarray) -> None:
         self.root, self.paths, self.labels, self.classes, self.stats = root, paths, labels, classes, stats
 
     def __len__(self) -> int:
@@ -89,7 +90,8 @@ def _cached(file: Path, root: Path) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         with np.load(file, allow_pickle=False) as saved:
             folders, mtimes = saved["folders"], saved["mtimes"]
-            if any(os.stat(os.path.join(root, f.decode())).st_mtime_ns != m for f, m in zip(folders, mtimes)):
+            pairs = zip(folders, mtimes, strict=False)
+            if any(os.stat(os.path.join(root, f.decode())).st_mtime_ns != m for f, m in pairs):
                 return None
             return saved["paths"], saved["labels"]
     except (OSError, ValueError, KeyError):  # no listing yet, a folder gone, or an unreadable file: list again

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -23,6 +22,7 @@ from cnnforge.data.loading import DataInfo
 from cnnforge.errors import NonFiniteLossError
 from cnnforge.recipe import Recipe
 from cnnforge.training.ema import make_ema
+from cnnforge.training.eval_step import EvalResult
 from cnnforge.training.parts import scale_lr, use_channels_last
 from cnnforge.training.progress import Progress
 
@@ -41,17 +41,6 @@ class TrainState:
     rollbacks: int = 0
     lr_scale: float = 1.0
     train_time: float = 0.0
-
-
-@dataclass
-class EvalResult:
-    """Predictions of one split, gathered from every rank without the padding duplicates."""
-
-    loss: float
-    acc: float
-    y_true: np.ndarray
-    y_pred: np.ndarray
-    probs: np.ndarray = field(repr=False)
 
 
 def tie_breaker(metric: str) -> tuple[str, str]:
@@ -249,7 +238,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, split: str) -> EvalResult:
-        from cnnforge.evaluation import eval_result, gather_outputs
+        from cnnforge.training.eval_step import eval_result, gather_outputs
 
         model = self.model if self.ema is None else self.ema.module
         model.eval()
