@@ -12,6 +12,7 @@ Four measurements, each with its contenders in the same run:
   with seed 002's pipeline (``cifar_standard``) against torchvision's ``ImageFolder`` with the
   same ops as torchvision transforms, both in a ``DataLoader`` with ``--workers`` workers over
   the same files, interleaved; target >= 1.0x;
+* **listing** the large folder: an ``os.scandir`` walk, then the listing cache;
 * **start-up** (listing, decoding or mapping, statistics: ``build_splits``) of a second run on
   the large folder with ``cache: disk`` against the first, which builds the cache; target >= 10x;
 * **data wait** of ``recipes/cifar_vgg_bn.yaml`` reading CIFAR-sized JPEGs with ``cache: none``
@@ -62,7 +63,7 @@ def write_cifar_jpegs(root: Path, n: int) -> Path:
     from PIL import Image
 
     images, labels = cifar_array(n)
-    for i, (image, label) in enumerate(zip(images, labels, strict=False)):
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
         folder = root / f"class{label}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"{i:06d}.jpg", quality=95)
@@ -124,7 +125,7 @@ def packed(folder: Path) -> Path:
 
 
 def memory_rows(folders: dict[str, tuple[Path, int]], side: int, workers: int, tmp: Path) -> tuple[list, dict]:
-    (_, n_small), (_, n_large) = folders["small"], folders["large"]
+    n_small, n_large = folders["small"][1], folders["large"][1]
     decoded_growth = (n_large - n_small) * side * side * 3 / 2**20
     rows, result = [], {"decoded_growth_mib": decoded_growth}
     shards = {name: packed(folder) for name, (folder, _) in folders.items()}
@@ -176,6 +177,19 @@ def throughput(folder: Path, workers: int, repeats: int) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------- start-up
 
+def listing(folder: Path, tmp: Path) -> dict[str, float]:
+    """Seconds to list ``folder``: walking it, then from the listing cache (files are stat'ed again both times)."""
+    from cnnforge.data.listing import list_folder
+
+    os.environ["CNNFORGE_CACHE"] = str(tmp / "listing-cache")
+    seconds = []
+    for _ in range(2):
+        start = time.perf_counter()
+        files = len(list_folder(folder))
+        seconds.append(time.perf_counter() - start)
+    return {"files": files, "walk_s": seconds[0], "cached_s": seconds[1], "us_per_file": seconds[1] / files * 1e6}
+
+
 def startup(folder: Path, side: int, tmp: Path) -> dict[str, float]:
     """Seconds of ``build_splits`` with ``cache: disk``: first (lists and builds) and second (reuses) run."""
     import cnnforge
@@ -225,14 +239,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "large": (write_jpegs(tmp / "large", large, side, seed=1), large)}
         rows, memory = memory_rows(folders, side, args.workers, tmp)
         speed = throughput(folders["small"][0], args.workers, repeats)
+        listed = listing(folders["large"][0], tmp)
         start = startup(folders["large"][0], side, tmp)
         wait = data_wait(wait_images, tmp)
     rows += [{"cache": "throughput cnnforge / torchvision", f"MiB {small}": speed["ratio"]},
              {"cache": "start-up first / second (disk)", f"MiB {small}": start["ratio"]},
+             {"cache": f"listing s, walk / cached ({large} files)", f"MiB {small}": listed["walk_s"],
+              f"MiB {large}": listed["cached_s"]},
              {"cache": "data wait share (cifar_vgg_bn, none)", f"MiB {small}": wait["fraction"]}]
     rows = [{key: row.get(key, "") for key in rows[0]} for row in rows]
     result = {"images": {"small": small, "large": large, "side": side}, "workers": args.workers, "memory": memory,
-              "throughput": speed, "startup": start, "data_wait": wait,
+              "throughput": speed, "listing": listed, "startup": start, "data_wait": wait,
               "targets": {"growth_ratio": 0.10, "throughput_ratio": 1.0, "startup_ratio": 10.0, "data_wait": 0.05}}
     return report("data_scale", rows, result, tiny=args.tiny)
 

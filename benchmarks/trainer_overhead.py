@@ -18,8 +18,13 @@ the point. It takes the data order from cnnforge's documented per-epoch permutat
 ``torch.distributed`` + ``DistributedDataParallel`` loop in which rank r trains batches r, r+2, ...
 of each epoch's order, as Accelerate's sharded loader does.
 
+``--light`` is the light-step case (``benchmarks/light_step.py``): LeNet at batch 64, one thread,
+where a framework's per-step cost shows; it reports cnnforge's overhead in ms per step
+and its fixed cost per run against the plain loop and PyTorch Lightning's ``Trainer`` (when installed).
+
     python -m benchmarks.trainer_overhead
     python -m benchmarks.trainer_overhead --ddp
+    python -m benchmarks.trainer_overhead --light
 """
 from __future__ import annotations
 
@@ -74,7 +79,7 @@ def plain_loop(recipe_data: dict[str, Any], rank: int = 0, world: int = 1) -> tu
         model = nn.parallel.DistributedDataParallel(model)
     o = recipe.optim
     optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                                weight_decay=o.weight_decay)
+                                weight_decay=o.weight_decay, fused=True)  # the implementation cnnforge uses
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.train.label_smoothing)
     mean = torch.tensor(info.mean).view(1, -1, 1, 1) * 255.0
     inv_std = 1.0 / (torch.tensor(info.std).view(1, -1, 1, 1) * 255.0)
@@ -147,6 +152,7 @@ def _launch(contender: str, recipe_file: Path, out: Path) -> tuple[list[float], 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--ddp", action="store_true", help="two CPU processes (gloo) instead of one")
+    p.add_argument("--light", action="store_true", help="LeNet at batch 64: the light-step case")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--worker", choices=("plain", "cnnforge"), help=argparse.SUPPRESS)
     p.add_argument("--recipe", type=Path, help=argparse.SUPPRESS)
@@ -155,6 +161,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if args.worker:
         _worker(args.worker, args.recipe, args.out)
         return None
+
+    if args.light:
+        return light(args)
 
     import torch
 
@@ -193,6 +202,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
               "epoch_times_s": times, "targets": {"throughput_ratio": 0.98, "weights_equal": True}}
     return report("trainer_overhead" + ("_ddp" if args.ddp else ""), rows, result, tiny=args.tiny)
 
+
+def light(args: argparse.Namespace) -> dict[str, Any]:
+    """The light-step case: plain loop, cnnforge and Lightning, interleaved, each run for 1 and for E epochs."""
+    import torch
+
+    from benchmarks import light_step
+
+    torch.set_num_threads(1)  # process CPU time measures the work only when one thread does it
+    epochs, repeats = args.epochs or (2 if args.tiny else 4), args.repeats or (1 if args.tiny else 3)
+    contenders = {"plain": light_step.plain, "cnnforge": light_step.cnnforge_run, "lightning": light_step.lightning_run}
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {1: [], epochs: []} for name in contenders}
+    with tempfile.TemporaryDirectory(prefix="cnnforge-light-") as tmp:
+        root = write_cifar(Path(tmp) / "data", n_train=640 if args.tiny else 11_000, n_test=200 if args.tiny else 1000)
+        warm_up = light_step.recipe(root, Path(tmp) / "runs", tiny=args.tiny, epochs=1)
+        for fn in contenders.values():  # imports and first calls, counted by no one
+            fn(warm_up)
+        for _ in range(repeats):
+            for e in (1, epochs):
+                recipe_data = light_step.recipe(root, Path(tmp) / "runs", tiny=args.tiny, epochs=e)
+                for name, fn in contenders.items():
+                    run = light_step.timed(fn, recipe_data)
+                    if run is not None:
+                        runs[name][e].append(run)
+    if not runs["lightning"][1]:
+        print("lightning: skipped: lightning not installed")
+        del runs["lightning"]
+    steps = runs["plain"][1][0]["steps"]
+    result = light_step.summarise(runs, steps, epochs)
+    plain_w, ours_w = runs["plain"][epochs][0]["weights"], runs["cnnforge"][epochs][0]["weights"]
+    result["weights_equal"] = plain_w.keys() == ours_w.keys() and all(
+        torch.equal(plain_w[k], ours_w[k]) for k in plain_w)
+    result.update({"model": "lenet", "batch_size": 64, "epochs": epochs, "repeats": repeats, "steps_per_epoch": steps,
+                   "targets": {"overhead_ms_per_step": 0.1, "fixed_cost_extra_s": 0.15, "end_to_end_vs_plain": 0.95,
+                               "end_to_end_vs_lightning": 1.0, "weights_equal": True}})
+    rows = [{"loop": name, **{k: result[name][k] for k in ("epoch_cpu_s", "fixed_cpu_s", "cpu_s", "best_epoch_s",
+                                                           "wall_s")}} for name in runs]
+    return report("trainer_overhead_light", rows, result, tiny=args.tiny)
 
 if __name__ == "__main__":
     main()

@@ -5,6 +5,7 @@ function that needs them is called.
 """
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 # registry.models / .datasets / .augmentations (not top-level names: cnnforge.models is the zoo)
@@ -13,6 +14,10 @@ from cnnforge._version import __version__
 from cnnforge.errors import CnnforgeError, ConfigError, DataError
 from cnnforge.recipe import Recipe, check_recipe, load_recipe
 from cnnforge.registry import register_augmentation, register_dataset, register_model
+
+# OpenCV (the fallback image decoder) reads its pixel limit once, when it loads: Pillow's decompression-bomb
+# limit (2 x PIL.Image.MAX_IMAGE_PIXELS) must hold for it too, checked from the header before decoding
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2 * 89_478_485))
 
 if TYPE_CHECKING:  # the names __getattr__ loads on first use, for type checkers and editors
     from cnnforge.models.build import build_model  # noqa: F401

@@ -44,11 +44,29 @@ def save_file_atomic(path: Path, writer: Any) -> None:
     """``writer(tmp_path)`` writes the file; it is fsynced and renamed onto ``path``.
 
     The file gets the mode of any new file: some writers (safetensors) create theirs as 0600.
+    When anything fails (a full disk, a read-only folder, the writer's own error) the temporary file
+    is removed, the old ``path`` stays as it was, and the failure is one error naming ``path``.
     """
+    from cnnforge.errors import CnnforgeError
+
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    writer(tmp)
-    os.chmod(tmp, _new_file_mode())
-    with tmp.open("rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    try:
+        writer(tmp)
+        os.chmod(tmp, _new_file_mode())
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except Exception as exc:
+        _remove(tmp)
+        if isinstance(exc, CnnforgeError):
+            raise
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())[:160]
+        raise CnnforgeError(f"cannot write it ({type(exc).__name__}: {detail})", where=str(path)) from exc
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only folder: nothing was written there either

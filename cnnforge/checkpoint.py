@@ -8,39 +8,73 @@ older ones are deleted only after the new one is in place.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from cnnforge.atomic_write import atomic_write_text, fsync_dir, save_file_atomic, sha256
 from cnnforge.errors import CnnforgeError
+from cnnforge.run_files import CheckpointManifest, RunIdentity, read_model
 
 PREFIX = "ckpt-"
 MANIFEST = "MANIFEST.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.json"
+T = TypeVar("T")
+
+
+#: the safetensors metadata key holding :func:`tensor_digest` of the file's tensors
+DIGEST_KEY = "cnnforge.sha256"
+#: the files every checkpoint folder holds besides its manifest (the writer's list, never the manifest's)
+REQUIRED = frozenset({WEIGHTS, STATE, "optimizer.pt", "scheduler.pt", "ranks.pt"})
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes (in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Write weights atomically with their checksum inside the file, so every reader can verify them."""
+    save_file_atomic(path, lambda tmp: _write_weights(state, tmp))
+
+
+def _write_weights(state: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    save_file_atomic(path, lambda tmp: save_file(tensors, str(tmp)))
+    save_file(tensors, str(path), metadata={DIGEST_KEY: tensor_digest(tensors)})
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The weights of a safetensors file cnnforge wrote, verified against the checksum stored in it."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            stored = (f.metadata() or {}).get(DIGEST_KEY)
+        weights = load_file(str(path))
     except FileNotFoundError:
         raise CnnforgeError("weights file is missing", where=str(path)) from None
     except Exception as exc:
         raise CnnforgeError(f"not a readable safetensors file ({type(exc).__name__})", where=str(path)) from None
+    if stored is None:
+        raise CnnforgeError("weights carry no checksum, so they cannot be verified", where=str(path),
+                            hint="written by another program or an older cnnforge")
+    if tensor_digest(weights) != stored:
+        raise CnnforgeError("weights do not match their checksum (the file is damaged)", where=str(path))
+    return weights
 
 
 def load_tensors(path: Path) -> Any:
@@ -55,17 +89,36 @@ def load_tensors(path: Path) -> Any:
 
 
 def save_checkpoint(ckpt_dir: Path, tag: str, *, model: dict[str, torch.Tensor], tensors: dict[str, Any],
-                    state: dict[str, Any], keep: int) -> Path:
-    """Write checkpoint ``tag`` into ``ckpt_dir`` atomically; prune all but the newest ``keep``."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+                    state: dict[str, Any], keep: int, identity: RunIdentity | None = None) -> Path:
+    """Write checkpoint ``tag`` into ``ckpt_dir`` atomically; prune all but the newest ``keep``.
+
+    ``identity`` (run id and recipe hash) goes into the manifest, so a resume can refuse a checkpoint
+    copied in from another run.
+    """
     final = _unused_name(ckpt_dir, f"{PREFIX}{tag}")
     tmp = ckpt_dir / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    from safetensors.torch import save_file
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        _write_folder(tmp, model, tensors, state, identity)
+        os.replace(tmp, final)
+        fsync_dir(ckpt_dir)
+    except Exception as exc:  # a full disk or a read-only folder: no half-written folder stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, CnnforgeError):
+            raise
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())[:160]
+        raise CnnforgeError(f"cannot write the checkpoint ({type(exc).__name__}: {detail})", where=str(final)) from exc
+    for old in list_checkpoints(ckpt_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
 
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in model.items()}, str(tmp / WEIGHTS))
+
+def _write_folder(tmp: Path, model: dict[str, torch.Tensor], tensors: dict[str, Any], state: dict[str, Any],
+                  identity: RunIdentity | None) -> None:
+    _write_weights(model, tmp / WEIGHTS)
     for name, obj in tensors.items():
         torch.save(obj, tmp / f"{name}.pt")
     (tmp / STATE).write_text(json.dumps(state, indent=1, sort_keys=True))
@@ -73,14 +126,9 @@ def save_checkpoint(ckpt_dir: Path, tag: str, *, model: dict[str, torch.Tensor],
     for name in files:
         with (tmp / name).open("rb+") as f:
             os.fsync(f.fileno())
-    manifest = {"files": {name: sha256(tmp / name) for name in files}}
-    atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
+    manifest = CheckpointManifest(files={name: sha256(tmp / name) for name in files}, run=identity)
+    atomic_write_text(tmp / MANIFEST, manifest.model_dump_json(indent=1))
     fsync_dir(tmp)
-    os.replace(tmp, final)
-    fsync_dir(ckpt_dir)
-    for old in list_checkpoints(ckpt_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def _unused_name(ckpt_dir: Path, name: str) -> Path:
@@ -112,17 +160,32 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     return sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / MANIFEST).exists())
 
 
+def read_manifest(path: Path) -> CheckpointManifest:
+    """A checkpoint folder's validated manifest."""
+    return read_model(path / MANIFEST, CheckpointManifest, "checkpoint manifest")
+
+
 def verify(path: Path) -> str | None:
-    """None when every file matches the manifest, else what is wrong."""
+    """None when the folder holds exactly the files a checkpoint must have, each matching the manifest.
+
+    The file list comes from the folder and :data:`REQUIRED`, never from the manifest alone: an
+    emptied manifest or one naming ``../`` paths cannot make a damaged checkpoint pass, and no path
+    outside the folder is ever opened.
+    """
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        return f"unreadable manifest ({type(exc).__name__})"
-    for name, digest in manifest.get("files", {}).items():
+        listed = read_manifest(path).files
+    except CnnforgeError as exc:
+        return exc.message
+    present = {p.name for p in path.iterdir() if not p.name.startswith(".")} - {MANIFEST}  # Ray adds hidden files
+    for name in sorted(REQUIRED - present):
+        return f"{name} is missing"
+    for name in sorted(present ^ set(listed)):
+        return f"{name} is {'not in the manifest' if name in present else 'in the manifest but not in the folder'}"
+    for name in sorted(present):
         f = path / name
-        if not f.exists():
-            return f"{name} is missing"
-        if sha256(f) != digest:
+        if f.is_symlink() or not f.is_file():
+            return f"{name} is not a plain file"
+        if sha256(f) != listed[name]:
             return f"{name} does not match its checksum"
     return None
 
@@ -139,13 +202,16 @@ def latest_valid(ckpt_dir: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """(model weights, {name: tensors}, state) of a verified checkpoint folder."""
+def load_checkpoint(path: Path, state_type: type[T]) -> tuple[dict[str, torch.Tensor], dict[str, Any], T]:
+    """(model weights, {name: tensors}, state) of a verified checkpoint folder.
+
+    ``state.json`` is validated as ``state_type``.
+    """
     problem = verify(path)
     if problem is not None:
         raise CnnforgeError(f"damaged checkpoint: {problem}", where=str(path))
-    tensors = {p.stem: load_tensors(p) for p in sorted(path.glob("*.pt"))}
-    state = json.loads((path / STATE).read_text())
+    tensors = {p.stem: load_tensors(p) for p in sorted(path.glob("*.pt")) if not p.name.startswith(".")}
+    state = read_model(path / STATE, state_type, "checkpoint state")
     return load_weights(path / WEIGHTS), tensors, state
 
 

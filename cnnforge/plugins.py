@@ -11,12 +11,17 @@ import functools
 import importlib
 import importlib.metadata as md
 import os
+import signal
 import threading
 import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 GROUP = "cnnforge.plugins"
 ENV = "CNNFORGE_PLUGINS"
+#: the plugins that live in this repository: they load first, so a third-party plugin can never take their names
+FIRST_PARTY = ("cnnforge-timm", "cnnforge-torchvision", "cnnforge-example")
 
 
 @dataclass
@@ -62,7 +67,9 @@ def distribution_of_module(module: str) -> tuple[str, str]:
     return (top or "__main__"), ""
 
 
-def _selected(eps: list[md.EntryPoint]) -> list[md.EntryPoint]:
+def selected_entry_points(eps: Iterable[md.EntryPoint]) -> list[md.EntryPoint]:
+    """The entry points ``CNNFORGE_PLUGINS`` lets in (plugin loading and packaged recipes agree)."""
+    eps = list(eps)
     choice = os.environ.get(ENV, "").strip()
     if choice.lower() == "none":
         return []
@@ -75,7 +82,7 @@ def _selected(eps: list[md.EntryPoint]) -> list[md.EntryPoint]:
 def disabled_plugins() -> list[PluginInfo]:
     """Installed entry points that ``CNNFORGE_PLUGINS`` leaves out (shown, never loaded)."""
     eps = list(md.entry_points(group=GROUP))
-    chosen = {ep.name for ep in _selected(eps)}
+    chosen = {ep.name for ep in selected_entry_points(eps)}
     return [PluginInfo(ep.name, ep.value, *_distribution(ep)) for ep in sorted(eps, key=lambda ep: ep.name)
             if ep.name not in chosen]
 
@@ -92,6 +99,36 @@ def selection_hint() -> str | None:
 def _distribution(ep: md.EntryPoint) -> tuple[str, str]:
     dist = getattr(ep, "dist", None)
     return (dist.metadata["Name"], dist.version) if dist is not None else (ep.name, "")
+class PluginFailure(Exception):
+    """Plugin code raised (``SystemExit`` and a ``KeyboardInterrupt`` of its own included)."""
+
+
+@contextmanager
+def guarded() -> Iterator[None]:
+    """Run plugin code so that it cannot end the program: whatever it raises becomes :class:`PluginFailure`.
+
+    Only a real Ctrl-C still interrupts: while the code runs, a SIGINT handler notes that the user
+    pressed it, which a ``raise KeyboardInterrupt`` or ``sys.exit()`` inside a plugin never does.
+    """
+    pressed: list[int] = []
+    installed = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    if installed:
+        def on_sigint(signum: int, frame: object) -> None:
+            pressed.append(signum)
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    except Exception:
+        raise
+    except BaseException as exc:
+        if pressed or isinstance(exc, GeneratorExit):
+            raise
+        raise PluginFailure(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+    finally:
+        if installed:  # None: a handler set outside Python; Python's own is the closest to it
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 def _load_one(ep: md.EntryPoint) -> PluginInfo:
@@ -99,19 +136,29 @@ def _load_one(ep: md.EntryPoint) -> PluginInfo:
     info = PluginInfo(ep.name, ep.value, package, version)
     token = _loading.set((package, version))
     try:
-        obj = ep.load()  # "module" imports it; "module:function" imports then calls it once
-        if ep.attr:
-            obj()
-    except Exception as exc:  # a broken plugin must not take the others down
+        with guarded():
+            obj = ep.load()  # "module" imports it; "module:function" imports then calls it once
+            if ep.attr:
+                obj()
+    except Exception as exc:  # a broken plugin must not take the others, or the program, down
         from cnnforge.errors import CnnforgeError
 
         detail = exc.one_line() if isinstance(exc, CnnforgeError) else f"{type(exc).__name__}: {exc}"
-        info.error = " ".join(detail.split())
+        info.error = " ".join(detail.removeprefix("PluginFailure: ").split())
         warnings.warn(f"cnnforge plugin {ep.name!r} from {package} {version} failed to load: {info.error}",
                       stacklevel=2)
     finally:
         _loading.reset(token)
     return info
+
+
+def load_order(eps: list[md.EntryPoint]) -> list[md.EntryPoint]:
+    """First-party plugins first, then the others by distribution and name: on a name clash the newcomer loses."""
+    def key(ep: md.EntryPoint) -> tuple[bool, str, str]:
+        package = _distribution(ep)[0]
+        return package not in FIRST_PARTY, package, ep.name
+
+    return sorted(eps, key=key)
 
 
 def load_plugins() -> list[PluginInfo]:
@@ -127,8 +174,7 @@ def load_plugins() -> list[PluginInfo]:
         # bottom layer (registry, plugins) has no static import of the data and model layers above it
         importlib.import_module("cnnforge.builtins")
 
-        eps = sorted(md.entry_points(group=GROUP), key=lambda ep: ep.name)
-        _loaded.extend(_load_one(ep) for ep in _selected(list(eps)))
+        _loaded.extend(_load_one(ep) for ep in load_order(selected_entry_points(md.entry_points(group=GROUP))))
         return _loaded
 
 

@@ -1,7 +1,8 @@
 """Recipes: the YAML that describes a run, validated by pydantic before anything heavy starts.
 
-A recipe is read with ``yaml.safe_load``, may inherit from ``base:`` (a path relative to the file),
-and takes dotted command-line overrides whose values are parsed as YAML. Every problem becomes one
+A recipe is read with ``yaml.safe_load`` within bounds (:mod:`cnnforge.yaml_bounds`), may inherit from
+``base:`` (a path relative to the file, or a packaged recipe's name), and takes dotted command-line
+overrides whose values are parsed as YAML. Every problem becomes one
 :class:`~cnnforge.errors.ConfigError` naming the file and key path.
 """
 from __future__ import annotations
@@ -12,22 +13,28 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from cnnforge.errors import ConfigError, did_you_mean
+from cnnforge.extras import require
+from cnnforge.recipe_catalog import find_recipe, resolve_recipe
+from cnnforge.tune_checks import check_tune
+from cnnforge.yaml_bounds import load_yaml
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
-Positive = Annotated[int, Field(ge=1)]
+# integers and booleans are strict: `train.epochs: true` is a mistake, not 1 epoch
+Positive = Annotated[int, Strict(), Field(ge=1)]
+Bool = Annotated[bool, Strict()]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class _Named(BaseModel):
     """A section whose ``name`` picks a registered builder and whose other keys are its params."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str
 
     @property
@@ -40,10 +47,11 @@ class DataConfig(_Named):
     root: str = Field(default_factory=lambda: os.environ.get("CNNFORGE_DATA", "data"))
     batch_size: Positive = 64
     eval_batch_size: Positive | None = None
-    num_workers: Annotated[int, Field(ge=0)] = 2
+    num_workers: Annotated[int, Strict(), Field(ge=0)] = 2
     val_fraction: Fraction = 0.1
     split: tuple[Fraction, Fraction, Fraction] = (0.6, 0.2, 0.2)
-    download: bool = False
+    download: Bool = False
+    on_device: Literal["auto"] | Bool = "auto"  # hold the training images on the device (training/batches.py)
 
     @field_validator("split")
     @classmethod
@@ -75,7 +83,7 @@ class OptimConfig(_Section):
     name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: Annotated[float, Field(gt=0)] = 0.01
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    nesterov: bool = False
+    nesterov: Bool = False
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     head_lr: Annotated[float, Field(gt=0)] | None = None
@@ -97,15 +105,15 @@ class TrainConfig(_Section):
     label_smoothing: Fraction = 0.0
     # decay of a moving average of the weights that evaluation uses
     ema: Annotated[float, Field(gt=0, lt=1)] | None = None
-    checkpoint_every: Annotated[int, Field(ge=0)] = 1
-    checkpoint_every_steps: Annotated[int, Field(ge=0)] = 0
+    checkpoint_every: Annotated[int, Strict(), Field(ge=0)] = 1
+    checkpoint_every_steps: Annotated[int, Strict(), Field(ge=0)] = 0
     keep_checkpoints: Positive = 2
     best_metric: str = "val/acc"
     best_mode: Literal["max", "min"] = "max"
     on_nan: Literal["stop", "skip", "rollback"] = "stop"
-    channels_last: bool | None = None  # None: auto, on for conv nets on a CPU (benchmarks/speed_knobs.py)
-    compile: bool = False
-    plots: bool = True  # the report's PNGs; metrics.json, summary.md and predictions.csv are always written
+    channels_last: Bool | None = None  # None: auto, on for conv nets on a CPU (benchmarks/speed_knobs.py)
+    compile: Bool = False
+    plots: Bool = True  # the report's PNGs; metrics.json, summary.md and predictions.csv are always written
     out_dir: str = "runs"
 
     @field_validator("precision", mode="before")
@@ -119,7 +127,7 @@ class TrackingConfig(_Section):
     project: str = "cnnforge"
     entity: str | None = None
     group: str | None = None
-    log_model: bool = False
+    log_model: Bool = False
 
 
 class SchedulerSpec(_Section):
@@ -155,12 +163,13 @@ class TuneConfig(_Section):
     mode: Literal["max", "min"] = "max"
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     sample: dict[str, SampleSpec] = Field(default_factory=dict)
+    search: Literal["grid", "random", "optuna"] = "grid"  # cnnforge.sweep.search
     num_samples: Positive = 1
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources_per_trial: ResourcesSpec = Field(default_factory=ResourcesSpec)
     max_concurrent: Positive | None = None
-    max_failures: Annotated[int, Field(ge=0)] = 1
-    trial_plots: bool = False  # PNG reports per trial: most of a short trial's time; `cnnforge eval` writes them later
+    max_failures: Annotated[int, Strict(), Field(ge=0)] = 1
+    trial_plots: Bool = False  # PNG reports per trial: most of a short trial's time; `cnnforge eval` writes them later
 
     @model_validator(mode="before")
     @classmethod
@@ -172,7 +181,7 @@ class TuneConfig(_Section):
 
 class Recipe(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Strict(), Field(ge=0, lt=2**32)] = 0  # NumPy seeds are 32-bit
     data: DataConfig = Field(default_factory=DataConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -204,7 +213,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read recipe: {exc.__class__.__name__}", where=str(p)) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
@@ -242,11 +251,23 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError("must be a path or a list of paths", where=f"{path}: base")
     merged: dict[str, Any] = {}
     for b in bases:
-        target = (path.parent / b)
-        if not target.exists():
-            raise ConfigError(f"base recipe {b!r} not found (looked in {path.parent})", where=f"{path}: base")
+        target = _base_path(path, b)
         merged = merge(merged, _read_with_bases(target, (*seen, path)))
     return merge(merged, data)
+
+
+def _base_path(path: Path, base: str) -> Path:
+    """A base beside the recipe file, else the packaged recipe of that name (``base: cifar_vgg_bn``)."""
+    target = path.parent / base
+    if target.exists():
+        return target
+    if len(Path(base).parts) == 1:
+        try:
+            return find_recipe(base).path
+        except ConfigError as exc:
+            raise ConfigError(f"base recipe {base!r} not found beside the file or among packaged recipes",
+                              where=f"{path}: base", hint=exc.hint) from None
+    raise ConfigError(f"base recipe {base!r} not found (looked in {path.parent})", where=f"{path}: base")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -255,7 +276,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
         raise ConfigError("an override must look like key.path=value", where=f"override {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"value is not valid YAML: {getattr(exc, 'problem', exc)}",
                           where=f"override {text!r}") from None
@@ -329,9 +350,9 @@ def load_recipe(path: str | os.PathLike[str] | Recipe | dict[str, Any], override
     elif isinstance(path, dict):
         data, source = path, "<dict>"
     else:
-        data, source = _read_with_bases(Path(path)), str(path)
-    if "name" not in data and not isinstance(path, (Recipe, dict)):
-        data["name"] = Path(path).stem  # a recipe's name defaults to its file name
+        file = resolve_recipe(path)  # a path wins; otherwise a packaged recipe's name
+        data, source = _read_with_bases(file), str(file)
+        data.setdefault("name", file.stem)  # a recipe's name defaults to its file name
     return recipe_from_dict(apply_overrides(data, overrides), source)
 
 
@@ -343,15 +364,16 @@ def check_recipe(recipe: Recipe) -> Recipe:
     """Check every registry name and builder param in ``recipe`` (light: no torch, no data)."""
     _check_names(recipe)
     src = recipe.source
+    if recipe.tracking.backend in ("wandb", "tensorboard"):  # the two trackers that are extras
+        require(recipe.tracking.backend, where=f"{src}: tracking.backend")
     for key, value, allowed in (("train.best_metric", recipe.train.best_metric, REPORTED_METRICS),
                                 ("tune.metric", recipe.tune.metric if recipe.tune else None, REPORTED_METRICS)):
         if value is not None and value not in allowed:
             raise ConfigError(f"{value!r} is not a metric the trainer reports ({', '.join(allowed)})",
                               where=f"{src}: {key}", hint=did_you_mean(value, allowed))
-    if recipe.tune is not None:
-        for key, values in recipe.tune.grid.items():
-            for value in values:
-                check_swept_value(recipe, key, value, where=f"{src}: tune.grid.{key}")
+    if recipe.tune is not None:  # `check` applies the sweep's checks too
+        for key, value, where in check_tune(recipe):
+            check_swept_value(recipe, key, value, where=where)
     return recipe
 
 

@@ -219,13 +219,18 @@ def call_builder(entry: Entry, kwargs: dict[str, Any], *, where: str) -> Any:
     configuration error; anything else is reported as a failure of the providing package.
     """
     from cnnforge.errors import CnnforgeError
+    from cnnforge.plugins import PluginFailure, guarded
 
     try:
-        return entry.fn(**kwargs)
+        with guarded():  # a builder calling sys.exit() must not end the program with its exit code
+            return entry.fn(**kwargs)
     except CnnforgeError:
         raise
     except ValueError as exc:
         raise ConfigError(str(exc), where=f"{where} ({entry.name} from {entry.package})") from None
+    except PluginFailure as exc:
+        raise CnnforgeError(f"{entry.name!r} failed: {exc}",
+                            where=f"{where} ({entry.package} {entry.version})") from exc
     except Exception as exc:
         raise CnnforgeError(f"{entry.name!r} failed: {type(exc).__name__}: {exc}",
                             where=f"{where} ({entry.package} {entry.version})") from exc

@@ -13,6 +13,10 @@ import os
 import platform
 import subprocess
 import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from cnnforge.atomic_write import atomic_write_text
 from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.recipe import Recipe
+from cnnforge.run_files import DataInfoFile, RunIdentity, RunManifest, read_model
 
 if TYPE_CHECKING:
     from cnnforge.data.loading import DataInfo
@@ -31,6 +36,8 @@ SUMMARY = "summary.json"
 WEIGHTS = "model.safetensors"
 CHECKPOINTS = "checkpoints"
 REPORTS = "reports"
+FAILED = "failed.json"  # written when training stops on an error (cnnforge runs: status failed)
+LOCK = ".lock"
 #: the input description of a run (classes, channels, sizes, normalisation), written when it ends
 DATA_INFO = "data_info.json"
 #: the best validation weights, inside CHECKPOINTS
@@ -104,8 +111,48 @@ def manifest(recipe: Recipe, *, world_size: int, device: str, precision: str, re
         "plugins": plugin_distributions(), "seed": recipe.seed, "world_size": world_size, "device": device,
         "precision": precision, "recipe_sha256": recipe_hash(recipe_yaml),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": _redacted_argv(),
+        "command": _redacted_argv(), "run_id": uuid.uuid4().hex,
     }
+
+
+def read_manifest(run_dir: Path) -> RunManifest:
+    """The run's validated ``manifest.json``."""
+    return read_model(run_dir / MANIFEST, RunManifest, "run manifest")
+
+
+def identity(manifest: RunManifest) -> RunIdentity | None:
+    """What the run's checkpoints record about it (None for runs made before checkpoints recorded it)."""
+    if manifest.run_id is None:
+        return None
+    return RunIdentity(run_id=manifest.run_id, recipe_sha256=manifest.recipe_sha256)
+
+
+@contextmanager
+def exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` for this process: a second ``run``/``resume`` of it stops, naming the holder.
+
+    ``flock`` belongs to the open file, so the OS releases it when the process ends in any way:
+    a ``kill -9`` never leaves a stale lock behind.
+    """
+    import fcntl
+
+    path = run_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CnnforgeError(f"cannot create the lock file: {exc.strerror}", where=str(path)) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            raise CnnforgeError(f"is in use by {'process ' + holder if holder else 'another process'}",
+                                where=str(run_dir), hint="one process per run directory; wait for it to end") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _redacted_argv() -> list[str]:
@@ -132,28 +179,46 @@ def read_json(path: Path) -> Any:
 
 
 def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
-    with (run_dir / METRICS).open("a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with (run_dir / METRICS).open("a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise CnnforgeError(f"cannot write it: {exc.strerror or exc}", where=str(run_dir / METRICS)) from None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Every intact row of ``metrics.jsonl``; a damaged line never hides the rows after it.
+
+    The last line may be cut short by a crash while it was appended (dropped quietly); a damaged
+    line anywhere else is skipped with a warning naming it.
+    """
     path = run_dir / METRICS
     if not path.exists():
         return []
+    lines = path.read_bytes().split(b"\n")
     rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            break  # a line cut by a crash ends the history
+    for number, line in enumerate(lines, start=1):
+        row = _metrics_row(line)
+        if row is not None:
+            rows.append(row)
+        elif number < len(lines):  # the last piece is empty, or a row a crash cut short
+            warnings.warn(f"{path}:{number}: damaged line skipped; the rows after it are kept", stacklevel=2)
     return rows
 
 
+def _metrics_row(line: bytes) -> dict[str, Any] | None:
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return row if isinstance(row, dict) and type(row.get("epoch")) is int else None
+
+
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
-    """Keep only rows of epochs before ``last_epoch`` (a resume rewrites the rest)."""
-    rows = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= last_epoch]
+    """Keep only the intact rows of epochs up to ``last_epoch`` (a resume rewrites the rest)."""
+    rows = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
     atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -196,15 +261,13 @@ def load_data_info(run_dir: Path, recipe: Any) -> tuple[DataInfo, Shape]:
     if not path.exists():
         splits = build_splits(recipe)
         return splits.info, stored_shape(splits.train)
-    raw = read_json(path)
-    try:
-        info = DataInfo(classes=list(raw["classes"]), mean=tuple(raw["mean"]), std=tuple(raw["std"]),
-                        channels=int(raw["channels"]), image_size=(int(raw["image_size"][0]),
-                                                                   int(raw["image_size"][1])))
-        h, w, c = (int(v) for v in raw["stored_shape"])
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise CnnforgeError(f"not a data description ({type(exc).__name__}: {exc})", where=str(path)) from None
-    return info, (h, w, c)
+    raw = read_model(path, DataInfoFile, "data description")
+    if len(raw.mean) != raw.channels or len(raw.std) != raw.channels or raw.stored_shape[2] not in (1, 3):
+        raise CnnforgeError(f"not a valid data description (channels {raw.channels}, mean {raw.mean}, std {raw.std}, "
+                            f"stored_shape {list(raw.stored_shape)} do not agree)", where=str(path))
+    info = DataInfo(classes=list(raw.classes), mean=tuple(raw.mean), std=tuple(raw.std), channels=raw.channels,
+                    image_size=raw.image_size)
+    return info, raw.stored_shape
 
 
 def resolve_checkpoint(run_dir: Path, checkpoint: str | None) -> str:

@@ -35,6 +35,18 @@ def test_trainer_overhead_gives_the_plain_loops_weights() -> None:
     assert set(r["samples_per_s"]) == {"plain", "cnnforge"}
 
 
+def test_trainer_overhead_light_step_reports_overhead_and_fixed_cost() -> None:
+    r = bench("trainer_overhead", "--light")
+    assert r["weights_equal"] is True and r["steps_per_epoch"] > 0
+    assert {"plain", "cnnforge"} <= set(r) and r["cnnforge"]["cpu_s"] > 0
+    assert r["end_to_end_vs_plain"] == pytest.approx(r["plain"]["cpu_s"] / r["cnnforge"]["cpu_s"])
+
+
+def test_on_device_matches_the_loaders_weights() -> None:
+    r = bench("on_device")
+    assert all(m["weights_equal"] is True and m["speedup"] > 0 for m in r["models"].values())
+
+
 @pytest.mark.slow
 def test_trainer_overhead_ddp_gives_the_plain_ddp_weights() -> None:
     r = bench("trainer_overhead", "--ddp")
@@ -78,3 +90,25 @@ def test_sweep_overhead_compares_wall_time_with_the_ideal() -> None:
     r = bench("sweep_overhead")
     assert r["trials"] == 2 and r["failed"] == 0 and r["with_trial_plots"]["trials"] == 2
     assert r["overhead_ratio"] == pytest.approx(r["wall_s"] / r["ideal_s"])
+
+
+@pytest.mark.slow
+def test_search_quality_runs_each_searcher() -> None:
+    r = bench("search_quality")
+    assert {name: sum(run["trials"] for run in runs) for name, runs in r["runs"].items()} == {
+        "grid 36": 2, "random 12": 2, "optuna TPE 12": 2}
+    assert all(0.0 <= value <= 1.0 for value in r["mean_best_val_acc"].values())
+
+
+@pytest.mark.slow
+def test_data_scale_measures_memory_throughput_startup_and_wait() -> None:
+    r = bench("data_scale")
+    for cache in ("none", "disk"):
+        m = r["memory"][cache]
+        assert m["small_pss_mib"] > 0 and m["large_pss_mib"] > 0
+        growth = m["large_pss_mib"] - m["small_pss_mib"]
+        assert m["growth_ratio"] == pytest.approx(growth / r["memory"]["decoded_growth_mib"])
+    rate = r["throughput"]["images_per_s_per_worker"]
+    assert r["throughput"]["ratio"] == pytest.approx(rate["cnnforge"] / rate["torchvision"])
+    assert r["startup"]["ratio"] == pytest.approx(r["startup"]["first_s"] / r["startup"]["second_s"])
+    assert 0 <= r["data_wait"]["fraction"] <= 1

@@ -117,7 +117,8 @@ def test_bash_completion_knows_commands_choices_and_recipe_files(tmp_path: Path)
     script.write_text(proc.stdout)
     assert "run" in _complete(script, ["cnnforge", ""], tmp_path)
     assert _complete(script, ["cnnforge", "li"], tmp_path) == ["list"]
-    assert _complete(script, ["cnnforge", "list", ""], tmp_path) == ["augmentations", "datasets", "models", "plugins"]
+    assert _complete(script, ["cnnforge", "list", ""], tmp_path) == ["augmentations", "datasets", "models", "plugins",
+                                                                     "recipes"]
     (tmp_path / "a.yaml").write_text("name: a\n")
     (tmp_path / "notes.txt").write_text("")
     (tmp_path / "recipes").mkdir()

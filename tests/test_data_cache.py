@@ -127,8 +127,8 @@ def bad_photos(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("mode", ["memory", "disk"])
 def test_skip_reports_the_count_when_decoding_up_front(bad_photos: Path, mode: str,
                                                        caplog: pytest.LogCaptureFixture) -> None:
-    data = {"name": "imagefolder", "root": str(bad_photos), "cache": mode, "on_bad_image": "skip", "split": [0.5, 0.25,
-                                                                                                             0.25]}
+    data = {"name": "imagefolder", "root": str(bad_photos), "cache": mode, "on_bad_image": "skip",
+            "split": [0.5, 0.25, 0.25]}
     for _ in range(2):  # the second disk run reads the count from the cache
         caplog.clear()
         with caplog.at_level("WARNING", logger="cnnforge"):
@@ -145,8 +145,8 @@ def test_skip_reports_the_count_when_decoding_up_front(bad_photos: Path, mode: s
 
 def test_skip_without_a_cache_replaces_the_sample_and_counts(bad_photos: Path,
                                                              caplog: pytest.LogCaptureFixture) -> None:
-    data = {"name": "imagefolder", "root": str(bad_photos), "cache": "none", "image_size": 16, "split": [0.5, 0.25,
-                                                                                                         0.25]}
+    data = {"name": "imagefolder", "root": str(bad_photos), "cache": "none", "image_size": 16,
+            "split": [0.5, 0.25, 0.25]}
     with caplog.at_level("WARNING", logger="cnnforge"):
         s = open_splits({**data, "on_bad_image": "skip"})
         for split in (s.train, s.val, s.test):
@@ -231,8 +231,8 @@ def test_a_kill_during_building_leaves_no_cache_a_later_run_trusts(tmp_path: Pat
     assert proc.returncode == -signal.SIGKILL
     assert list(_cache().glob("*.tmp-*")) and not _built(root)  # half a cache, under a name no one reads
     data = {"name": "imagefolder", "root": str(root), "image_size": 8}
-    assert _items(open_splits({**data, "cache": "disk"}).train) == _items(open_splits({**data,
-                                                                                       "cache": "memory"}).train)
+    disk, memory = open_splits({**data, "cache": "disk"}), open_splits({**data, "cache": "memory"})
+    assert _items(disk.train) == _items(memory.train)
     assert len(_built(root)) == 1 and not list(_cache().glob("*.tmp-*"))
 
 
@@ -241,7 +241,7 @@ def test_two_runs_building_one_cache_at_once_both_train(tmp_path: Path) -> None:
     root = write_image_folder(tmp_path / "imgs", per_class=30, size=12, suffix=".jpg")
     procs = [_builder(root, 0.03, str(tmp_path / f"runs{i}")) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
-    for p, (_out, err) in zip(procs, outs, strict=True):
+    for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     assert sorted(int(out.split("decoded ")[1]) for out, _ in outs) == [0, 90]  # one decoded, the other mapped
     assert len(_built(root)) == 1 and not list(_cache().glob("*.tmp-*"))

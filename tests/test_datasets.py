@@ -259,7 +259,7 @@ def test_download_offline_fails_in_one_line(tmp_path: Path) -> None:
     closed = "http://127.0.0.1:9"  # every request goes to a closed local port: offline, never the network
     env = {"http_proxy": closed, "https_proxy": closed, "HTTP_PROXY": closed, "HTTPS_PROXY": closed,
            "no_proxy": "", "NO_PROXY": ""}
-    proc = cli("augment", "preview", str(recipe), "--out", str(tmp_path / "p.png"), env=env, timeout=300)
+    proc = cli("augment", "preview", str(recipe), "--out", str(tmp_path / "p.png"), env=env)
     line = one_error_line(proc)
     assert proc.returncode == 1 and "download failed" in line and "MNIST" in line
 

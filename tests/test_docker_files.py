@@ -205,8 +205,9 @@ def test_install_commands_are_the_readmes(dockerfile: list[Instruction]) -> None
     assert _without_options(torch_install, "--no-cache-dir", "--index-url") == readme_torch
     assert _without_options(project_install, "--no-cache-dir") == readme_project
     for k, word in enumerate(readme_project):  # each editable install is a distribution in the repository
-        if word == "-e" and readme_project[k + 1] != ".[dev]":
-            assert (ROOT / readme_project[k + 1] / "pyproject.toml").is_file(), readme_project[k + 1]
+        if word == "-e":  # a path, with or without extras: ".[all,dev]"
+            path = readme_project[k + 1].split("[", 1)[0]
+            assert (ROOT / path / "pyproject.toml").is_file(), readme_project[k + 1]
 
 
 def test_torch_pin_satisfies_the_project_requirement() -> None:

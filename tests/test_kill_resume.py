@@ -1,7 +1,8 @@
 """SIGKILL at random moments: checkpoints stay loadable and ``cnnforge resume`` is bit-exact.
 
 Kill moments are random; the seed is printed so a failure can be replayed
-(``CNNFORGE_KILL_SEED=<seed> pytest ...``).
+(``CNNFORGE_KILL_SEED=<seed> pytest ...``). A run to be killed waits at the start of its last epoch
+until the kill, so the kill lands mid-run however fast or loaded the machine is.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from tests.conftest import ROOT, cli
 from tests.datafiles import write_hf, write_shards
+from tests.fake_dist import write_distribution
 from tests.test_train import assert_same_weights
 
 pytestmark = pytest.mark.slow
@@ -24,6 +26,37 @@ pytestmark = pytest.mark.slow
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
 SEED = int(os.environ.get("CNNFORGE_KILL_SEED", time.time_ns() % 10**6))
 ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
+#: the forward a run waits at: in its last epoch for every data set here (in batches of 32, 1,078 training
+#: digits are 34 steps an epoch, 17 on each of 2 DDP ranks; the image folder and the shards 23 to 32)
+LAST_EPOCH_STARTS = {1: 2 * 34 + 1, 2: 2 * 17 + 1}
+
+HELD = '''
+"""The recipe's ConvNet, whose training forward number ``hold_at`` waits while the file ``hold`` exists
+(10 minutes at most, in case the test that holds it is gone)."""
+import time
+from pathlib import Path
+
+import cnnforge
+from cnnforge.models.seed_models import convnet
+
+
+@cnnforge.register_model
+def held_convnet(*, num_classes, in_channels=1, image_size=None, activation="relu", hold="", hold_at=0):
+    """Seed 000's ConvNet, held at a training step while the test wants it."""
+    model = convnet(num_classes=num_classes, in_channels=in_channels, image_size=image_size, activation=activation)
+    forward, calls = model.forward, []
+
+    def held_forward(x):
+        if model.training:
+            calls.append(1)
+            deadline = time.monotonic() + 600
+            while len(calls) == hold_at and Path(hold).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return forward(x)
+
+    model.forward = held_forward
+    return model
+'''
 
 
 def _rng(name: str) -> random.Random:
@@ -31,47 +64,69 @@ def _rng(name: str) -> random.Random:
     return random.Random(f"{SEED}-{name}")
 
 
-def _kill_when_checkpointed(cmd: list[str], out: Path, delay: float) -> Path:
-    """Start ``cmd``, wait for its first checkpoint, wait ``delay`` s more, SIGKILL its whole process group."""
+@pytest.fixture
+def held(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The file that holds a run (absent: nothing waits) and an environment whose plugin has ``held_convnet``."""
+    site = write_distribution(tmp_path / "site", "cnnforge-held", "0.1", "cnnforge_held", HELD)
+    python_path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return tmp_path / "hold", {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1"}
+
+
+def _kill_when_checkpointed(cmd: list[str], out: Path, delay: float, hold: Path, env: dict[str, str]) -> Path:
+    """Start ``cmd`` held at its last epoch, wait for its first checkpoint and ``delay`` s more (or until it
+    waits at the hold), SIGKILL its whole process group."""
+    hold.touch()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 600
-    while not list(out.rglob("ckpt-*")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(delay)
-    os.killpg(proc.pid, signal.SIGKILL)
-    _, err = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, f"finished before the kill: {err[-2000:]}"
+                            start_new_session=True, env=env)
+    try:
+        deadline = time.monotonic() + 600
+        while not list(out.rglob("ckpt-*")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
+            time.sleep(0.05)
+        time.sleep(delay)
+        assert proc.poll() is None, f"ended before the kill: {proc.communicate()[1][-2000:]}"
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+    finally:
+        hold.unlink()
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
     return next(out.rglob("manifest.json")).parent
 
 
-def _overrides(out: Path, workers: int, every: str) -> list[str]:
+def _overrides(out: Path, workers: int, every: str, hold: Path, ranks: int = 1) -> list[str]:
     return ["train.epochs=3", "data.batch_size=32", f"data.num_workers={workers}", f"train.out_dir={out}",
-            "train.checkpoint_every=1" if every == "epoch" else "train.checkpoint_every_steps=9"]
+            "train.checkpoint_every=1" if every == "epoch" else "train.checkpoint_every_steps=9",
+            f"data.on_device={'false' if workers else 'true'}",  # workers exist only for the DataLoader path
+            f"model={{name: held_convnet, activation: relu, hold: '{hold}', hold_at: {LAST_EPOCH_STARTS[ranks]}}}"]
 
 
 @pytest.mark.parametrize(("every", "workers"), [("epoch", 0), ("steps", 0), ("steps", 2)])
-def test_resume_after_sigkill_is_bit_exact(tmp_path: Path, every: str, workers: int) -> None:
-    ref = cli("run", DIGITS, *_overrides(tmp_path / "ref", workers, every), env={"OMP_NUM_THREADS": "1"})
+def test_resume_after_sigkill_is_bit_exact(tmp_path: Path, every: str, workers: int,
+                                           held: tuple[Path, dict[str, str]]) -> None:
+    hold, env = held
+    ref = cli("run", DIGITS, *_overrides(tmp_path / "ref", workers, every, hold), env=env)
     assert ref.returncode == 0, ref.stderr
     ref_dir = next((tmp_path / "ref").rglob("manifest.json")).parent
     delay = _rng(f"{every}-{workers}").uniform(0.0, 1.5)
     cut = _kill_when_checkpointed([str(Path(sys.executable).parent / "cnnforge"), "run", DIGITS,
-                                   *_overrides(tmp_path / "cut", workers, every)], tmp_path / "cut", delay)
-    resumed = cli("resume", str(cut), env={"OMP_NUM_THREADS": "1"})
+                                   *_overrides(tmp_path / "cut", workers, every, hold)], tmp_path / "cut", delay,
+                                  hold, env)
+    resumed = cli("resume", str(cut), env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_weights(ref_dir, cut)
 
 
-def _assert_resume_is_bit_exact(tmp_path: Path, data: list[str], workers: int, name: str, delay: float = 1.5) -> None:
+def _assert_resume_is_bit_exact(tmp_path: Path, data: list[str], workers: int, name: str,
+                                held: tuple[Path, dict[str, str]], delay: float = 1.5) -> None:
     """A run with ``data`` overrides, killed after its first checkpoint and resumed, ends as a run never killed."""
-    ref = cli("run", DIGITS, *_overrides(tmp_path / "ref", workers, "steps"), *data, env={"OMP_NUM_THREADS": "1"})
+    hold, env = held
+    ref = cli("run", DIGITS, *_overrides(tmp_path / "ref", workers, "steps", hold), *data, env=env)
     assert ref.returncode == 0, ref.stderr
     ref_dir = next((tmp_path / "ref").rglob("manifest.json")).parent
     cut = _kill_when_checkpointed([str(Path(sys.executable).parent / "cnnforge"), "run", DIGITS,
-                                   *_overrides(tmp_path / "cut", workers, "steps"), *data], tmp_path / "cut",
-                                  _rng(name).uniform(0.0, delay))
-    resumed = cli("resume", str(cut), env={"OMP_NUM_THREADS": "1"})
+                                   *_overrides(tmp_path / "cut", workers, "steps", hold), *data], tmp_path / "cut",
+                                  _rng(name).uniform(0.0, delay), hold, env)
+    resumed = cli("resume", str(cut), env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_weights(ref_dir, cut)
 
@@ -85,32 +140,33 @@ def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(("cache", "workers"), [("none", 0), ("none", 2), ("disk", 0), ("disk", 2)])
 def test_resume_after_sigkill_is_bit_exact_on_image_files(tmp_path: Path, photo_folder: Path, cache: str,
-                                                          workers: int) -> None:
+                                                          workers: int, held: tuple[Path, dict[str, str]]) -> None:
     data = ["data.name=imagefolder", f"data.root={photo_folder}", f"data.cache={cache}", "data.image_size=8"]
-    _assert_resume_is_bit_exact(tmp_path, data, workers, f"{cache}-{workers}")
+    _assert_resume_is_bit_exact(tmp_path, data, workers, f"{cache}-{workers}", held)
 
 
 @pytest.mark.parametrize(("fmt", "workers"), [("webdataset", 0), ("webdataset", 2), ("hf", 0), ("hf", 2)])
-def test_resume_after_sigkill_is_bit_exact_on_shards(tmp_path: Path, fmt: str, workers: int) -> None:
+def test_resume_after_sigkill_is_bit_exact_on_shards(tmp_path: Path, fmt: str, workers: int,
+                                                      held: tuple[Path, dict[str, str]]) -> None:
     """Shards read lazily (``data.cache: none``), in the main process or in 2 loader workers."""
     splits = {"train": 1000, "test": 100}
     root = write_shards(tmp_path / "d", splits, per_shard=300) if fmt == "webdataset" \
         else write_hf(tmp_path / "d", splits)
     data = [f"data.name={fmt}", f"data.root={root}", "data.cache=none", "data.image_size=8"]
-    _assert_resume_is_bit_exact(tmp_path, data, workers, f"{fmt}-{workers}", delay=1.0)
+    _assert_resume_is_bit_exact(tmp_path, data, workers, f"{fmt}-{workers}", held, delay=1.0)
 
 
-def test_ddp_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
+def test_ddp_resume_after_sigkill_is_bit_exact(tmp_path: Path, held: tuple[Path, dict[str, str]]) -> None:
     def launch(*args: str) -> list[str]:
         return [*ACCELERATE, "-m", "cnnforge", *args]
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ref = subprocess.run(launch("run", DIGITS, *_overrides(tmp_path / "ref", 0, "steps")), cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=900)
+    hold, env = held
+    ref = subprocess.run(launch("run", DIGITS, *_overrides(tmp_path / "ref", 0, "steps", hold, ranks=2)), cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=900)
     assert ref.returncode == 0, ref.stderr[-3000:]
     ref_dir = next((tmp_path / "ref").rglob("manifest.json")).parent
-    cut = _kill_when_checkpointed(launch("run", DIGITS, *_overrides(tmp_path / "cut", 0, "steps")), tmp_path / "cut",
-                                  _rng("ddp").uniform(0.0, 1.5))
+    cut = _kill_when_checkpointed(launch("run", DIGITS, *_overrides(tmp_path / "cut", 0, "steps", hold, ranks=2)),
+                                  tmp_path / "cut", _rng("ddp").uniform(0.0, 1.5), hold, env)
     resumed = subprocess.run(launch("resume", str(cut)), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_weights(ref_dir, cut)
@@ -119,18 +175,19 @@ def test_ddp_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
 SAVER = """
 import sys, torch
 from pathlib import Path
-from cnnforge.training.checkpoint import save_checkpoint
+from cnnforge.checkpoint import save_checkpoint
 folder, start = Path(sys.argv[1]), int(sys.argv[2])
 weights = {"w": torch.randn(512, 512), "b": torch.randn(512)}
 for i in range(start, start + 10**6):
-    save_checkpoint(folder, f"e{i:04d}-b000000", model=weights, tensors={"optimizer": {"m": torch.randn(256, 256)}},
+    save_checkpoint(folder, f"e{i:04d}-b000000", model=weights, tensors={"optimizer": {"m": torch.randn(256, 256)},
+                                                                              "scheduler": {}, "ranks": []},
                     state={"epoch": i}, keep=2)
     print(i, flush=True)
 """
 
 
 def test_sigkill_during_saving_always_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
-    from cnnforge.training.checkpoint import latest_valid, load_checkpoint
+    from cnnforge.checkpoint import latest_valid, load_checkpoint
 
     rng = _rng("saving")
     folder = tmp_path / "checkpoints"
@@ -145,6 +202,6 @@ def test_sigkill_during_saving_always_leaves_a_loadable_checkpoint(tmp_path: Pat
         proc.wait()
         latest = latest_valid(folder)
         assert latest is not None
-        _, _, state = load_checkpoint(latest)
+        _, _, state = load_checkpoint(latest, dict)
         saved = state["epoch"]
     assert saved >= 12

@@ -117,9 +117,28 @@ extra = {"cnnforge.json": ""}
 model = torch.jit.load(sys.argv[1], _extra_files=extra)
 images = torch.from_numpy(np.load(sys.argv[2]))
 meta = json.loads(extra["cnnforge.json"])
-print(json.dumps({"logits": model(images).tolist(), "classes": meta["classes"],
-                  "cnnforge_imported": "cnnforge" in sys.modules}))
+print(json.dumps({"logits": model(images).tolist(), "float_logits": model(images.float()).tolist(),
+                  "classes": meta["classes"], "cnnforge_imported": "cnnforge" in sys.modules}))
 """
+
+
+def _predict_logits(run_dir: Path, images: np.ndarray) -> np.ndarray:
+    """The logits behind ``cnnforge predict``: the predictor's preprocessing, normalisation and model."""
+    predictor = cnnforge.load_predictor(run_dir, device="cpu")
+    with torch.no_grad():
+        batch = torch.stack([predictor.preprocess(image) for image in images])
+        return predictor.model(predictor.normalise(batch)).numpy()
+
+
+def _predict_labels(run_dir: Path, images: np.ndarray, folder: Path) -> list[str]:
+    """The class names ``cnnforge predict --json`` gives for ``images`` written as PNG files."""
+    files = []
+    for i, image in enumerate(images):
+        files.append(str(folder / f"image{i}.png"))
+        cv2.imwrite(files[-1], image)
+    proc = cli("predict", str(run_dir), *files, "--json", "--topk", "1")
+    assert proc.returncode == 0, proc.stderr
+    return [answer["label"] for answer in json.loads(proc.stdout)]
 
 
 def test_export_torchscript_runs_without_cnnforge(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str, str]]],
@@ -134,17 +153,62 @@ def test_export_torchscript_runs_without_cnnforge(run_dir: Path, test_images: tu
     batch = tmp_path / "batch.npy"
     np.save(batch, np.ascontiguousarray(images[:16].transpose(0, 3, 1, 2)))  # raw uint8 NCHW
     out = subprocess.run([sys.executable, "-c", _LOAD_TORCHSCRIPT, str(exported), str(batch)], capture_output=True,
-                         text=True, timeout=300, cwd=tmp_path)
+                         text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     answer = json.loads(out.stdout)
     assert answer["cnnforge_imported"] is False and answer["classes"] == sidecar["classes"]
-    probs = torch.softmax(torch.tensor(answer["logits"]), 1).numpy()
-    assert np.allclose(probs, cnnforge.load_predictor(run_dir).probabilities(images[:16]), atol=1e-5)
+    expected = _predict_logits(run_dir, images[:16])
+    assert np.abs(np.array(answer["logits"]) - expected).max() < 1e-4
+    assert np.abs(np.array(answer["float_logits"]) - expected).max() < 1e-4  # 0..255 floats give the same
+    labels = [answer["classes"][i] for i in np.argmax(answer["logits"], 1)]
+    assert labels == _predict_labels(run_dir, images[:16], tmp_path)
 
     proc = cli_here(capsys, "export", str(run_dir), "--format", "torchscript")
     assert proc.returncode == 1 and "already exists (use --force" in one_error_line(proc)
     proc = cli_here(capsys, "export", str(run_dir), "--format", "torchscript", "--force")
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("dtype, onnx_type", [("uint8", "tensor(uint8)"), ("float32", "tensor(float)")])
+def test_export_onnx_runs_in_onnx_runtime(run_dir: Path, test_images: tuple[np.ndarray, list[dict[str, str]]],
+                                          tmp_path: Path, capsys: pytest.CaptureFixture[str], dtype: str,
+                                          onnx_type: str) -> None:
+    import onnxruntime
+
+    images, _ = test_images
+    target = tmp_path / f"digits-{dtype}.onnx"
+    proc = cli_here(capsys, "export", str(run_dir), "--format", "onnx", "--dtype", dtype, "--out", str(target))
+    assert proc.returncode == 0, proc.stderr
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    (pixels,), (logits,) = session.get_inputs(), session.get_outputs()
+    assert (pixels.name, pixels.type, pixels.shape) == ("pixels", onnx_type, ["batch", 1, 8, 8])
+    assert logits.name == "logits" and logits.shape == ["batch", 10]
+    meta = session.get_modelmeta().custom_metadata_map  # the model's metadata_props
+    assert json.loads(meta["classes"]) == [str(d) for d in range(10)] and json.loads(meta["image_size"]) == [8, 8]
+    assert meta["format"] == "onnx" and meta["checkpoint"] == "best" and dtype in meta["input"]
+    assert json.loads((tmp_path / f"digits-{dtype}.onnx.json").read_text())["classes"] == json.loads(meta["classes"])
+
+    batch = np.ascontiguousarray(images.transpose(0, 3, 1, 2)).astype(dtype)  # raw pixels, N x C x H x W
+    got = session.run(None, {"pixels": batch})[0]
+    expected = _predict_logits(run_dir, images)
+    assert got.shape == (len(images), 10) and np.abs(got - expected).max() < 1e-4
+    assert np.abs(session.run(None, {"pixels": batch[:1]})[0] - expected[:1]).max() < 1e-4  # any batch size
+    assert [str(i) for i in got[:16].argmax(1)] == _predict_labels(run_dir, images[:16], tmp_path)
+
+
+def test_export_dtype_is_for_onnx_only(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    proc = cli_here(capsys, "export", str(run_dir), "--format", "torchscript", "--dtype", "float32")
+    assert proc.returncode == 2 and "--dtype: applies to --format onnx only" in one_error_line(proc)
+
+
+def test_export_onnx_without_the_extra_names_it(run_dir: Path, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # what an install without cnnforge[onnx] looks like
+    proc = cli_here(capsys, "export", str(run_dir), "--format", "onnx")
+    assert proc.returncode == 2
+    assert one_error_line(proc) == ("cnnforge: error: cnnforge export --format onnx: needs onnx, which is not "
+                                    "installed (pip install 'cnnforge[onnx]')")
+    assert not (run_dir / "export" / "digits_convnet-best.onnx").exists()
 
 
 def test_export_safetensors_carries_weights_and_preprocessing(run_dir: Path, tmp_path: Path,

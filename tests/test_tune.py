@@ -32,8 +32,11 @@ from tests.fake_dist import write_distribution
 SWEEP_DIGITS = ROOT / "recipes" / "sweep_digits.yaml"
 
 #: a model Ray workers can only know through plugin discovery, which fails on demand: ``fail: once`` raises
-#: in the second epoch unless the marker file says it already did, ``fail: always`` at every first batch
+#: in the second epoch unless the marker file says it already did, ``fail: always`` at every first batch;
+#: while the file ``hold`` exists, the second epoch's first batch touches ``<hold>.waiting`` and waits, so a
+#: test can interrupt a sweep that is certainly training, however slow the machine
 PLUGIN = '''
+import time
 from pathlib import Path
 
 from cnnforge import register_model
@@ -41,7 +44,8 @@ from cnnforge.models.seed_models import convnet
 
 
 @register_model
-def faulty_convnet(*, num_classes, in_channels=1, image_size=None, activation="relu", fail="never", marker=""):
+def faulty_convnet(*, num_classes, in_channels=1, image_size=None, activation="relu", fail="never", marker="",
+                   hold=""):
     """Seed 000's ConvNet from a plugin, failing on demand."""
     model = convnet(num_classes=num_classes, in_channels=in_channels, image_size=image_size, activation=activation)
     forward, calls = model.forward, []
@@ -54,6 +58,11 @@ def faulty_convnet(*, num_classes, in_channels=1, image_size=None, activation="r
             if fail == "once" and len(calls) == 20 and not Path(marker).exists():  # 17 batches an epoch
                 Path(marker).touch()
                 raise RuntimeError("failing once, injected by the test")
+            if hold and len(calls) == 18 and Path(hold).exists():
+                Path(hold + ".waiting").touch()
+                deadline = time.monotonic() + 600
+                while Path(hold).exists() and time.monotonic() < deadline:
+                    time.sleep(0.1)
         return forward(x)
 
     model.forward = failing_forward
@@ -251,7 +260,7 @@ def test_both_sweep_recipes_are_valid_sweeps() -> None:
 def test_search_space_has_every_grid_key_and_each_sampled_distribution() -> None:
     import numpy as np
 
-    from cnnforge.sweep.driver import search_space
+    from cnnforge.sweep.search import search_space
 
     spec = load_recipe(SWEEP_DIGITS, ["tune.sample={optim.weight_decay: {loguniform: [1.0e-5, 1.0e-3]}, "
                                       "model.dropout: {uniform: [0.1, 0.5]}, data.batch_size: {choice: [32, "
@@ -291,13 +300,31 @@ def test_a_trial_restored_after_failing_before_its_first_report_keeps_its_values
 @pytest.mark.slow
 def test_more_than_any_node_has_is_one_line_naming_every_resource_not_a_hang(tmp_path: Path) -> None:
     proc = cli("tune", str(SWEEP_DIGITS), "tune.resources_per_trial={cpu: 64, gpu: 1}", f"train.out_dir={tmp_path}",
-               env={"CUDA_VISIBLE_DEVICES": ""}, timeout=300)
+               env={"CUDA_VISIBLE_DEVICES": ""}, timeout=900)
     assert proc.returncode == 2
     line = one_error_line(proc)
     cpus = os.cpu_count()
     assert (f"tune.resources_per_trial: a trial asks for more than any node has (cpu: 64 but the largest Ray node "
             f"has {cpus} CPU; gpu: 1 but the largest Ray node has 0 GPU)") in line
     assert not any(tmp_path.iterdir())
+
+
+#: ``cnnforge.tune`` with a Ctrl-C that arrives once every trial has ended, before Ray hands back the results
+LATE_CTRL_C = """
+import signal, sys
+import cnnforge, ray.tune
+
+fit = ray.tune.Tuner.fit
+
+def fit_then_ctrl_c(self):
+    grid = fit(self)
+    signal.raise_signal(signal.SIGINT)
+    return grid
+
+ray.tune.Tuner.fit = fit_then_ctrl_c
+result = cnnforge.tune(sys.argv[1], sys.argv[2:], quiet=True)
+print('heavy:', [m for m in ('torch', 'tensorboardX') if m in sys.modules], result.exit_code)
+"""
 
 
 @pytest.mark.slow
@@ -330,19 +357,22 @@ def test_seed_002_sweep_runs_on_a_two_cpu_machine_with_auto_resources(tmp_path: 
 
 
 @pytest.mark.slow
-def test_the_sweep_driver_never_imports_torch(tmp_path: Path) -> None:
-    """Only trials train: importing torch in the driver (Ray's TensorBoard logger did) delays every sweep by 1-3 s."""
-    code = ("import sys, cnnforge; result = cnnforge.tune(sys.argv[1], sys.argv[2:], quiet=True); "
-            "print('heavy:', [m for m in ('torch', 'tensorboardX') if m in sys.modules], result.exit_code)")
-    proc = subprocess.run([sys.executable, "-c", code, str(SWEEP_DIGITS), "tune.grid={model.activation: [relu]}",
+def test_the_sweep_driver_never_imports_torch_and_a_late_ctrl_c_keeps_the_results(tmp_path: Path) -> None:
+    """Only trials train: importing torch in the driver (Ray's TensorBoard logger did) delays every sweep by 1-3 s.
+    A Ctrl-C after the last trial ended stops nothing: the sweep says it is complete and writes its results."""
+    proc = subprocess.run([sys.executable, "-c", LATE_CTRL_C, str(SWEEP_DIGITS), "tune.grid={model.activation: [relu]}",
                            "train.epochs=1", f"train.out_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[-1] == "heavy: [] 0"
+    assert "interrupted after every trial had ended: the sweep is complete" in proc.stdout
+    assert "run the same command again" not in proc.stdout
     [experiment] = _experiments(tmp_path, "sweep_digits")
     [trial] = [p for p in experiment.iterdir() if (p / "params.json").exists()]
     assert (trial / "result.json").stat().st_size > 0 and (trial / "progress.csv").stat().st_size > 0
     assert not list(trial.glob("events.out.tfevents.*"))  # each trial's run directory has its metrics already
+    [row] = _results(experiment)
+    assert row["status"] == "done" and (experiment / "best.yaml").is_file()
 
 
 @pytest.mark.slow
@@ -410,12 +440,14 @@ def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path, capsys: pyte
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # three sweeps, each starting Ray: well over the default 15 minutes on 2 loaded cores
 def test_failing_trials_are_retried_and_reported_then_fresh_ctrl_c_and_resume(tmp_path: Path,
                                                                              plugin_env: dict[str, str]) -> None:
     """One trial fails once (retried from its Ray checkpoint), one always (reported); the sweep goes on.
     Then ``--fresh`` starts a second experiment, Ctrl-C stops it and the same command finishes it."""
-    marker = tmp_path / "failed-once"
-    recipe = _write_recipe(tmp_path / "faults.yaml", model={"name": "faulty_convnet", "marker": str(marker)},
+    marker, hold = tmp_path / "failed-once", tmp_path / "hold"
+    recipe = _write_recipe(tmp_path / "faults.yaml",
+                           model={"name": "faulty_convnet", "marker": str(marker), "hold": str(hold)},
                            tune={"metric": "val/loss", "mode": "min", "grid": {"model.fail": ["once", "always"]},
                                  "max_failures": 1})
     args = ["tune", str(recipe)]
@@ -432,19 +464,19 @@ def test_failing_trials_are_retried_and_reported_then_fresh_ctrl_c_and_resume(tm
     assert always["status"].startswith("error") and "always failing, injected by the test" in always["status"]
     assert len(_run_dirs(first / always["trial"])) == 2  # the first attempt and its one retry
     assert "1 of 2 trials failed" in proc.stdout
-    assert load_recipe(first / "best.yaml").model.params == {"fail": "once", "marker": str(marker)}
+    assert load_recipe(first / "best.yaml").model.params == {"fail": "once", "marker": str(marker), "hold": str(hold)}
     first_results = (first / "results.csv").read_text()
 
+    hold.touch()  # the flaky trial of the fresh experiment trains an epoch, then waits until the Ctrl-C
     fresh_run = _start([*args, "--fresh"], tmp_path / "fresh.log", env=plugin_env)
     try:
-        def training() -> bool:
-            experiments = _experiments(tmp_path / "runs", "faults")
-            return len(experiments) == 2 and any(experiments[-1].glob("*/runs/*/*/metrics.jsonl"))
-
-        _wait_for(training, "the fresh experiment to train an epoch")
+        _wait_for(lambda: Path(f"{hold}.waiting").exists() or fresh_run.poll() is not None,
+                  "the fresh experiment to train an epoch")
+        assert fresh_run.poll() is None, (tmp_path / "fresh.log").read_text()[-3000:]
         os.kill(fresh_run.pid, signal.SIGINT)
-        assert fresh_run.wait(timeout=180) == 130
+        assert fresh_run.wait(timeout=600) == 130, (tmp_path / "fresh.log").read_text()[-3000:]
     finally:
+        hold.unlink()
         _kill_group(fresh_run)
     log = (tmp_path / "fresh.log").read_text()
     second = _experiments(tmp_path / "runs", "faults")[-1]
@@ -484,7 +516,7 @@ def ray_head(tmp_path: Path, plugin_env: dict[str, str]) -> Iterator[tuple[str, 
          f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}"],
         env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for(lambda: "Ray runtime started" in log.read_text() or head.poll() is not None, "ray start", 180)
+        _wait_for(lambda: "Ray runtime started" in log.read_text() or head.poll() is not None, "ray start", 600)
         assert head.poll() is None, log.read_text()[-3000:]
         yield f"127.0.0.1:{port}", env
     finally:

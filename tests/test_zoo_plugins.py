@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import ROOT, cli, one_error_line
 from tests.datafiles import write_image_folder
 
-EXAMPLE_RECIPE = "plugins/cnnforge-example/recipes/shapes_gap_net.yaml"
+EXAMPLE_RECIPE = "plugins/cnnforge-example/cnnforge_example/recipes/shapes_gap_net.yaml"
 
 
 def _rows(stdout: str) -> dict[str, list[str]]:
@@ -45,7 +45,7 @@ def test_listing_and_checking_import_no_model_library(args: tuple[str, ...]) -> 
     import subprocess
 
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "cnnforge", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert not imported & {"torch", "timm", "torchvision", "albumentations"}

@@ -5,4 +5,4 @@ Each module has ``add(subparsers, common)`` and stays import-light; this list is
 
 COMMANDS = ["run", "resume", "list", "check", "show", "eval", "embed", "viz", "predict", "export", "data", "augment",
             "tune",
-            "completion", "schema", "new_plugin"]
+            "completion", "schema", "new_plugin", "recipes", "runs"]

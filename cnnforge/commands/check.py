@@ -7,7 +7,7 @@ from typing import Any
 
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
     c = sub.add_parser("check", parents=[common], help="validate a recipe without training")
-    c.add_argument("recipe")
+    c.add_argument("recipe", help="recipe YAML file or packaged recipe name")
     c.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE")
     c.set_defaults(func=_check)
 

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 from typing import Any
 
-KINDS = ("models", "datasets", "augmentations", "plugins")
+KINDS = ("models", "datasets", "augmentations", "plugins", "recipes")
 
 
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("list", parents=[common], help="registered models, datasets, augmentations or plugins")
+    p = sub.add_parser("list", parents=[common],
+                       help="registered models, datasets, augmentations, plugins or packaged recipes")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("pattern", nargs="?", help="glob over names, e.g. 'timm/resnet*'")
     p.add_argument("--all", action="store_true", help="expand name families such as timm/* and tv/*")
@@ -27,6 +29,8 @@ def _list(args: argparse.Namespace) -> int:
 
     if args.kind == "plugins":
         return _list_plugins()
+    if args.kind == "recipes":
+        return _list_recipes(args.pattern)
     entries = registry.REGISTRIES[args.kind].entries(args.pattern, expand=args.all)
     rows = [(e.name, f"{e.package} {e.version}".strip(), e.summary) for e in entries]
     print(_table(rows, ("name", "package", "description")) if rows else f"no {args.kind} match {args.pattern!r}")
@@ -41,4 +45,13 @@ def _list_plugins() -> int:
     off = f"disabled by {ENV}={os.environ.get(ENV, '').strip()}"
     rows += [(p.name, f"{p.package} {p.version}".strip(), p.value, off) for p in disabled_plugins()]
     print(_table(rows, ("entry point", "package", "value", "status")) if rows else "no plugins installed")
+    return 0
+
+
+def _list_recipes(pattern: str | None) -> int:
+    from cnnforge.recipe_catalog import packaged_recipes
+
+    rows = [(r.name, r.package, r.summary) for r in packaged_recipes()
+            if not pattern or fnmatch.fnmatch(r.name, pattern)]
+    print(_table(rows, ("name", "package", "description")) if rows else f"no recipes match {pattern!r}")
     return 0

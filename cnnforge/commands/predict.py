@@ -19,14 +19,17 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import contextlib
     import json
+    import sys
 
     from cnnforge.errors import ConfigError
     from cnnforge.predict import load_predictor
 
     if args.topk < 1:
         raise ConfigError(f"is {args.topk}; it must be at least 1", where="--topk")
-    predictions = load_predictor(args.run_dir, checkpoint=args.checkpoint).predict(args.images, topk=args.topk)
+    with contextlib.redirect_stdout(sys.stderr):  # what a plugin prints must never land in the JSON on stdout
+        predictions = load_predictor(args.run_dir, checkpoint=args.checkpoint).predict(args.images, topk=args.topk)
     if args.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
         return 0

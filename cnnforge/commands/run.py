@@ -7,7 +7,7 @@ from typing import Any
 
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("run", parents=[common], help="train a recipe", description="Train a recipe end to end.")
-    p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument("recipe", help="recipe YAML file or packaged recipe name (cnnforge list recipes)")
     p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=0.01")
     p.set_defaults(func=_run)
 

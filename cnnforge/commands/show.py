@@ -8,7 +8,7 @@ from typing import Any
 
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
     s = sub.add_parser("show", parents=[common], help="print the resolved recipe and the model summary")
-    s.add_argument("recipe")
+    s.add_argument("recipe", help="recipe YAML file or packaged recipe name")
     s.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE")
     s.add_argument("--no-model", action="store_true", help="skip building the model (no torch, no data)")
     s.set_defaults(func=_show)

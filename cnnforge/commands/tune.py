@@ -16,7 +16,7 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("tune", parents=[common], help="sweep a recipe's tune: section with Ray Tune",
                        description="Run the grid/samples of a recipe's tune: section as Ray Tune trials. Rerunning "
                                    "the same command continues an interrupted sweep without repeating finished trials.")
-    p.add_argument("recipe", help="recipe YAML file with a tune: section")
+    p.add_argument("recipe", help="recipe YAML file or packaged recipe name, with a tune: section")
     p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="dotted overrides, e.g. train.epochs=5")
     p.add_argument("--address", metavar="auto|HOST:PORT",

@@ -127,7 +127,7 @@ def read_cifar_batches(files: list[Path], label_key: bytes) -> tuple[np.ndarray,
         try:
             data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             y = np.asarray(batch[label_key], dtype=np.int64)
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, MemoryError) as exc:
             raise DataError(f"not a CIFAR batch ({type(exc).__name__}: {exc})", where=str(file)) from None
         if len(y) != len(data):
             raise DataError(f"{len(data)} images but {len(y)} labels", where=str(file))

@@ -15,12 +15,11 @@ class BadImage(Exception):
 
 
 def decode_image(data: bytes, grayscale: bool) -> np.ndarray:
-    """HxW (grayscale) or HxWx3 RGB uint8.
-
-    Pillow first (it notices truncated files), OpenCV for what it cannot identify.
-    """
+    """HxW (grayscale) or HxWx3 RGB uint8; Pillow first (it notices truncated files), OpenCV for what it cannot read."""
     from PIL import Image, UnidentifiedImageError
 
+    if not data:
+        raise BadImage("the file is empty (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("L" if grayscale else "RGB"))
@@ -30,7 +29,11 @@ def decode_image(data: bytes, grayscale: bool) -> np.ndarray:
         raise BadImage(" ".join(str(exc).split()) or type(exc).__name__) from None
     import cv2
 
-    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
+    try:  # OpenCV refuses more pixels than OPENCV_IO_MAX_IMAGE_PIXELS from the header (see cnnforge/__init__.py)
+        array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8),
+                             cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise BadImage(f"OpenCV refused it ({' '.join(str(exc).split()[-6:])})") from None
     if array is None:
         raise BadImage("neither Pillow nor OpenCV can decode it")
     return array if grayscale else cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
@@ -48,10 +51,7 @@ def image_shape(data: bytes) -> tuple[int, int] | None:
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``image`` (HxW or HxWxC) at (height, width).
-
-    Area averaging to shrink, linear to grow; the channel axis is kept.
-    """
+    """``image`` (HxW or HxWxC) at (height, width): area averaging to shrink, linear to grow; channels kept."""
     import cv2
 
     shrink = image.shape[0] * image.shape[1] > size[0] * size[1]

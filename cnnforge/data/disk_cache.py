@@ -34,6 +34,7 @@ from cnnforge.errors import DataError
 
 FORMAT = 1  # bump when the folder's layout changes: old caches are then rebuilt, never misread
 CHUNK = 512  # images decoded per block while building
+FAULT_AROUND = 64 * 1024  # Linux maps this aligned window of cached pages around a faulting page
 
 
 def cache_root() -> Path:
@@ -43,7 +44,7 @@ def cache_root() -> Path:
 
 def cache_key(source: EncodedImages, grayscale: bool, size: tuple[int, int] | None) -> str:
     text = json.dumps({"format": FORMAT, "source": source.fingerprint(), "size": size, "grayscale": grayscale})
-    return hashlib.sha256(text.encode()).hexdigest()[:40]
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
 class DiskImages:
@@ -65,8 +66,8 @@ class DiskImages:
     def _open(self) -> mmap.mmap:
         with open(self.folder / "images.npy", "rb") as f:
             version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1,
-                                                                             0) else np.lib.format.read_array_header_2_0
+            fmt = np.lib.format
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
             shape, _, _ = read_header(f)
             self.shape, self.offset, self.row_bytes = shape[1:], f.tell(), int(np.prod(shape[1:]))
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -82,9 +83,9 @@ class DiskImages:
         pages = self._map or self._open()
         start = self.offset + int(self.keep[index]) * self.row_bytes
         image = np.frombuffer(pages, np.uint8, self.row_bytes, start).reshape(self.shape).copy()
-        if hasattr(pages, "madvise"):
-            first = start - start % mmap.PAGESIZE
-            pages.madvise(mmap.MADV_DONTNEED, first, start + self.row_bytes - first)
+        if hasattr(pages, "madvise"):  # whole fault-around windows: a fault maps its window's neighbours too
+            first, end = start - start % FAULT_AROUND, -(-(start + self.row_bytes) // FAULT_AROUND) * FAULT_AROUND
+            pages.madvise(mmap.MADV_DONTNEED, first, min(end, len(pages)) - first)
         return image, int(self.labels[index])
 
 
@@ -102,13 +103,10 @@ def _save(path: Path, array: np.ndarray) -> None:
 
 
 class _ArrayFile:
-    """``images.npy`` written image by image with plain writes.
-
-    The pages go to the page cache, not the builder's RSS.
-    """
+    """``images.npy`` written image by image with plain writes: pages go to the page cache, not the builder's RSS."""
 
     def __init__(self, path: Path, count: int, shape: tuple[int, ...]) -> None:
-        # sparse until written
+        # the header, and a sparse file until written
         header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count, *shape))
         self.path, self.shape, self.offset, self.row_bytes = path, shape, header.offset, int(np.prod(shape))
         del header

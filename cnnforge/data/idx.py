@@ -11,6 +11,7 @@ import math
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -21,33 +22,48 @@ from cnnforge.registry import register_dataset
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 _UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one MNIST-style files use
+MAX_DIMS = 4  # labels have 1, images 3
+MAX_BYTES = 1 << 34  # 16 GiB: far beyond any MNIST-style file, far below what a forged header can declare
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """The uint8 array in an IDX file (``.gz`` or plain); a short or malformed file is a DataError naming it."""
+    """The uint8 array in an IDX file (``.gz`` or plain); a short, malformed or oversized file is a DataError naming it.
+
+    The header is checked before the data is read, and no more bytes than it declares are ever
+    decompressed: a gzip bomb or a header of absurd dimensions cannot exhaust memory.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
+            return _read_idx(f, path)
     except FileNotFoundError:
         raise DataError("file is missing", where=str(path)) from None
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; a cut .gz ends in EOFError
         raise DataError(f"not a readable gzip file ({exc})", where=str(path)) from None
-    if not data:
+
+
+def _read_idx(f: BinaryIO, path: Path) -> np.ndarray:
+    magic = f.read(4)
+    if not magic:
         raise DataError("is empty (0 bytes)", where=str(path), hint="copy or download the file again")
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != _UBYTE or data[3] == 0:
+    if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] != _UBYTE or magic[3] == 0:
         raise DataError("not an IDX file of unsigned bytes (bad magic number)", where=str(path))
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
+    ndim = magic[3]
+    if ndim > MAX_DIMS:
+        raise DataError(f"declares {ndim} dimensions; image and label files have at most {MAX_DIMS}", where=str(path))
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
         raise DataError(f"truncated: the header of {ndim} dimensions is cut short", where=str(path))
-    shape = struct.unpack(f">{ndim}I", data[4:header])
+    shape = struct.unpack(f">{ndim}I", dims)
     expected = math.prod(shape)
-    if len(data) - header != expected:
-        raise DataError(f"truncated or padded: {len(data) - header} data bytes, "
-                        f"the header {list(shape)} says {expected}",
+    if expected > MAX_BYTES:
+        raise DataError(f"declares {list(shape)}: {expected} bytes, more than cnnforge reads ({MAX_BYTES})",
                         where=str(path))
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    data = f.read(expected + 1)  # one byte more shows padding without reading all of it
+    if len(data) != expected:
+        raise DataError(f"truncated or padded: {'more than ' if len(data) > expected else ''}{len(data)} data bytes, "
+                        f"the header {list(shape)} says {expected}", where=str(path))
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
 def _idx_file(raw: Path, stem: str) -> Path:

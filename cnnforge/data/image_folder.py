@@ -22,7 +22,9 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-from cnnforge.data.encoded import BadImagePolicy, CacheMode, image_dataset
+from cnnforge.data import MAX_IMAGE_SIDE
+from cnnforge.data.cache_modes import image_dataset
+from cnnforge.data.encoded import BadImagePolicy, CacheMode
 from cnnforge.data.listing import IMAGE_SUFFIXES, list_folder
 from cnnforge.errors import ConfigError, DataError
 from cnnforge.registry import register_dataset
@@ -30,7 +32,7 @@ from cnnforge.registry import register_dataset
 __all__ = ["IMAGE_SUFFIXES", "FolderListing", "imagefolder", "list_image_folder", "materialise_split", "split_layout"]
 
 SPLITS = ("train", "val", "test")
-Side = Annotated[int, Field(ge=1)]
+Side = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
 
 
 @dataclass(frozen=True)

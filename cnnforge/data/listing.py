@@ -25,6 +25,7 @@ FOLDER_LAYOUT = "<class>/<image> folders, or train/ and val/ (and test/) folders
 #: file name endings read as images (case-insensitive); anything else in a class folder is ignored
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp",
                             ".pbm", ".pgm", ".ppm", ".pnm", ".jp2", ".ras", ".sr"})
+STAT_BLOCK = 1024  # files stat'ed per thread task
 
 
 class FolderImages:
@@ -38,14 +39,14 @@ class FolderImages:
         return len(self.paths)
 
     def name(self, index: int) -> str:
-        return os.path.join(self.root, self.paths[index].decode())
+        return os.path.join(self.root, os.fsdecode(self.paths[index]))
 
     def read(self, index: int) -> bytes:
         with open(self.name(index), "rb") as f:
             return f.read()
 
     def fingerprint(self) -> str:
-        digest = hashlib.sha256("\0".join(self.classes).encode())
+        digest = hashlib.sha256("\0".join(self.classes).encode("utf-8", "surrogateescape"))
         for array in (self.paths, self.labels, self.stats):
             digest.update(np.ascontiguousarray(array).tobytes())
         return digest.hexdigest()
@@ -81,7 +82,7 @@ def _walk(root: Path, class_name: str, progress: WorkProgress) -> tuple[list[str
 def _listing_file(root: Path, classes: list[str]) -> Path:
     from cnnforge.data.disk_cache import cache_root
 
-    key = hashlib.sha256("\0".join([str(root.resolve()), *classes]).encode()).hexdigest()[:40]
+    key = hashlib.sha256("\0".join([str(root.resolve()), *classes]).encode("utf-8", "surrogateescape")).hexdigest()[:40]
     return cache_root() / "listings" / f"{key}.npz"
 
 
@@ -90,8 +91,8 @@ def _cached(file: Path, root: Path) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         with np.load(file, allow_pickle=False) as saved:
             folders, mtimes = saved["folders"], saved["mtimes"]
-            pairs = zip(folders, mtimes, strict=False)
-            if any(os.stat(os.path.join(root, f.decode())).st_mtime_ns != m for f, m in pairs):
+            pairs = zip(folders, mtimes, strict=True)
+            if any(os.stat(os.path.join(root, os.fsdecode(f))).st_mtime_ns != m for f, m in pairs):
                 return None
             return saved["paths"], saved["labels"]
     except (OSError, ValueError, KeyError):  # no listing yet, a folder gone, or an unreadable file: list again
@@ -124,8 +125,11 @@ def _scan(root: Path, classes: list[str], present: list[str]) -> tuple[np.ndarra
             paths += found
             labels += [classes.index(name)] * len(found)
             folders.update(walked)
-    out = np.asarray(paths, dtype=np.bytes_) if paths else np.zeros(0, "S1"), np.asarray(labels, dtype=np.int64)
-    _save(_listing_file(root, classes), paths=out[0], labels=out[1], folders=np.asarray(list(folders), dtype=np.bytes_),
+    # bytes as the file system has them (os.fsencode): names need be neither ASCII nor valid UTF-8
+    files = np.asarray([os.fsencode(p) for p in paths], dtype=np.bytes_) if paths else np.zeros(0, "S1")
+    out = files, np.asarray(labels, dtype=np.int64)
+    _save(_listing_file(root, classes), paths=out[0], labels=out[1],
+          folders=np.asarray([os.fsencode(f) for f in folders], dtype=np.bytes_),
           mtimes=np.asarray(list(folders.values()), dtype=np.int64))
     return out
 
@@ -133,14 +137,19 @@ def _scan(root: Path, classes: list[str], present: list[str]) -> tuple[np.ndarra
 def _stat_all(root: Path, paths: np.ndarray) -> np.ndarray:
     """(size, mtime_ns) of every file, on threads: on network file systems the round trips overlap."""
     def one(path: bytes) -> tuple[int, int]:
+        full = os.path.join(root, os.fsdecode(path))
         try:
-            st = os.stat(os.path.join(root, path.decode()))
+            st = os.stat(full)
         except OSError as exc:
-            raise DataError(f"cannot read it: {exc.strerror or exc}", where=os.path.join(root, path.decode())) from None
+            raise DataError(f"cannot read it: {exc.strerror or exc}", where=full) from None
         return st.st_size, st.st_mtime_ns
 
+    def block(start: int) -> list[tuple[int, int]]:  # a task per block: a task per file costs more than its stat
+        return [one(path) for path in paths[start:start + STAT_BLOCK]]
+
     with ThreadPoolExecutor(max_workers=16) as pool:
-        return np.asarray(list(pool.map(one, paths, chunksize=256)), dtype=np.int64).reshape(-1, 2)
+        stats = [st for part in pool.map(block, range(0, len(paths), STAT_BLOCK)) for st in part]
+    return np.asarray(stats, dtype=np.int64).reshape(-1, 2)
 
 
 def list_folder(root: Path, classes: Sequence[str] | None = None) -> FolderImages:

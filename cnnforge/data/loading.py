@@ -100,9 +100,12 @@ class EpochSampler(Sampler):
     def __len__(self) -> int:
         return self.n
 
+    def permutation(self) -> np.ndarray:
+        """The epoch's order of the dataset's indices."""
+        return _rng(self.seed, SHUFFLE, self.epoch).permutation(self.n) if self.shuffle else np.arange(self.n)
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = _rng(self.seed, SHUFFLE, self.epoch).permutation(self.n) if self.shuffle else np.arange(self.n)
-        return iter([(self.epoch, int(i)) for i in order])
+        return iter([(self.epoch, int(i)) for i in self.permutation()])
 
 
 def _open(recipe: Recipe, split: str) -> Any:
@@ -133,6 +136,10 @@ def data_info(ds: Any, where: str) -> DataInfo:
     classes = getattr(ds, "classes", None)
     if not classes:
         raise DataError("the dataset has no `classes` list", where=where)
+    if len(classes) < 2:
+        raise DataError(f"the dataset has one class ({classes[0]!r}); a classifier needs at least two", where=where)
+    # a folder name that is not UTF-8 must not break the reports (JSON, plots) after training
+    classes = [str(c).encode("utf-8", "surrogateescape").decode("utf-8", "replace") for c in classes]
     first = np.asarray(ds[0][0])
     if first.ndim == 2:
         first = first[..., None]
@@ -144,6 +151,12 @@ def data_info(ds: Any, where: str) -> DataInfo:
         mean, std = stats.result()
     return DataInfo(list(classes), tuple(float(m) for m in mean), tuple(float(s) for s in std), int(first.shape[-1]),
                     (int(first.shape[0]), int(first.shape[1])))
+
+
+def _check_labels(labels: np.ndarray, info: DataInfo, where: str) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= len(info.classes)):
+        raise DataError(f"labels must lie in 0..{len(info.classes) - 1}, found {labels.min()}..{labels.max()}",
+                        where=where)
 
 
 def build_splits(recipe: Recipe) -> Splits:
@@ -158,10 +171,11 @@ def build_splits(recipe: Recipe) -> Splits:
         raise ConfigError(f"dataset {d.name!r} has no train split", where=f"{src}: data.name")
     info = data_info(pool, f"{d.root} ({d.name})")
     labels = _labels(pool)
-    if labels.size and (labels.min() < 0 or labels.max() >= len(info.classes)):
-        raise DataError(f"labels must lie in 0..{len(info.classes) - 1}, found {labels.min()}..{labels.max()}",
-                        where=f"{d.root} ({d.name})")
+    _check_labels(labels, info, f"{d.root} ({d.name}, train split)")
     test, val = _open(recipe, "test"), _open(recipe, "val")
+    for name, split in (("test", test), ("val", val)):  # a separate split's labels are checked before training too
+        if split is not None:
+            _check_labels(_labels(split), info, f"{d.root} ({d.name}, {name} split)")
     if test is None and val is None:  # one pool: data.split
         train_idx, val_idx, test_idx = stratified_split(labels, d.split, seed)
         val, test = pool, pool

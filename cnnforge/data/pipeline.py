@@ -93,12 +93,15 @@ def _flatten(transform: Any) -> Iterator[Any]:
 
 def build_pipeline(spec: Any, source: str = "<recipe>", split: str = "train") -> Pipeline:
     """One ``Compose`` for ``spec`` (a list of ops or a pipeline name), its ``normalize`` steps taken out."""
+    from cnnforge import registry
+
     A = _albumentations()
     steps: list[Any] = []
     stats: Stats | None = None
     for i, (name, params) in enumerate(_specs(spec)):
-        entry, kwargs = _op_kwargs(name, params, _where(source, split, spec, i))
-        for step in _flatten(entry.fn(**kwargs)):
+        where = _where(source, split, spec, i)
+        entry, kwargs = _op_kwargs(name, params, where)
+        for step in _flatten(registry.call_builder(entry, kwargs, where=where)):
             if isinstance(step, A.Normalize):
                 stats = (tuple(np.atleast_1d(step.mean).tolist()), tuple(np.atleast_1d(step.std).tolist()))
             else:

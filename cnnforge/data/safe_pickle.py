@@ -5,6 +5,7 @@ of globals a NumPy array needs are allowed and everything else is refused with a
 """
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def load_pickle(path: Path) -> Any:
-    """Unpickle ``path`` allowing plain containers and NumPy arrays only."""
+    """Unpickle ``path`` allowing plain containers and NumPy arrays only.
+
+    The file is read into memory first: a length field the pickle declares can then never make the
+    reader allocate more than the file holds (a 100-byte "allocation bomb" is just cut short).
+    """
     try:
-        with path.open("rb") as f:
-            return _RestrictedUnpickler(f, encoding="bytes").load()
+        data = path.read_bytes()
+        return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except FileNotFoundError:
         raise DataError("file is missing", where=str(path)) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise DataError(f"not a readable dataset pickle ({exc or type(exc).__name__})", where=str(path)) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, OverflowError, RecursionError) as exc:
+        raise DataError(f"not a readable dataset pickle ({type(exc).__name__}: {exc})"[:300], where=str(path)) from None

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnforge.extras import require
 from cnnforge.models.params import Freeze
 
 OFFLINE_ENV = "CNNFORGE_OFFLINE"
@@ -67,6 +68,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     Checkpoints that wrap the weights (``state_dict``/``model`` keys, DDP's ``module.`` prefix) are
     unwrapped by timm's loader, which knows those layouts.
     """
+    require("timm", where=str(path))
     from timm.models import load_state_dict
 
     try:
@@ -87,6 +89,7 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], num_classes:
     grey images). Any other difference means the file belongs to another architecture: ValueError
     naming the first key that does not fit.
     """
+    require("timm", where=source)
     from timm.models import adapt_input_conv
 
     target = model.state_dict()

@@ -117,13 +117,15 @@ def parse_kernel(text: str) -> tuple[str, np.ndarray | None]:
     """``(name, matrix)`` for a kernel name or a YAML/JSON list of rows; ``sobel`` has no single matrix."""
     import yaml
 
+    from cnnforge.yaml_bounds import load_yaml
+
     if text in KERNELS:
         return text, np.asarray(KERNELS[text], dtype=np.float32)
     if text == "sobel":
         return text, None
     hint = did_you_mean(text, NAMES) or f"use one of {', '.join(NAMES)} or rows like [[0,1,0],[1,-4,1],[0,1,0]]"
     try:
-        rows = yaml.safe_load(text)
+        rows = load_yaml(text)  # bounded: a command-line kernel cannot be an alias bomb
         matrix = np.asarray(rows, dtype=np.float32)
     except (yaml.YAMLError, TypeError, ValueError):
         raise ConfigError(f"{text!r} is not a kernel name or a list of rows of numbers", where="--kernel",

@@ -24,9 +24,13 @@ def pyplot() -> Any:
 
 
 def save(fig: Any, path: Path) -> Path:
-    """Write ``fig`` as a PNG and free it (figures are never shown)."""
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    pyplot().close(fig)
+    """Write ``fig`` as a PNG and free it (figures are never shown); a failed write leaves no empty PNG."""
+    from cnnforge.atomic_write import save_file_atomic
+
+    try:
+        save_file_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    finally:
+        pyplot().close(fig)
     return path
 
 

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from cnnforge import rundir
 from cnnforge.errors import CnnforgeError, ConfigError
-from cnnforge.recipe import Recipe, TuneConfig, check_recipe, check_swept_value, load_recipe
+from cnnforge.extras import require
+from cnnforge.recipe import Recipe, TuneConfig, check_recipe, load_recipe
 from cnnforge.sweep.results import TrialRow, collect_trials, report_results
 
 if TYPE_CHECKING:
@@ -69,6 +70,9 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     spec = check_sweep(recipe)
     if max_concurrent is not None and max_concurrent < 1:
         raise ConfigError(f"must be at least 1, got {max_concurrent}", where="--max-concurrent")
+    require("ray", where="cnnforge tune")
+    if spec.search == "optuna":
+        require("optuna", where=f"{recipe.source}: tune.search")
 
     import ray
     from ray import tune as ray_tune
@@ -90,8 +94,10 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
         if started:
             ray.shutdown()
     if interrupted.is_set():
-        print(f"interrupted: run the same command again to continue {experiment}", flush=True)
-        raise KeyboardInterrupt
+        if not _every_trial_ended(experiment, spec):
+            print(f"interrupted: run the same command again to continue {experiment}", flush=True)
+            raise KeyboardInterrupt
+        print("interrupted after every trial had ended: the sweep is complete", flush=True)
     trials = collect_trials(grid, recipe, _replay_prefix(recipe_or_path, overrides, experiment))
     result = TuneResult(experiment, trials, metric=spec.metric)
     result.best_recipe = report_results(experiment, recipe, trials)
@@ -122,6 +128,18 @@ def _ray_tables(verbose: bool) -> Iterator[None]:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:
             os.environ["RAY_AIR_NEW_OUTPUT"] = own
+
+
+def _every_trial_ended(experiment: Path, spec: TuneConfig) -> bool:
+    """Whether a Ctrl-C came too late to stop anything. Judged by the state Ray saved as the sweep stopped: the
+    ResultGrid calls every trial it stopped terminated. Ray creates grid trials as slots free up, so an
+    interrupted sweep can also have fewer trials than planned."""
+    from ray.tune import ExperimentAnalysis
+    from ray.tune.experiment import Trial
+
+    trials = ExperimentAnalysis(str(experiment)).trials
+    planned = spec.num_samples * math.prod(len(values) for values in spec.grid.values())
+    return len(trials) == planned and all(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
 
 
 @contextlib.contextmanager
@@ -163,32 +181,6 @@ def check_sweep(recipe: Recipe) -> TuneConfig:
                           hint="add tune: {metric: val/acc, grid: {optim.lr: [0.1, 0.01]}}")
     if not spec.grid and not spec.sample:
         raise ConfigError("nothing to sweep: tune.grid and tune.sample are both empty", where=f"{src}: tune")
-    both = sorted(set(spec.grid) & set(spec.sample))
-    if both:
-        raise ConfigError("a key is both in grid and in sample", where=f"{src}: tune.sample.{both[0]}")
-    for key, sample in spec.sample.items():
-        if sample.choice is not None and not sample.choice:
-            raise ConfigError("is empty: nothing to choose from", where=f"{src}: tune.sample.{key}.choice",
-                              hint="give at least one value")
-        low, high = sample.uniform or sample.loguniform or (0.0, 1.0)
-        if low >= high or (sample.loguniform is not None and low <= 0):
-            raise ConfigError(f"[{low:g}, {high:g}] is not a range"
-                              f"{' of positive numbers' if sample.loguniform else ''}",
-                              where=f"{src}: tune.sample.{key}")
-        for value in sample.choice if sample.choice is not None else (low, high):
-            check_swept_value(recipe, key, value, where=f"{src}: tune.sample.{key}")
-    if spec.scheduler.name == "asha" and spec.scheduler.grace_period > recipe.train.epochs:
-        raise ConfigError(f"grace_period {spec.scheduler.grace_period} is longer than train.epochs "
-                          f"({recipe.train.epochs})", where=f"{src}: tune.scheduler.grace_period")
-    gpu = spec.resources_per_trial.gpu
-    if gpu == "auto":
-        return spec
-    if gpu > 1 and not float(gpu).is_integer():
-        raise ConfigError(f"{gpu:g} GPUs: Ray shares a GPU only in fractions below 1, more must be whole",
-                          where=f"{src}: tune.resources_per_trial.gpu")
-    if gpu >= 2 and recipe.train.parallel != "dp":
-        raise ConfigError(f"a trial is one process; to use its {gpu:g} GPUs set train.parallel: dp",
-                          where=f"{src}: tune.resources_per_trial.gpu")
     return spec
 
 
@@ -297,21 +289,6 @@ def trial_resources(recipe: Recipe, spec: TuneConfig) -> dict[str, float]:
     return {"cpu": wanted["CPU"], "gpu": wanted["GPU"]}
 
 
-def search_space(spec: TuneConfig) -> dict[str, Any]:
-    """Ray's ``param_space``: every grid key as ``grid_search``, every sampled key as its distribution."""
-    from ray import tune as ray_tune
-
-    space: dict[str, Any] = {key: ray_tune.grid_search(list(values)) for key, values in spec.grid.items()}
-    for key, sample in spec.sample.items():
-        if sample.choice is not None:
-            space[key] = ray_tune.choice(list(sample.choice))
-        elif sample.uniform is not None:
-            space[key] = ray_tune.uniform(*sample.uniform)
-        else:
-            space[key] = ray_tune.loguniform(*sample.loguniform)  # type: ignore[misc]
-    return space
-
-
 def trial_dirname(trial: Any) -> str:
     """A trial's folder is its id (the default name repeats the whole config)."""
     return str(trial.trial_id)
@@ -325,6 +302,7 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
 
     from cnnforge.recipe import yaml_value
     from cnnforge.sweep.console import ConsoleCallback
+    from cnnforge.sweep.search import search_space, searcher
     from cnnforge.sweep.trial import run_trial
 
     # Ray's default TensorBoard logger imports torch in the driver (1-3 s) to copy what each trial's run directory
@@ -342,6 +320,7 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if restoring:
         return ray_tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
+    limit = max_concurrent or spec.max_concurrent
     if spec.scheduler.name == "asha":
         sampled = getattr(spec.sample.get("train.epochs"), "choice", None) or []
         swept_epochs = [*spec.grid.get("train.epochs", []), *sampled]
@@ -353,8 +332,8 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     return ray_tune.Tuner(
         trainable, param_space=search_space(spec),
         tune_config=ray_tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-                                        scheduler=scheduler,
-                                        max_concurrent_trials=max_concurrent or spec.max_concurrent,
+                                        search_alg=searcher(spec, recipe.seed, limit), scheduler=scheduler,
+                                        max_concurrent_trials=limit if spec.search == "optuna" else None,
                                         trial_dirname_creator=trial_dirname, reuse_actors=True),
         run_config=ray_tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent),
                                       verbose=1 if verbose else 0,

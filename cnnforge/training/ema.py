@@ -7,8 +7,14 @@ trainer's own optimizer-step count, so a resumed run warms up exactly as an unin
 """
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
 from cnnforge.recipe import Recipe
 
@@ -16,18 +22,38 @@ WARMUP = 10  # timm's constant: the decay (1 + t) / (WARMUP + t) is 0.5 at step 
 
 
 class WeightEMA(AveragedModel):
-    """An ``AveragedModel`` (weights and buffers) whose decay warms up over the first steps."""
+    """An ``AveragedModel`` (weights and buffers) whose decay warms up over the first steps.
+
+    ``update`` does what ``AveragedModel.update_parameters`` does without its two host reads of
+    ``n_averaged`` per call (``bool(n_averaged == 0)``, ``n_averaged > 0``), which would make every
+    training step wait for the GPU: whether the average has started is known on the host.
+    """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         super().__init__(model, use_buffers=True)
         self.decay = decay
+        self.started = False  # n_averaged > 0, known without reading the device
         # nn.Module.compile stores a compiled call of the *original* module, which the deep copy would share
         self.module._compiled_call_impl = None
 
     def update(self, model: nn.Module, step: int) -> None:
         """Average in ``model``'s weights after optimizer step ``step`` (0-based)."""
-        self.multi_avg_fn = get_ema_multi_avg_fn(min(self.decay, (1 + step) / (WARMUP + step)))
-        self.update_parameters(model)
+        ours = [t.detach() for t in itertools.chain(self.module.parameters(), self.module.buffers())]
+        theirs = [t.detach() for t in itertools.chain(model.parameters(), model.buffers())]
+        with torch.no_grad():
+            if not self.started:
+                torch._foreach_copy_(ours, theirs)
+            else:
+                average = get_ema_multi_avg_fn(min(self.decay, (1 + step) / (WARMUP + step)))
+                for (_, _), ([mine, other], _) in _group_tensors_by_device_and_dtype([ours, theirs]).items():
+                    average(mine, other, None)
+            self.n_averaged += 1
+        self.started = True
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        result = super().load_state_dict(state_dict, strict, assign)
+        self.started = bool(self.n_averaged > 0)  # one read, when a checkpoint is loaded
+        return result
 
 
 def make_ema(model: nn.Module, recipe: Recipe) -> WeightEMA | None:

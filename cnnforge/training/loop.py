@@ -1,18 +1,22 @@
 """The training loop: plain PyTorch steps inside Accelerate, with checkpoints and metrics around them.
 
-The step itself is the one from Accelerate's examples (``accumulate``, ``autocast``, ``backward``,
-``gather_for_metrics``); everything that makes runs exact and resumable (the epoch/batch position,
-RNG states, running metric sums) lives in :class:`TrainState` and in checkpoints.
+The step itself, :func:`train_step`, is the one from Accelerate's examples (``accumulate``,
+``autocast``, ``backward``, ``step``); the bookkeeping around it (metric sums, EMA, checkpoints,
+progress) stays on the device between sync points, so a step never waits for the GPU. What makes
+runs exact and resumable (the epoch/batch position, RNG states, running metric sums) lives in
+:class:`TrainState` and in checkpoints.
 """
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ConfigDict
 from torch import nn
 
 from cnnforge import checkpoint as ckpt
@@ -21,15 +25,20 @@ from cnnforge.data.batch_augment import make_batch_augment
 from cnnforge.data.loading import DataInfo
 from cnnforge.errors import NonFiniteLossError
 from cnnforge.recipe import Recipe
+from cnnforge.run_files import RunIdentity
+from cnnforge.training.batches import DeviceBatches, LoaderBatches
 from cnnforge.training.ema import make_ema
 from cnnforge.training.eval_step import EvalResult
+from cnnforge.training.nonfinite import NonFiniteGuard
 from cnnforge.training.parts import scale_lr, use_channels_last
 from cnnforge.training.progress import Progress
 
 
 @dataclass
 class TrainState:
-    """Where training stands; saved in every checkpoint's ``state.json``."""
+    """Where training stands; saved in every checkpoint's ``state.json``, read back strictly."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)
 
     epoch: int = 0  # the epoch in progress, 0-based
     batch: int = 0  # batches of that epoch already trained
@@ -71,24 +80,69 @@ class _Rollback(Exception):
         self.checkpoint = checkpoint
 
 
+@dataclass
+class TrainParts:
+    """What a :class:`Trainer` works with, built from the recipe by ``training/run.py``."""
+
+    acc: Any  # the Accelerator
+    model: nn.Module  # as prepared by Accelerate (DDP-wrapped under several processes)
+    optimizer: Any  # parts.stepped_optimizer: the torch optimizer (Accelerate's wrapper under fp16)
+    schedule: Any
+    batches: DeviceBatches | LoaderBatches  # the training split
+    loaders: dict[str, Any]  # "train", "val", "test" DataLoaders, prepared by Accelerate
+    info: DataInfo
+    run_dir: Path
+    progress: Progress
+    tracking: bool = False
+    reporter: Any = None  # reporter(row, checkpoint_dir) after every epoch (Ray Tune)
+    identity: RunIdentity | None = None  # recorded in every checkpoint; resume refuses another run's
+
+
+def train_step(parts: TrainParts, criterion: nn.Module, guard: NonFiniteGuard, x: torch.Tensor, y: torch.Tensor,
+               clip_grad_norm: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, loss, backward, step: Accelerate's ``cv_example`` step; returns the logits and the loss.
+
+    ``guard`` makes the optimizer skip a non-finite step on the device (no host sync). Everything
+    else a run does per step (metrics, EMA, checkpoints, progress) happens around this function.
+    """
+    acc, model, optimizer = parts.acc, parts.model, parts.optimizer
+    with acc.accumulate(model):
+        with acc.autocast():
+            logits = model(x)
+            loss = criterion(logits, y)
+        acc.backward(loss)
+        guard.check(loss, acc.sync_gradients)
+        if acc.sync_gradients:  # the last batch of an accumulation (every batch without train.grad_accum)
+            if clip_grad_norm:
+                acc.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            optimizer.step()
+            parts.schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+    return logits, loss
+
+
 class Trainer:
     """Runs ``recipe.train.epochs`` epochs from a :class:`TrainState` and evaluates the result."""
 
-    def __init__(self, recipe: Recipe, acc: Any, model: nn.Module, optimizer: Any, schedule: Any, loaders: dict[str, Any],
-                 sampler: Any, info: DataInfo, run_dir: Path, progress: Progress, tracking: bool,
-                 reporter: Any = None) -> None:
-        self.recipe, self.acc, self.model, self.optimizer, self.schedule = recipe, acc, model, optimizer, schedule
-        self.loaders, self.sampler, self.info, self.run_dir, self.progress = loaders, sampler, info, run_dir, progress
-        self.tracking, self.reporter = tracking, reporter
+    def __init__(self, recipe: Recipe, parts: TrainParts) -> None:
+        self.recipe, self.parts = recipe, parts
+        self.acc, self.model, self.optimizer, self.schedule = parts.acc, parts.model, parts.optimizer, parts.schedule
+        self.loaders, self.info, self.run_dir, self.progress = parts.loaders, parts.info, parts.run_dir, parts.progress
+        device = self.acc.device
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.train.label_smoothing)
         shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(info.mean, device=acc.device).view(shape) * 255.0
-        self.inv_std = 1.0 / (torch.tensor(info.std, device=acc.device).view(shape) * 255.0)
-        self.memory_format = torch.channels_last if use_channels_last(recipe, model, acc.device) else torch.contiguous_format
+        self.mean = torch.tensor(self.info.mean, device=device).view(shape) * 255.0
+        self.inv_std = 1.0 / (torch.tensor(self.info.std, device=device).view(shape) * 255.0)
+        channels_last = use_channels_last(recipe, self.model, device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.batch_augment = make_batch_augment(recipe)  # augment.mode: batch -> train ops run here, on the device
         self.ema = make_ema(self.bare_model(), recipe)
-        self.ckpt_dir = run_dir / rundir.CHECKPOINTS
-        self._sums = torch.zeros(3, dtype=torch.float64, device=acc.device)  # loss*n, correct, n of this epoch
+        torch_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # under Accelerate's wrapper (fp16)
+        self.guard = NonFiniteGuard(torch_optimizer, device, scaled=self.acc.scaler is not None)
+        self.ckpt_dir = self.run_dir / rundir.CHECKPOINTS
+        self._sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n of this epoch
+        self._window = 0  # the batch from which the guard's counters count
+        self._data_wait = 0.0
 
     # ------------------------------------------------------------------------------------ inputs
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,81 +170,89 @@ class Trainer:
         return state
 
     def _epoch(self, state: TrainState) -> dict[str, Any]:
-        recipe, acc = self.recipe, self.acc
-        loader = self.loaders["train"]
-        self.sampler.use_epoch(state.epoch)
-        if state.batch:
-            from accelerate import skip_first_batches
-
-            loader = skip_first_batches(loader, state.batch)
         self.model.train()
         self.progress.start_epoch(state.epoch, state.batch)
-        t_start = time.perf_counter()
-        data_wait = 0.0
-        t_ready = time.perf_counter()
-        every = recipe.train.checkpoint_every_steps
-        for x, y in loader:
-            data_wait += time.perf_counter() - t_ready
-            if self.batch_augment is not None:
-                x = self.batch_augment(x.to(acc.device, non_blocking=True), (state.epoch, state.batch, acc.process_index))
-            x = self.prepare_input(x)
-            y = y.to(acc.device, non_blocking=True)
-            with acc.accumulate(self.model):
-                with acc.autocast():
-                    logits = self.model(x)
-                    loss = self.criterion(logits, y)
-                finite = self._all_finite(loss)
-                acc.backward(loss)
-                if finite:
-                    if recipe.train.clip_grad_norm and acc.sync_gradients:
-                        acc.clip_grad_norm_(self.model.parameters(), recipe.train.clip_grad_norm)
-                    self.optimizer.step()
-                    if acc.sync_gradients and not acc.optimizer_step_was_skipped:
-                        self.schedule.step()
-                        if self.ema is not None:
-                            self.ema.update(self.bare_model(), state.global_step)
-                else:
-                    self._non_finite(state)
-                self.optimizer.zero_grad(set_to_none=True)
-            if finite:
-                with torch.no_grad():
-                    n = y.numel()
-                    self._sums += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double(),
-                                               torch.tensor(float(n), dtype=torch.float64, device=acc.device)])
-            state.batch += 1
-            if acc.sync_gradients:
-                state.global_step += 1
-                if every and state.global_step % every == 0:
-                    state.train_time += time.perf_counter() - t_start
-                    t_start = time.perf_counter()
-                    self.save_checkpoint(state)
-            self.progress.step(state.batch, self._sums)
-            t_ready = time.perf_counter()
-        state.train_time += time.perf_counter() - t_start
-        sums = acc.reduce(self._sums.clone(), reduction="sum")
-        n = max(1.0, float(sums[2]))
-        elapsed = time.perf_counter() - t_start
-        return {"epoch": state.epoch + 1, "train/loss": float(sums[0]) / n, "train/acc": float(sums[1]) / n,
+        self._window, self._data_wait = state.batch, 0.0
+        start = self._epoch_start = time.perf_counter()
+        clip = self.recipe.train.clip_grad_norm
+        for x, y in self._timed(self.parts.batches.epoch(state.epoch, state.batch)):
+            x, y = self._inputs(x, y, state)
+            logits, loss = train_step(self.parts, self.criterion, self.guard, x, y, clip)
+            self._count(logits, loss, y)
+            self._after_step(state)
+        self._judge(state)
+        state.train_time += time.perf_counter() - self._epoch_start
+        sums = self.acc.reduce(self._sums.clone(), reduction="sum").tolist()
+        n, elapsed = max(1.0, sums[2]), time.perf_counter() - start
+        return {"epoch": state.epoch + 1, "train/loss": sums[0] / n, "train/acc": sums[1] / n,
                 "lr": float(self.optimizer.param_groups[0]["lr"]), "time/epoch_s": round(elapsed, 4),
-                "time/data_wait_s": round(data_wait, 4), "train/samples_per_s": float(sums[2]) / max(elapsed, 1e-9)}
+                "time/data_wait_s": round(self._data_wait, 4), "train/samples_per_s": sums[2] / max(elapsed, 1e-9)}
 
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        flag = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
-        if self.acc.num_processes > 1:  # every rank must take the same branch or DDP hangs
-            flag = self.acc.reduce(flag, reduction="sum") // self.acc.num_processes
-        return bool(flag.item())
+    def _timed(self, batches: Iterable[Any]) -> Iterator[Any]:
+        """``batches``, adding the time spent waiting for each to the epoch's data wait."""
+        iterator = iter(batches)
+        while True:
+            ready = time.perf_counter()
+            batch = next(iterator, None)
+            self._data_wait += time.perf_counter() - ready
+            if batch is None:
+                return
+            yield batch
 
-    def _non_finite(self, state: TrainState) -> None:
-        policy = self.recipe.train.on_nan
-        where = f"epoch {state.epoch + 1}, step {state.batch + 1}"
-        if policy == "skip":
-            state.skipped_steps += 1
+    def _inputs(self, x: torch.Tensor, y: torch.Tensor, state: TrainState) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.batch_augment is not None:
+            key = (state.epoch, state.batch, self.acc.process_index)
+            x = self.batch_augment(x.to(self.acc.device, non_blocking=True), key)
+        return self.prepare_input(x), y.to(self.acc.device, non_blocking=True)
+
+    @torch.no_grad()
+    def _count(self, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> None:
+        """Add the step to the epoch's sums, on the device (a non-finite loss adds nothing)."""
+        loss = loss.detach().double()
+        ok = torch.isfinite(loss)
+        step = torch.stack((loss * y.numel(), (logits.argmax(1) == y).sum().double(), ok.double() * y.numel()))
+        self._sums.add_(torch.where(ok, step, 0.0))
+
+    def _after_step(self, state: TrainState) -> None:
+        """Bookkeeping after a batch: step counts, the EMA, step checkpoints and a time-based progress read."""
+        state.batch += 1
+        if self.acc.sync_gradients:
+            if self.ema is not None:
+                self.ema.update(self.bare_model(), state.global_step)
+            state.global_step += 1
+            every = self.recipe.train.checkpoint_every_steps
+            if every and state.global_step % every == 0:
+                self._judge(state)
+                now = time.perf_counter()
+                state.train_time += now - self._epoch_start
+                self._epoch_start = now
+                self.save_checkpoint(state)
+        if self.progress.due(state.batch):
+            self.progress.update(state.batch, self._sums.tolist())  # the one device read of this refresh
+
+    def _judge(self, state: TrainState) -> None:
+        """At a sync point: count the skipped steps, or act on a non-finite one (stop or roll back)."""
+        counters = torch.stack(self.guard.counters())
+        if self.acc.num_processes > 1 and self.guard.scaled:  # fp16: per-rank verdicts (the loss's); agree on one
+            import torch.distributed as dist
+
+            counters[1].neg_()
+            dist.all_reduce(counters, op=dist.ReduceOp.MAX)  # most bad steps, fewest clean batches
+            counters[1].neg_()
+        bad, clean = counters.tolist()
+        self.guard.reset()
+        first, self._window = self._window + int(clean) + 1, state.batch
+        if not bad:
+            return
+        if self.recipe.train.on_nan == "skip":
+            state.skipped_steps += int(bad)
             return
         last = ckpt.latest_valid(self.ckpt_dir)
-        if policy == "rollback" and state.rollbacks < MAX_ROLLBACKS and last is not None:
+        if self.recipe.train.on_nan == "rollback" and state.rollbacks < MAX_ROLLBACKS and last is not None:
             raise _Rollback(last)
-        raise NonFiniteLossError(f"non-finite loss at {where}; last good checkpoint: {last or 'none'}",
-                                 where=str(self.run_dir), hint="lower optim.lr, set train.clip_grad_norm, or train.on_nan: skip|rollback")
+        raise NonFiniteLossError(f"non-finite loss at epoch {state.epoch + 1}, step {first}; last good checkpoint: "
+                                 f"{last or 'none'}", where=str(self.run_dir),
+                                 hint="lower optim.lr, set train.clip_grad_norm, or train.on_nan: skip|rollback")
 
     def _rollback(self, state: TrainState, path: Path) -> TrainState:
         self.optimizer.zero_grad(set_to_none=True)  # the non-finite gradients must not leak into the next step
@@ -213,15 +275,15 @@ class Trainer:
         self._track_best(state, row, epoch)
         if self.acc.is_main_process:
             rundir.append_metrics(self.run_dir, row)
-            if self.tracking:
+            if self.parts.tracking:
                 self.acc.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
         self.progress.end_epoch(epoch, row)
         every = self.recipe.train.checkpoint_every
         saved = None
         if (every and (epoch + 1) % every == 0) or state.epoch == self.recipe.train.epochs:
             saved = self.save_checkpoint(state)
-        if self.reporter is not None and self.acc.is_main_process:
-            self.reporter(row, saved)
+        if self.parts.reporter is not None and self.acc.is_main_process:
+            self.parts.reporter(row, saved)
 
     def _track_best(self, state: TrainState, row: dict[str, Any], epoch: int) -> None:
         value = row.get(self.recipe.train.best_metric)
@@ -229,7 +291,8 @@ class Trainer:
             return
         tie_metric, tie_mode = tie_breaker(self.recipe.train.best_metric)
         tiebreak = row.get(tie_metric)
-        if is_better((value, tiebreak), (state.best_value, state.best_tiebreak), (self.recipe.train.best_mode, tie_mode)):
+        modes = (self.recipe.train.best_mode, tie_mode)
+        if is_better((value, tiebreak), (state.best_value, state.best_tiebreak), modes):
             state.best_value, state.best_epoch, state.best_tiebreak = float(value), epoch + 1, tiebreak
             if self.acc.is_main_process:
                 self.ckpt_dir.mkdir(exist_ok=True)
@@ -256,20 +319,21 @@ class Trainer:
             mine["cuda"] = torch.cuda.get_rng_state(self.acc.device)
         ranks = gather_object([mine]) if self.acc.num_processes > 1 else [mine]
         if self.acc.is_main_process:
-            tensors: dict[str, Any] = {"optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
-                                       "ranks": ranks}
+            tensors: dict[str, Any] = {"optimizer": self.optimizer.state_dict(),
+                                       "scheduler": self.schedule.state_dict(), "ranks": ranks}
             if self.acc.scaler is not None:
                 tensors["scaler"] = self.acc.scaler.state_dict()
             if self.ema is not None:
                 tensors["ema"] = self.ema.state_dict()
             tag = f"e{state.epoch:04d}-b{state.batch:06d}"
             path = ckpt.save_checkpoint(self.ckpt_dir, tag, model=self.bare_model().state_dict(), tensors=tensors,
-                                        state=asdict(state), keep=self.recipe.train.keep_checkpoints)
+                                        state=asdict(state), keep=self.recipe.train.keep_checkpoints,
+                                        identity=self.parts.identity)
         self.acc.wait_for_everyone()
         return path if self.acc.is_main_process else None
 
     def load_checkpoint(self, path: Path) -> TrainState:
-        weights, tensors, state = ckpt.load_checkpoint(path)
+        weights, tensors, state = ckpt.load_checkpoint(path, TrainState)
         ckpt.check_compatible(self.bare_model(), weights, str(path))
         self.bare_model().load_state_dict(weights)
         self.optimizer.load_state_dict(tensors["optimizer"])
@@ -283,10 +347,11 @@ class Trainer:
             from cnnforge.errors import CnnforgeError
 
             raise CnnforgeError(f"checkpoint was written by {len(ranks)} process(es), this run has "
-                                f"{self.acc.num_processes}", where=str(path), hint="launch with the same --num_processes")
+                                f"{self.acc.num_processes}", where=str(path),
+                                hint="launch with the same --num_processes")
         mine = ranks[self.acc.process_index]
         torch.set_rng_state(mine["torch"])
         if "cuda" in mine and torch.cuda.is_available():
             torch.cuda.set_rng_state(mine["cuda"], self.acc.device)
         self._sums = mine["sums"].to(self.acc.device)
-        return TrainState(**state)
+        return state

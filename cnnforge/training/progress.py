@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 #: how often the bar reads the running loss; reading it waits for the GPU, so not every step
-REFRESH_S = 0.25
+REFRESH_S = 0.5
 
 #: metrics of the compact epoch line; --verbose shows every metric of the row
 _BRIEF = ("train/loss", "val/loss", "val/acc")
@@ -99,20 +99,22 @@ class Progress:
         self._task = self._bar.add_task("train", total=self.steps, completed=first_step,
                                         epoch=f"{epoch + 1}/{self.epochs}", loss="…", rate="…", eta="…")
 
-    def step(self, done: int, sums: Any = None) -> None:
-        """``done`` batches of the epoch are trained; ``sums`` is the epoch's running (loss × n, correct, n).
+    def due(self, done: int) -> bool:
+        """Whether the bar wants a refresh after ``done`` batches: at most every ``REFRESH_S``, and at the epoch's end.
 
-        ``sums`` may be a tensor on the GPU: it is read only when the bar refreshes.
+        The caller then reads its device values once and passes them to :meth:`update`; between
+        refreshes nothing is read, so the training step never waits for the GPU on the bar's account.
         """
         if not self.live or self._task is None:
-            return
-        now = time.perf_counter()
-        if done < self.steps and now - self._last_refresh < REFRESH_S:
-            return
-        self._last_refresh = now
+            return False
+        return done >= self.steps or time.perf_counter() - self._last_refresh >= REFRESH_S
+
+    def update(self, done: int, sums: list[float]) -> None:
+        """Show ``done`` batches and the running loss from the epoch's ``sums`` (loss × n, correct, n)."""
+        now = self._last_refresh = time.perf_counter()
         fields: dict[str, str] = {"rate": f"{(done - self._first_step) / max(1e-9, now - self._epoch_start):.1f}"}
-        if sums is not None and float(sums[2]) > 0:
-            fields["loss"] = f"{float(sums[0]) / float(sums[2]):.4f}"
+        if sums[2] > 0:
+            fields["loss"] = f"{sums[0] / sums[2]:.4f}"
         eta = self._eta(self._position(self._epoch, done))
         if eta is not None:
             fields["eta"] = format_duration(eta)

@@ -1,6 +1,7 @@
 """``cnnforge.train`` and ``cnnforge.resume``: one run, from recipe to run directory."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterable
@@ -9,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from cnnforge import rundir
+from cnnforge.atomic_write import atomic_write_text
 from cnnforge.errors import CnnforgeError, ConfigError, recipe_source
 from cnnforge.recipe import Recipe, check_recipe, load_recipe
+from cnnforge.run_files import RunIdentity
 
 
 @dataclass
@@ -58,35 +61,72 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
     from cnnforge._version import __version__
 
     path = rundir.require_run_dir(run_dir)
-    manifest = rundir.read_json(path / rundir.MANIFEST)
+    manifest = rundir.read_manifest(path)
     recipe_file = path / rundir.RECIPE
-    text = recipe_file.read_text()
+    recipe = check_recipe(load_recipe(recipe_file))  # a damaged recipe.yaml is named before anything else
     if not force:
-        if rundir.recipe_hash(text) != manifest.get("recipe_sha256"):
+        if rundir.recipe_hash(recipe_file.read_text()) != manifest.recipe_sha256:
             raise ConfigError("recipe.yaml changed since the run started; the resumed run would not match",
                               where=str(recipe_file), hint="use --force to resume anyway")
         import torch
 
-        for package, now in (("cnnforge", __version__), ("torch", torch.__version__)):
-            if manifest.get(package) != now:  # other kernels or code: the result would no longer be bit-exact
-                raise ConfigError(f"run was made with {package} {manifest.get(package)}, this is {now}",
+        versions = (("cnnforge", manifest.cnnforge, __version__), ("torch", manifest.torch, torch.__version__))
+        for package, then, now in versions:
+            if then != now:  # other kernels or code: the result would no longer be bit-exact
+                raise ConfigError(f"run was made with {package} {then}, this is {now}",
                                   where=str(path / rundir.MANIFEST), hint="use --force to resume anyway")
-    recipe = check_recipe(load_recipe(recipe_file))
-    ckpt.remove_partial(path / rundir.CHECKPOINTS)
-    start = Path(checkpoint) if checkpoint is not None else ckpt.latest_valid(path / rundir.CHECKPOINTS)
-    if start is None:
-        raise CnnforgeError("no complete checkpoint to resume from", where=str(path / rundir.CHECKPOINTS))
-    return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start)
+    with rundir.exclusive(path) if _rank_zero() else contextlib.nullcontext():
+        if _rank_zero():  # the other ranks must not delete what a process holding the run is writing
+            ckpt.remove_partial(path / rundir.CHECKPOINTS)
+            (path / rundir.FAILED).unlink(missing_ok=True)  # a resumed run is no longer a failed one
+        start = Path(checkpoint) if checkpoint is not None else ckpt.latest_valid(path / rundir.CHECKPOINTS)
+        if start is None:
+            raise CnnforgeError("no complete checkpoint to resume from", where=str(path / rundir.CHECKPOINTS))
+        own = rundir.identity(manifest)
+        if not force:
+            _check_identity(start, own)
+        best = path / rundir.CHECKPOINTS / rundir.BEST
+        if best.exists():
+            ckpt.load_weights(best)  # damaged best weights are named now, not after the rest of training
+        return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start, identity=own)
+
+
+def _rank_zero() -> bool:
+    """Whether this is the process that owns the run directory (rank 0 of a launch, or the only one)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _check_identity(start: Path, own: RunIdentity | None) -> None:
+    """A checkpoint copied in from another run (other seed, other learning rate) is refused."""
+    from cnnforge import checkpoint as ckpt
+
+    theirs = ckpt.read_manifest(start).run
+    if theirs is None or own is None:
+        raise ConfigError("the checkpoint or the run records no run identity; it may be from another run",
+                          where=str(start), hint="use --force to resume from it anyway")
+    if theirs != own:
+        what = "recipe" if theirs.run_id == own.run_id else "run"
+        raise ConfigError(f"the checkpoint belongs to another {what} (run {theirs.run_id[:8]}, recipe "
+                          f"{theirs.recipe_sha256}; this is run {own.run_id[:8]}, recipe {own.recipe_sha256})",
+                          where=str(start), hint="use --force to resume from it anyway")
 
 
 def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None = None,
-             start: Path | None = None) -> RunResult:
+             start: Path | None = None, identity: RunIdentity | None = None) -> RunResult:
+    with contextlib.ExitStack() as held:
+        return _train(recipe, held, quiet=quiet, reporter=reporter, run_dir=run_dir, start=start, identity=identity)
+
+
+def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter: Any, run_dir: Path | None,
+           start: Path | None, identity: RunIdentity | None) -> RunResult:
+    """One run; a new run directory is locked (``held``) from the moment it exists."""
     from accelerate.utils import set_seed
 
-    from cnnforge.training.loop import Trainer, TrainState
+    from cnnforge.training.batches import train_batches
+    from cnnforge.training.loop import Trainer, TrainParts
     from cnnforge.training.parts import make_accelerator
     from cnnforge.training.progress import Progress
-    from cnnforge.training.tracking import finish_tracking, start_tracking
+    from cnnforge.training.tracking import start_tracking
 
     if run_dir is None:
         rundir.check_writable(recipe)
@@ -94,12 +134,23 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
     with recipe_source(recipe.source):
         acc = make_accelerator(recipe.train)
     model, optimizer, schedule, loaders, sampler, splits = _parts(recipe, acc)
-    run_dir = _open_run_dir(recipe, acc, run_dir, fresh=start is None, data_cache=splits.cache)
+    if run_dir is None:
+        run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache)
     tracking = start_tracking(acc, recipe, run_dir) if acc.is_main_process else False
     progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
                         quiet=quiet)
-    trainer = Trainer(recipe, acc, model, optimizer, schedule, loaders, sampler, splits.info, run_dir, progress,
-                      tracking, reporter)
+    batches = train_batches(recipe, splits.train, loaders["train"], sampler, acc)
+    trainer = Trainer(recipe, TrainParts(acc, model, optimizer, schedule, batches, loaders, splits.info, run_dir,
+                                         progress, tracking, reporter, identity))
+    return _fit(trainer, recipe, start, quiet=quiet)
+
+
+def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool) -> RunResult:
+    """Train from ``start`` (or from scratch) and test; a run that stops on an error leaves ``failed.json``."""
+    from cnnforge.training.loop import TrainState
+    from cnnforge.training.tracking import finish_tracking
+
+    acc, run_dir, progress = trainer.acc, trainer.run_dir, trainer.progress
     state = TrainState()
     if start is not None:
         state = trainer.load_checkpoint(start)
@@ -109,7 +160,7 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
     try:
         state = trainer.fit(state)
         summary = _finish(trainer, state, recipe, acc)
-        if tracking:
+        if trainer.parts.tracking:
             finish_tracking(acc, recipe, run_dir, summary)
         acc.wait_for_everyone()  # tear down together: a gloo rank whose peer is still busy can abort at exit
     except KeyboardInterrupt:
@@ -117,6 +168,11 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
         if acc.is_main_process:
             progress.enabled = True
             progress.print(_interrupted_line(run_dir))
+        raise
+    except Exception as exc:  # `cnnforge runs` tells a failed run from an interrupted one by this file
+        if acc.is_main_process:
+            rundir.write_json(run_dir / rundir.FAILED, {"error": " ".join(str(exc).split()) or type(exc).__name__,
+                                                       "type": type(exc).__name__})
         raise
     finally:
         acc.end_training()  # finishes trackers and destroys the process group, or ranks abort at exit
@@ -149,7 +205,14 @@ def _interrupted_line(run_dir: Path) -> str:
 def _parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any, Any]:
     """(model, optimizer, schedule, loaders, the train sampler, the splits); Accelerate has prepared the first four."""
     from cnnforge.data.loading import build_splits, split_loader
-    from cnnforge.training.parts import make_optimizer, make_schedule, model_for, speed_up, wrap_parallel
+    from cnnforge.training.parts import (
+        make_optimizer,
+        make_schedule,
+        model_for,
+        speed_up,
+        stepped_optimizer,
+        wrap_parallel,
+    )
 
     splits = build_splits(recipe)
     loaders = {split: split_loader(getattr(splits, split), recipe.data, recipe.seed, train=split == "train")
@@ -161,31 +224,37 @@ def _parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any
         optimizer = make_optimizer(model, recipe.optim)
     model, optimizer, loaders["train"], loaders["val"], loaders["test"] = acc.prepare(
         model, optimizer, loaders["train"], loaders["val"], loaders["test"])
+    optimizer = stepped_optimizer(optimizer, acc)
     steps_per_epoch = math.ceil(len(loaders["train"]) / recipe.train.grad_accum)
     schedule = make_schedule(optimizer, recipe.schedule, recipe.train.epochs, steps_per_epoch)
     return model, optimizer, schedule, loaders, sampler, splits
 
 
-def _open_run_dir(recipe: Recipe, acc: Any, run_dir: Path | None, *, fresh: bool, data_cache: Any) -> Path:
-    """The run's directory on every process: the main one creates it (and writes recipe and manifest when fresh)."""
+def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *,
+                  data_cache: Any) -> tuple[Path, RunIdentity | None]:
+    """A new run directory on every process, and the run's identity (on the main process, which locks the
+    directory in ``held`` as it creates it and writes the recipe and the manifest)."""
     import torch
     from accelerate.utils import broadcast_object_list
 
-    box: list[Any] = [str(run_dir) if run_dir else None]
-    if acc.is_main_process and run_dir is None:
+    box: list[Any] = [None]
+    if acc.is_main_process:
         box[0] = str(rundir.create(recipe))
+        held.enter_context(rundir.exclusive(Path(box[0])))
     if acc.num_processes > 1:
         broadcast_object_list(box)
     path = Path(box[0])
-    if acc.is_main_process and fresh:
-        recipe_yaml = recipe.to_yaml()
-        (path / rundir.RECIPE).write_text(recipe_yaml)
-        cuda = acc.device.type == "cuda"
-        device = f"cuda ({torch.cuda.get_device_name(acc.device)})" if cuda else str(acc.device)
-        rundir.write_json(path / rundir.MANIFEST, {**rundir.manifest(
-            recipe, world_size=acc.num_processes, device=device, precision=str(acc.mixed_precision),
-            recipe_yaml=recipe_yaml), "data_cache": data_cache})
-    return path
+    if not acc.is_main_process:
+        return path, None
+    recipe_yaml = recipe.to_yaml()
+    atomic_write_text(path / rundir.RECIPE, recipe_yaml)
+    cuda = acc.device.type == "cuda"
+    device = f"cuda ({torch.cuda.get_device_name(acc.device)})" if cuda else str(acc.device)
+    manifest = {**rundir.manifest(recipe, world_size=acc.num_processes, device=device,
+                                  precision=str(acc.mixed_precision), recipe_yaml=recipe_yaml),
+                "data_cache": data_cache}
+    rundir.write_json(path / rundir.MANIFEST, manifest)
+    return path, RunIdentity(run_id=manifest["run_id"], recipe_sha256=manifest["recipe_sha256"])
 
 
 def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import torch  # noqa: E402
 
 import cnnforge  # noqa: E402
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "shapes_gap_net.yaml"
+RECIPE = Path(__file__).resolve().parents[1] / "cnnforge_example" / "recipes" / "shapes_gap_net.yaml"
 
 
 @pytest.mark.parametrize("kind,name", [("models", "example_gap_net"), ("datasets", "example_shapes"),

@@ -1,0 +1,95 @@
+"""``cnnforge runs``: every run directory under a folder, with its status and headline numbers.
+
+Status comes from the files a run leaves: ``summary.json`` when it finished, ``failed.json`` when it
+stopped on an error, otherwise it was interrupted (Ctrl-C, ``kill -9``, a lost node) and the newest
+complete checkpoint is where ``cnnforge resume`` continues. Only small JSON/YAML files are read, so
+listing hundreds of runs takes no torch import.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnforge import rundir
+
+CHECKPOINT_GLOB = "ckpt-*/MANIFEST.json"  # a checkpoint folder is complete once its manifest is in place
+
+
+@dataclass
+class RunRow:
+    """One run directory at a glance (``--json`` prints these fields)."""
+
+    name: str
+    id: str
+    path: str
+    status: str  # finished | failed | interrupted
+    epochs: int
+    max_epochs: int | None
+    best_metric: str
+    best_value: float | None
+    test_acc: float | None
+    duration_s: float | None
+    created: str | None
+    resume: str | None  # the command that continues an interrupted run
+    error: str | None
+
+
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _best(rows: list[dict[str, Any]], metric: str, mode: str) -> float | None:
+    values = [r[metric] for r in rows if isinstance(r.get(metric), (int, float))]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
+def read_run(path: Path) -> RunRow:
+    """What ``path``'s files say about the run (a file cut short by a crash counts as missing)."""
+    manifest = _load(path / rundir.MANIFEST) or {}
+    try:
+        train = (yaml.safe_load((path / rundir.RECIPE).read_text()) or {}).get("train") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        train = {}
+    metric, mode = train.get("best_metric", "val/acc"), train.get("best_mode", "max")
+    history = rundir.read_metrics(path)
+    summary, failed = _load(path / rundir.SUMMARY), _load(path / rundir.FAILED)
+    status = "finished" if summary else "failed" if failed else "interrupted"
+    resumable = status == "interrupted" and any((path / rundir.CHECKPOINTS).glob(CHECKPOINT_GLOB))
+    last = max((p.stat().st_mtime for p in (path / rundir.SUMMARY, path / rundir.METRICS, path / rundir.FAILED)
+                if p.exists()), default=None)
+    started = (path / rundir.MANIFEST).stat().st_mtime
+    return RunRow(
+        name=path.parent.name, id=path.name, path=str(path), status=status,
+        epochs=len(history), max_epochs=train.get("epochs"), best_metric=metric,
+        best_value=(summary or {}).get(f"best/{metric}", _best(history, metric, mode)),
+        test_acc=(summary or {}).get("test/acc"), duration_s=round(max(0.0, last - started), 1) if last else None,
+        created=manifest.get("created"), resume=f"cnnforge resume {path}" if resumable else None,
+        error=(failed or {}).get("error"))
+
+
+def list_runs(root: str | os.PathLike[str]) -> list[RunRow]:
+    """Every run directory under ``root`` (sweep trials included), newest first."""
+    base = Path(root)
+    found = [p.parent for p in base.rglob(rundir.MANIFEST) if rundir.is_run_dir(p.parent)]
+    return sorted((read_run(p) for p in found), key=lambda r: (r.created or "", r.id), reverse=True)
+
+
+def as_json(rows: list[RunRow]) -> str:
+    return json.dumps([asdict(r) for r in rows], indent=2)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds >= 60 else f"{seconds:.1f}s"
