@@ -1,7 +1,8 @@
 """Crash-proof checkpoints: a folder per checkpoint, written under a temporary name, fsynced, renamed.
 
-A checkpoint folder holds ``model.safetensors``, ``optimizer.pt``/``scheduler.pt``/``rng.pt``
-(plain tensors and numbers, loaded with ``weights_only=True``), ``state.json`` and ``MANIFEST.json``
+A checkpoint folder holds ``model.safetensors``, ``optimizer.pt``/``scheduler.pt``/``ranks.pt`` (every
+rank's RNG states and metric sums) and, when used, ``scaler.pt``/``ema.pt`` (plain tensors and numbers,
+loaded with ``weights_only=True``), ``state.json`` and ``MANIFEST.json``
 with a SHA-256 of every file. Only complete folders with matching checksums are ever loaded, and
 older ones are deleted only after the new one is in place.
 """
@@ -22,13 +23,15 @@ from cnnforge.run_files import CheckpointManifest, RunIdentity, read_model
 
 PREFIX = "ckpt-"
 MANIFEST = "MANIFEST.json"
+WEIGHTS = "model.safetensors"
+STATE = "state.json"
 T = TypeVar("T")
 
 
 #: the safetensors metadata key holding :func:`tensor_digest` of the file's tensors
 DIGEST_KEY = "cnnforge.sha256"
 #: the files every checkpoint folder holds besides its manifest (the writer's list, never the manifest's)
-REQUIRED = frozenset({"model.safetensors", "state.json", "optimizer.pt", "scheduler.pt", "ranks.pt"})
+REQUIRED = frozenset({WEIGHTS, STATE, "optimizer.pt", "scheduler.pt", "ranks.pt"})
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -115,10 +118,10 @@ def save_checkpoint(ckpt_dir: Path, tag: str, *, model: dict[str, torch.Tensor],
 
 def _write_folder(tmp: Path, model: dict[str, torch.Tensor], tensors: dict[str, Any], state: dict[str, Any],
                   identity: RunIdentity | None) -> None:
-    _write_weights(model, tmp / "model.safetensors")
+    _write_weights(model, tmp / WEIGHTS)
     for name, obj in tensors.items():
         torch.save(obj, tmp / f"{name}.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
+    (tmp / STATE).write_text(json.dumps(state, indent=1, sort_keys=True))
     files = sorted(p.name for p in tmp.iterdir())
     for name in files:
         with (tmp / name).open("rb+") as f:
@@ -208,8 +211,8 @@ def load_checkpoint(path: Path, state_type: type[T]) -> tuple[dict[str, torch.Te
     if problem is not None:
         raise CnnforgeError(f"damaged checkpoint: {problem}", where=str(path))
     tensors = {p.stem: load_tensors(p) for p in sorted(path.glob("*.pt")) if not p.name.startswith(".")}
-    state = read_model(path / "state.json", state_type, "checkpoint state")
-    return load_weights(path / "model.safetensors"), tensors, state
+    state = read_model(path / STATE, state_type, "checkpoint state")
+    return load_weights(path / WEIGHTS), tensors, state
 
 
 def check_compatible(model: torch.nn.Module, weights: dict[str, torch.Tensor], where: str) -> None:

@@ -5,8 +5,9 @@ its ``exit_code``; anything else is a bug and keeps its traceback under ``--debu
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 #: Exit codes shared by the CLI and the tests.
 EXIT_CONFIG = 2  # bad configuration or usage
@@ -46,6 +47,21 @@ class NonFiniteLossError(CnnforgeError):
     """Training met a NaN/inf loss with ``train.on_nan: stop`` (exit code 3)."""
 
     exit_code = EXIT_NAN
+
+
+@contextlib.contextmanager
+def recipe_source(source: str) -> Iterator[None]:
+    """Name the recipe file once, for every ConfigError raised inside at a key path (``optim.head_lr``).
+
+    Factories take their recipe section and know only the key; the caller, which holds the recipe,
+    wraps them in this so the user still reads ``<file>: optim.head_lr: ...``.
+    """
+    try:
+        yield
+    except ConfigError as exc:
+        if exc.where is None or exc.where.startswith(f"{source}:"):
+            raise
+        raise type(exc)(exc.message, where=f"{source}: {exc.where}", hint=exc.hint) from None
 
 
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str | None:

@@ -1,12 +1,13 @@
-"""Evaluating a model over a split, in one process or under DDP, and ``cnnforge eval RUN_DIR``.
+"""A finished run on one of its splits: ``cnnforge eval RUN_DIR`` and ``cnnforge embed RUN_DIR``.
 
-Under DDP every rank runs its shard of the split; ``gather_for_metrics`` joins the shards in
-dataset order and drops the samples Accelerate repeated to give every rank equal batches, so the
-metrics count each sample exactly once.
+Both load the run's predictor and shard the split across processes (under ``accelerate launch``
+every process takes part; :mod:`cnnforge.training.eval_step` counts each sample once); the main
+process writes into the run's reports, never over the run's own report with another split or weights.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,35 +16,11 @@ import numpy as np
 import torch
 
 from cnnforge import rundir
-from cnnforge.errors import ConfigError, DataError
-from cnnforge.training.loop import EvalResult
+from cnnforge.errors import CnnforgeError, ConfigError, DataError, recipe_source
+from cnnforge.reports.embedding import METHODS, penultimate, project, scatter
+from cnnforge.training.eval_step import eval_result, gather_outputs
 
 SPLITS = ("test", "val", "train")
-
-
-def gather_outputs(forward: Callable[[torch.Tensor], torch.Tensor], loader: Any, acc: Any) -> tuple[torch.Tensor,
-                                                                                                    torch.Tensor]:
-    """``forward(x)`` over every batch of ``loader``; (outputs, labels) of the whole split on the CPU, in order."""
-    outputs, labels = [], []
-    for x, y in loader:
-        with acc.autocast():
-            out = forward(x)
-        out, y = acc.gather_for_metrics((out.float(), y.to(acc.device)))
-        outputs.append(out.cpu())
-        labels.append(y.cpu())
-    if not outputs:
-        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
-    return torch.cat(outputs), torch.cat(labels)
-
-
-def eval_result(logits: torch.Tensor, y: torch.Tensor) -> EvalResult:
-    """Loss, accuracy, predictions and probabilities from gathered logits."""
-    if not len(y):
-        return EvalResult(float("nan"), float("nan"), y.numpy(), y.numpy(), logits.numpy())
-    loss = float(torch.nn.functional.cross_entropy(logits, y))
-    pred = logits.argmax(1)
-    return EvalResult(loss, float((pred == y).float().mean()), y.numpy(), pred.numpy(), torch.softmax(logits,
-                                                                                                      1).numpy())
 
 
 @dataclass
@@ -62,17 +39,17 @@ def open_split(run_dir: Path, split: str, checkpoint: str | None, *, limit: int 
 
     ``limit`` keeps a seeded random subset of that many samples (in dataset order).
     """
-    from cnnforge.data.loading import AugmentedDataset, build_splits, make_loader
+    from cnnforge.data.loading import AugmentedDataset, build_splits, split_loader
     from cnnforge.predict import load_predictor
     from cnnforge.recipe import check_recipe, load_recipe
     from cnnforge.training.parts import make_accelerator
 
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}", where="--split", hint=f"use one of {', '.join(SPLITS)}")
-    if not rundir.is_run_dir(run_dir):
-        raise ConfigError("not a run directory (no recipe.yaml and manifest.json)", where=str(run_dir))
+    run_dir = rundir.require_run_dir(run_dir)
     recipe = check_recipe(load_recipe(run_dir / rundir.RECIPE))
-    acc = make_accelerator(recipe)
+    with recipe_source(recipe.source):
+        acc = make_accelerator(recipe.train)
     predictor = load_predictor(run_dir, checkpoint=checkpoint, device=acc.device)
     splits = build_splits(recipe)
     if splits.info.classes != predictor.classes:
@@ -82,9 +59,7 @@ def open_split(run_dir: Path, split: str, checkpoint: str | None, *, limit: int 
     if limit is not None and limit < len(dataset):
         picks = np.sort(np.random.default_rng(recipe.seed).choice(len(dataset), size=limit, replace=False))
         dataset = AugmentedDataset(dataset.base, dataset.indices[picks], dataset.transform, dataset.seed, dataset.size)
-    d = recipe.data
-    loader = make_loader(dataset, batch_size=d.eval_batch_size or d.batch_size, shuffle=False, seed=recipe.seed,
-                         num_workers=d.num_workers, pin_memory=torch.cuda.is_available())
+    loader = split_loader(dataset, recipe.data, recipe.seed, train=False)
     return RunSplit(recipe, acc, predictor, dataset, acc.prepare(loader))
 
 
@@ -93,15 +68,13 @@ def report_dir(run_dir: Path, split: str, checkpoint: str) -> Path:
 
     A run's report is never replaced by an evaluation of another split or other weights.
     """
-    from cnnforge.predict import resolve_checkpoint
-
     base = run_dir / rundir.REPORTS
-    return base if split == "test" and checkpoint == resolve_checkpoint(run_dir,
-                                                                        None) else base / f"{split}-{checkpoint}"
+    own = split == "test" and checkpoint == rundir.resolve_checkpoint(run_dir, None)
+    return base if own else base / f"{split}-{checkpoint}"
 
 
-def evaluate_run(run_dir: str | Path, *, split: str = "test", checkpoint: str | None = None) -> tuple[Path, dict[str,
-                                                                                                                 Any]]:
+def evaluate_run(run_dir: str | Path, *, split: str = "test",
+                 checkpoint: str | None = None) -> tuple[Path, dict[str, Any]]:
     """Evaluate a run's weights on ``split`` and write its report; (report folder, summary numbers).
 
     Works under ``accelerate launch`` (every process calls it; the main one writes).
@@ -125,3 +98,71 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", checkpoint: str | 
     numbers = {"split": split, "checkpoint": predictor.checkpoint, "samples": int(len(y)), "accuracy": result.acc,
                "loss": result.loss, "world_size": acc.num_processes, "main_process": acc.is_main_process}
     return out, numbers
+
+
+@contextlib.contextmanager
+def _working(text: str, quiet: bool) -> Iterator[None]:
+    """A spinner with the elapsed time on a terminal, a start and an end line otherwise: t-SNE of a few
+    thousand points takes a minute on a laptop and reports no progress of its own."""
+    import sys
+    import time
+
+    start = time.perf_counter()
+    if quiet:
+        yield
+        return
+    if sys.stdout.isatty():
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
+            bar.add_task(text, total=None)
+            yield
+    else:
+        print(f"{text} ...", flush=True)
+        yield
+    print(f"{text}: done in {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def embed_run(run_dir: str | Path, *, method: str = "tsne", n: int = 2000, split: str = "test",
+              checkpoint: str | None = None, quiet: bool = False) -> Path | None:
+    """Embed up to ``n`` samples of ``split`` and write ``embedding_<method>.png`` and ``embedding_<method>.npz``
+    (features, labels, class names and the 2-D coordinates: each method keeps its own).
+
+    Returns the PNG's path on the main process (None on the others under ``accelerate launch``); the
+    projection shows its progress unless ``quiet``.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}", where="--method", hint="use tsne or pca")
+    if n < 3:
+        raise ConfigError(f"is {n}; a 2-D projection needs at least 3 samples", where="--n")
+    path = Path(run_dir)
+    loaded = open_split(path, split, checkpoint, limit=n)
+    acc, predictor = loaded.acc, loaded.predictor
+    try:
+        with torch.no_grad(), penultimate(predictor.model) as features:
+            vectors, labels = gather_outputs(lambda x: features(predictor.normalise(x)), loaded.loader, acc)
+        png = None
+        if acc.is_main_process:
+            png = _write(path, split, loaded, vectors.numpy(), labels.numpy(), method, quiet)
+        acc.wait_for_everyone()
+    finally:
+        acc.end_training()
+    return png
+
+
+def _write(run_dir: Path, split: str, loaded: RunSplit, vectors: np.ndarray, labels: np.ndarray, method: str,
+           quiet: bool) -> Path:
+    if len(vectors) < 3:
+        raise CnnforgeError(f"the {split} split has {len(vectors)} sample(s); a 2-D projection needs 3",
+                            where=str(run_dir))
+    predictor = loaded.predictor
+    name = "t-SNE" if method == "tsne" else "PCA"
+    with _working(f"{name} of {len(vectors)} samples x {vectors.shape[1]} dimensions", quiet):
+        coords, axes = project(vectors, method, loaded.recipe.seed)
+    out = report_dir(run_dir, split, predictor.checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / f"embedding_{method}.npz", features=vectors, labels=labels,
+                        classes=np.asarray(predictor.classes), coords=coords)
+    title = (f"{name} of penultimate-layer embeddings\n{split} split, {len(vectors)} samples, "
+             f"{vectors.shape[1]} dimensions, {predictor.checkpoint} weights")
+    return scatter(coords, labels, predictor.classes, axes, out / f"embedding_{method}.png", title=title)

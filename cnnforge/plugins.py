@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import importlib
 import importlib.metadata as md
 import os
 import signal
@@ -169,7 +170,9 @@ def load_plugins() -> list[PluginInfo]:
         if _loaded is not None:
             return _loaded
         _loaded = []  # set first: a plugin that looks a name up while loading must not recurse
-        import cnnforge.builtins  # noqa: F401  (registers cnnforge's own models, datasets, augmentations)
+        # cnnforge's own models, datasets and augmentations register on import; by name, so that the
+        # bottom layer (registry, plugins) has no static import of the data and model layers above it
+        importlib.import_module("cnnforge.builtins")
 
         _loaded.extend(_load_one(ep) for ep in load_order(selected_entry_points(md.entry_points(group=GROUP))))
         return _loaded

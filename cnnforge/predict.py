@@ -4,14 +4,14 @@ A prediction must see exactly what evaluation saw, so the preprocessing is taken
 guessed. An image is decoded as the ``imagefolder`` dataset decodes files, with the channel count
 and brought to the size of the images the dataset stores (as ``imagefolder`` resizes them); then it
 goes through the very eval pipeline evaluation used (``augment.eval``, or the resize to the training
-size that replaces it) and is normalised by the trainer's arithmetic, ``(x - 255 mean) / (255 std)``
-on uint8 pixels. The dataset's stored image shape is kept in ``data_info.json`` with the run.
+size that replaces it) and is normalised as the trainer normalises (:class:`~cnnforge.data.normalize.Normalize`).
+The dataset's stored image shape is kept in ``data_info.json`` with the run.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
@@ -20,99 +20,13 @@ import torch
 from torch import nn
 
 from cnnforge import rundir
+from cnnforge.data.decode import read_image
 from cnnforge.data.loading import DataInfo
-from cnnforge.errors import CnnforgeError, ConfigError, DataError
-from cnnforge.run_files import DataInfoFile, read_model
-
-#: the input description of a run (classes, channels, sizes, normalisation), written when it ends
-DATA_INFO = "data_info.json"
-BEST = "best.safetensors"
-CHECKPOINTS = ("best", "last")
+from cnnforge.data.normalize import Normalize
+from cnnforge.errors import DataError
+from cnnforge.rundir import Shape
 
 ImageLike = Union[str, "os.PathLike[str]", np.ndarray]
-Shape = tuple[int, int, int]
-
-
-def stored_shape(dataset: Any) -> Shape:
-    """(height, width, channels) of the images an ``AugmentedDataset`` holds, before any pipeline.
-
-    Images decoded at their own size (``data.cache: none``) count as ``data.image_size``, the size
-    the other cache modes store.
-    """
-    image = np.asarray(dataset.base[int(dataset.indices[0])][0])
-    own_size = getattr(dataset.base, "full_resolution", False) and dataset.base.image_size
-    height, width = own_size or image.shape[:2]
-    return (int(height), int(width), int(image.shape[2]) if image.ndim == 3 else 1)
-
-
-def save_data_info(run_dir: Path, info: DataInfo, dataset: Any) -> None:
-    """Keep the data description with the run (``dataset``: one of its splits), so predicting never needs the data."""
-    rundir.write_json(run_dir / DATA_INFO, {**asdict(info), "stored_shape": list(stored_shape(dataset))})
-
-
-def load_data_info(run_dir: Path, recipe: Any) -> tuple[DataInfo, Shape]:
-    """The run's :class:`DataInfo` and stored image shape; a run that never finished opens its dataset again."""
-    path = run_dir / DATA_INFO
-    if not path.exists():
-        from cnnforge.data.loading import build_splits
-
-        splits = build_splits(recipe)
-        return splits.info, stored_shape(splits.train)
-    raw = read_model(path, DataInfoFile, "data description")
-    if len(raw.mean) != raw.channels or len(raw.std) != raw.channels or raw.stored_shape[2] not in (1, 3):
-        raise CnnforgeError(f"not a valid data description (channels {raw.channels}, mean {raw.mean}, std {raw.std}, "
-                            f"stored_shape {list(raw.stored_shape)} do not agree)", where=str(path))
-    info = DataInfo(classes=list(raw.classes), mean=tuple(raw.mean), std=tuple(raw.std), channels=raw.channels,
-                    image_size=raw.image_size)
-    return info, raw.stored_shape
-
-
-def resolve_checkpoint(run_dir: Path, checkpoint: str | None) -> str:
-    """``best`` or ``last``; ``None`` means what the run was tested with (best when it was kept)."""
-    if checkpoint is None:
-        return "best" if (run_dir / rundir.CHECKPOINTS / BEST).exists() else "last"
-    if checkpoint not in CHECKPOINTS:
-        raise ConfigError(f"unknown checkpoint {checkpoint!r}", where="--checkpoint", hint="use best or last")
-    return checkpoint
-
-
-def weights_file(run_dir: Path, checkpoint: str) -> Path:
-    """The safetensors file behind ``best`` (best validation epoch) or ``last`` (final weights).
-
-    ``last`` of an interrupted run, which has no final weights yet, is its newest complete checkpoint.
-    """
-    from cnnforge import checkpoint as ckpt
-
-    if checkpoint == "best":
-        path = run_dir / rundir.CHECKPOINTS / BEST
-        if not path.exists():
-            raise CnnforgeError("the run kept no best weights", where=str(path), hint="use --checkpoint last")
-        return path
-    final = run_dir / rundir.WEIGHTS
-    if final.exists():
-        return final
-    newest = ckpt.latest_valid(run_dir / rundir.CHECKPOINTS)
-    if newest is None:
-        raise CnnforgeError("the run has no final weights and no complete checkpoint", where=str(run_dir))
-    return newest / "model.safetensors"
-
-
-def read_image(path: str | os.PathLike[str], channels: int) -> np.ndarray:
-    """An image file as uint8 HxWxC with ``channels`` (1: grey, 3: RGB), decoded as ``imagefolder`` decodes it."""
-    from cnnforge.data.decode import decode_image
-
-    p = Path(path)
-    if not p.is_file():
-        raise DataError("is a directory, not an image" if p.is_dir() else "no such image file", where=str(p))
-    if channels not in (1, 3):
-        raise DataError(f"the model reads {channels}-channel images; image files give 1 (grey) or 3 (RGB)",
-                        where=str(p))
-    try:
-        image = decode_image(p.read_bytes(), grayscale=channels == 1)
-    except Exception as exc:  # the decoders' own errors (truncated, unknown format): the file is at fault
-        raise DataError(f"not a readable image ({' '.join(str(exc).split())[:160]})", where=str(p),
-                        hint="give a PNG, JPEG, BMP, TIFF or WebP file") from None
-    return image.reshape(*image.shape[:2], channels)
 
 
 @dataclass(frozen=True)
@@ -154,9 +68,7 @@ class Predictor:
     def to(self, device: str | torch.device) -> Predictor:
         self.device = torch.device(device)
         self.model.to(self.device)
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(self.info.mean, device=self.device).view(shape) * 255.0
-        self.inv_std = 1.0 / (torch.tensor(self.info.std, device=self.device).view(shape) * 255.0)
+        self.normalize = Normalize.from_info(self.info).to(self.device)
         return self
 
     # ----------------------------------------------------------------------------------- preprocessing
@@ -195,9 +107,8 @@ class Predictor:
         return array
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW -> the model's float input; the same arithmetic as the trainer's ``prepare_input``."""
-        x = x.to(self.device).float()
-        return (x - self.mean) * self.inv_std
+        """uint8 NCHW -> the model's float input (:class:`~cnnforge.data.normalize.Normalize`, as in training)."""
+        return self.normalize(x.to(self.device))
 
     # ----------------------------------------------------------------------------------- inference
     @torch.no_grad()
@@ -249,13 +160,11 @@ def load_predictor(run_dir: str | os.PathLike[str], *, checkpoint: str | None = 
     from cnnforge.recipe import check_recipe, load_recipe
     from cnnforge.training.parts import model_for
 
-    path = Path(run_dir)
-    if not rundir.is_run_dir(path):
-        raise ConfigError("not a run directory (no recipe.yaml and manifest.json)", where=str(path))
+    path = rundir.require_run_dir(run_dir)
     recipe = check_recipe(load_recipe(path / rundir.RECIPE))
-    name = resolve_checkpoint(path, checkpoint)
-    weights_path = weights_file(path, name)
-    info, shape = load_data_info(path, recipe)
+    name = rundir.resolve_checkpoint(path, checkpoint)
+    weights_path = rundir.weights_file(path, name)
+    info, shape = rundir.load_data_info(path, recipe)
     model = model_for(recipe, info)
     weights = ckpt.load_weights(weights_path)
     ckpt.check_compatible(model, weights, str(weights_path))

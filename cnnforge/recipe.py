@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 from cnnforge.errors import ConfigError, did_you_mean
 from cnnforge.extras import require
 from cnnforge.recipe_catalog import find_recipe, resolve_recipe
+from cnnforge.tune_checks import check_tune
 from cnnforge.yaml_bounds import load_yaml
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -306,9 +307,8 @@ def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
         if field is None:
             return []
         ann = field.annotation
-        current = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a,
-                                                                                                          BaseModel)),
-                                                                                                          None)
+        current = next((a for a in getattr(ann, "__args__", (ann,))
+                        if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if current is None:
             return []
     return list(getattr(current, "model_fields", {}))
@@ -372,10 +372,18 @@ def check_recipe(recipe: Recipe) -> Recipe:
             raise ConfigError(f"{value!r} is not a metric the trainer reports ({', '.join(allowed)})",
                               where=f"{src}: {key}", hint=did_you_mean(value, allowed))
     if recipe.tune is not None:  # `check` applies the sweep's checks too
-        from cnnforge.tune_checks import check_tune
-
-        check_tune(recipe)
+        for key, value, where in check_tune(recipe):
+            check_swept_value(recipe, key, value, where=where)
     return recipe
+
+
+def check_swept_value(recipe: Recipe, key: str, value: Any, *, where: str) -> None:
+    """A grid or sampled ``value`` of ``key`` must give a valid recipe, names and params included."""
+    trial = {**set_key(recipe.to_dict(), key, value), "tune": None}
+    try:
+        check_recipe(recipe_from_dict(trial, recipe.source))
+    except ConfigError as exc:
+        raise ConfigError(f"value {value!r} is invalid: {exc.message}", where=where, hint=exc.hint) from None
 
 
 def _check_names(recipe: Recipe) -> None:
@@ -389,13 +397,15 @@ def _check_names(recipe: Recipe) -> None:
             entry = reg.get(spec.name)
         except ConfigError as exc:
             raise ConfigError(exc.message, where=f"{src}: {section}.name", hint=exc.hint) from None
-        context = ({"num_classes", "in_channels", "image_size"} if section == "model" else {"root", "split",
-                                                                                            "download"})
-        registry.builder_kwargs(entry, spec.params, context=dict.fromkeys(context), where=f"{src}: {section}")
+        registry.builder_kwargs(entry, spec.params, context=dict.fromkeys(reg.context), where=f"{src}: {section}")
     check_augment(recipe.augment, src)
+
+
+def yaml_value(value: Any) -> str:
+    """``value`` as the YAML text an override ``key=value`` parses back to the same value (one line)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
 
 
 def set_key(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     """A copy of ``data`` with ``dotted`` (``optim.lr``) set to ``value``."""
-    text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-    return apply_overrides(data, [f"{dotted}={text}"])
+    return apply_overrides(data, [f"{dotted}={yaml_value(value)}"])

@@ -7,6 +7,7 @@ lookup (see :mod:`cnnforge.plugins`), never at import time.
 """
 from __future__ import annotations
 
+import fnmatch
 import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
@@ -43,10 +44,15 @@ def _provider_of(fn: Callable[..., Any]) -> tuple[str, str]:
 
 
 class Registry:
-    """Builders of one kind (``models``, ``datasets`` or ``augmentations``)."""
+    """Builders of one kind (``models``, ``datasets`` or ``augmentations``).
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    ``context`` names the keyword arguments cnnforge passes to every builder of the kind itself (a
+    model's class count, a dataset's root ...); a builder receives those it declares, and the recipe
+    checks, the JSON Schema and the loaders all ask the registry for them.
+    """
+
+    def __init__(self, kind: str, context: tuple[str, ...] = ()) -> None:
+        self.kind, self.context = kind, context
         self._entries: dict[str, Entry] = {}
         self._prefixes: dict[str, Entry] = {}  # "timm/" -> resolver for open-ended name families
 
@@ -89,13 +95,19 @@ class Registry:
         load_plugins()
         return sorted(self._entries) + sorted(p + "*" for p in self._prefixes)
 
-    def entries(self) -> list[Entry]:
+    def entries(self, pattern: str | None = None, *, expand: bool = False) -> list[Entry]:
+        """Entries whose names match the glob ``pattern`` (all without one), like timm's ``list_models(filter)``.
+
+        A name family (``timm/*``) is one entry unless ``expand`` is set or the pattern reaches into
+        it (``timm/resnet*``); then its builder lists the names (``fn.list_names()``).
+        """
         from cnnforge.plugins import load_plugins
 
         load_plugins()
-        rows = list(self._entries.values())
-        rows += [Entry(p + "*", e.fn, e.package, e.version) for p, e in self._prefixes.items()]
-        return sorted(rows, key=lambda e: e.name)
+        families = [Entry(p + "*", e.fn, e.package, e.version) for p, e in self._prefixes.items()]
+        rows = [*self._entries.values(), *families]
+        listed = [row for e in sorted(rows, key=lambda e: e.name) for row in _expand(e, pattern, expand)]
+        return [e for e in listed if pattern is None or fnmatch.fnmatchcase(e.name, pattern)]
 
     def __contains__(self, name: str) -> bool:
         try:
@@ -120,8 +132,17 @@ class Registry:
         return wrap
 
 
-models = Registry("models")
-datasets = Registry("datasets")
+def _expand(entry: Entry, pattern: str | None, expand: bool) -> list[Entry]:
+    """A family entry (``timm/*``) as the names its builder lists (in its order), when asked for; else itself."""
+    lister = getattr(entry.fn, "list_names", None)
+    prefix = entry.name[:-1]
+    if not entry.name.endswith("*") or lister is None or not (expand or (pattern or "").startswith(prefix)):
+        return [entry]
+    return [Entry(prefix + name, entry.fn, entry.package, entry.version) for name in lister()]
+
+
+models = Registry("models", context=("num_classes", "in_channels", "image_size"))
+datasets = Registry("datasets", context=("root", "split", "download"))
 augmentations = Registry("augmentations")
 REGISTRIES = {"models": models, "datasets": datasets, "augmentations": augmentations}
 

@@ -1,4 +1,10 @@
-"""Run directories ``<out_dir>/<name>/<run id>/``: recipe, manifest, metrics and summary files."""
+"""Run directories ``<out_dir>/<name>/<run id>/``: every file name in them, and their readers and writers.
+
+A run directory holds the resolved recipe, the manifest, metrics, the summary, the final weights,
+``checkpoints/`` (the best weights beside the checkpoint folders) and ``reports/``, plus the data
+description that lets a predictor run without the dataset. Everything that asks "is this a run,
+which weights does it mean" asks here.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -11,13 +17,17 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnforge.atomic_write import atomic_write_text
-from cnnforge.errors import CnnforgeError
+from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.recipe import Recipe
-from cnnforge.run_files import RunIdentity, RunManifest, read_model
+from cnnforge.run_files import DataInfoFile, RunIdentity, RunManifest, read_model
+
+if TYPE_CHECKING:
+    from cnnforge.data.loading import DataInfo
 
 RECIPE = "recipe.yaml"
 MANIFEST = "manifest.json"
@@ -28,6 +38,15 @@ CHECKPOINTS = "checkpoints"
 REPORTS = "reports"
 FAILED = "failed.json"  # written when training stops on an error (cnnforge runs: status failed)
 LOCK = ".lock"
+#: the input description of a run (classes, channels, sizes, normalisation), written when it ends
+DATA_INFO = "data_info.json"
+#: the best validation weights, inside CHECKPOINTS
+BEST = "best.safetensors"
+#: the weights a finished run offers: ``best`` (validation) or ``last`` (final)
+WEIGHT_CHOICES = ("best", "last")
+
+#: (height, width, channels) of the images a dataset stores
+Shape = tuple[int, int, int]
 
 #: environment variables whose values must never reach a file (tokens, keys, passwords)
 _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
@@ -35,21 +54,25 @@ _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
 
 def create(recipe: Recipe) -> Path:
     """A new, empty run directory; an unwritable ``out_dir`` is one clear error."""
-    base = Path(recipe.train.out_dir).expanduser() / recipe.name
+    return timestamped_dir(Path(recipe.train.out_dir).expanduser() / recipe.name, "", what="run", recipe=recipe)
+
+
+def timestamped_dir(base: Path, prefix: str, *, what: str, recipe: Recipe) -> Path:
+    """A new, empty ``base/<prefix><time>`` folder (``-1``, ``-2`` ... when that second is taken): runs, sweeps."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
         base.mkdir(parents=True, exist_ok=True)
         for i in range(1000):
-            path = base / (stamp if i == 0 else f"{stamp}-{i}")
+            path = base / f"{prefix}{stamp}{'' if i == 0 else f'-{i}'}"
             try:
                 path.mkdir()
                 return path
             except FileExistsError:
                 continue
     except OSError as exc:
-        raise CnnforgeError(f"cannot create the run directory: {exc.strerror}",
+        raise CnnforgeError(f"cannot create the {what} directory: {exc.strerror}",
                             where=f"{recipe.source}: train.out_dir={base}") from None
-    raise CnnforgeError("too many runs started in the same second", where=str(base))
+    raise CnnforgeError(f"too many {what}s started in the same second", where=str(base))
 
 
 def check_writable(recipe: Recipe) -> None:
@@ -201,3 +224,78 @@ def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
 
 def is_run_dir(path: Path) -> bool:
     return (path / RECIPE).is_file() and (path / MANIFEST).is_file()
+
+
+def require_run_dir(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path; a folder that is not a run directory is one ConfigError naming it."""
+    path = Path(path)
+    if not is_run_dir(path):
+        raise ConfigError(f"not a run directory (no {RECIPE} and {MANIFEST})", where=str(path))
+    return path
+
+
+def stored_shape(dataset: Any) -> Shape:
+    """(height, width, channels) of the images an ``AugmentedDataset`` holds, before any pipeline.
+
+    Images decoded at their own size (``data.cache: none``) count as ``data.image_size``, the size
+    the other cache modes store.
+    """
+    import numpy as np
+
+    image = np.asarray(dataset.base[int(dataset.indices[0])][0])
+    own_size = getattr(dataset.base, "full_resolution", False) and dataset.base.image_size
+    height, width = own_size or image.shape[:2]
+    return (int(height), int(width), int(image.shape[2]) if image.ndim == 3 else 1)
+
+
+def save_data_info(run_dir: Path, info: DataInfo, dataset: Any) -> None:
+    """Keep the data description with the run (``dataset``: one of its splits), so predicting never needs the data."""
+    write_json(run_dir / DATA_INFO, {**asdict(info), "stored_shape": list(stored_shape(dataset))})
+
+
+def load_data_info(run_dir: Path, recipe: Any) -> tuple[DataInfo, Shape]:
+    """The run's :class:`DataInfo` and stored image shape; a run that never finished opens its dataset again."""
+    from cnnforge.data.loading import DataInfo, build_splits
+
+    path = run_dir / DATA_INFO
+    if not path.exists():
+        splits = build_splits(recipe)
+        return splits.info, stored_shape(splits.train)
+    raw = read_model(path, DataInfoFile, "data description")
+    if len(raw.mean) != raw.channels or len(raw.std) != raw.channels or raw.stored_shape[2] not in (1, 3):
+        raise CnnforgeError(f"not a valid data description (channels {raw.channels}, mean {raw.mean}, std {raw.std}, "
+                            f"stored_shape {list(raw.stored_shape)} do not agree)", where=str(path))
+    info = DataInfo(classes=list(raw.classes), mean=tuple(raw.mean), std=tuple(raw.std), channels=raw.channels,
+                    image_size=raw.image_size)
+    return info, raw.stored_shape
+
+
+def resolve_checkpoint(run_dir: Path, checkpoint: str | None) -> str:
+    """``best`` or ``last``; ``None`` means what the run was tested with (best when it was kept)."""
+    if checkpoint is None:
+        return "best" if (run_dir / CHECKPOINTS / BEST).exists() else "last"
+    if checkpoint not in WEIGHT_CHOICES:
+        raise ConfigError(f"unknown checkpoint {checkpoint!r}", where="--checkpoint", hint="use best or last")
+    return checkpoint
+
+
+def weights_file(run_dir: Path, checkpoint: str) -> Path:
+    """The safetensors file behind ``best`` (best validation epoch) or ``last`` (final weights).
+
+    ``last`` of an interrupted run, which has no final weights yet, is its newest complete checkpoint.
+    """
+    from cnnforge import checkpoint as ckpt  # torch: only when weights are looked up
+
+    if checkpoint == "best":
+        path = run_dir / CHECKPOINTS / BEST
+        if not path.exists():
+            raise CnnforgeError("the run kept no best weights", where=str(path), hint="use --checkpoint last")
+        return path
+    final = run_dir / WEIGHTS
+    if final.exists():
+        return final
+    newest = ckpt.latest_valid(run_dir / CHECKPOINTS)
+    if newest is None:
+        raise CnnforgeError("the run has no final weights and no complete checkpoint", where=str(run_dir))
+    return newest / ckpt.WEIGHTS
+

@@ -34,8 +34,8 @@ def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cli(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None, timeout: float = 600,
         module: bool = False) -> subprocess.CompletedProcess[str]:
     """Run ``cnnforge ARGS`` (or ``python -m cnnforge``) in a subprocess, as a user would."""
-    cmd = [sys.executable, "-m", "cnnforge", *args] if module else [str(Path(sys.executable).parent / "cnnforge"),
-                                                                    *args]
+    script = str(Path(sys.executable).parent / "cnnforge")
+    cmd = [sys.executable, "-m", "cnnforge", *args] if module else [script, *args]
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(cmd, cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
 

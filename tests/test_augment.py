@@ -52,8 +52,8 @@ def test_op_changes_the_image_and_keeps_its_shape(spec: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("spec", "shape"), [
-    ({"name": "random_crop", "size": [20, 24]}, (20, 24, 3)), ({"name": "random_resized_crop", "size": 48}, (48, 48,
-                                                                                                             3)),
+    ({"name": "random_crop", "size": [20, 24]}, (20, 24, 3)),
+    ({"name": "random_resized_crop", "size": 48}, (48, 48, 3)),
     ({"name": "resize", "size": 16}, (16, 16, 3)), ({"name": "center_crop", "size": 10}, (10, 10, 3)),
 ])
 def test_size_changing_ops(spec: dict[str, Any], shape: tuple[int, ...]) -> None:
@@ -161,8 +161,8 @@ def test_cli_check_reports_op_typo_in_one_line(tmp_path: Path) -> None:
 
 
 def test_augmentation_is_train_only_by_default() -> None:
-    s = open_splits({"name": "digits"}, {"train": [{"name": "rotate", "limit": 45}, {"name": "gaussian_noise",
-                                                                                     "p": 1.0}]})
+    s = open_splits({"name": "digits"},
+                    {"train": [{"name": "rotate", "limit": 45}, {"name": "gaussian_noise", "p": 1.0}]})
     for ds in (s.val, s.test):
         image, _ = ds[(2, 5)]
         assert np.array_equal(image.permute(1, 2, 0).numpy(), ds.base[int(ds.indices[5])][0])

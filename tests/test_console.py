@@ -89,8 +89,8 @@ def test_epoch_line_is_compact_and_verbose_adds_the_rest() -> None:
     assert epoch_line(row, 15,
                       41) == "epoch 3/15  train/loss 0.4312  val/loss 0.3920  val/acc 0.9123  1234 img/s  eta 0:41"
     assert epoch_line(row, 15, None, verbose=True) == ("epoch 3/15  train/loss 0.4312  train/acc 0.8000  lr 0.0025  "
-                                                       "time/epoch_s 1.23s  val/loss 0.3920  val/acc 0.9123  1234 "
-                                                       "img/s")
+                                                       "time/epoch_s 1.23s  val/loss 0.3920  val/acc 0.9123  "
+                                                       "1234 img/s")
     assert [format_duration(s) for s in (5, 75, 3725)] == ["0:05", "1:15", "1:02:05"]
 
 

@@ -26,8 +26,8 @@ def test_base_inheritance_deep_merges(tmp_path: Path) -> None:
     (tmp_path / "base.yaml").write_text("data: {name: cifar10, batch_size: 128}\noptim: {name: sgd, lr: 0.1}\n")
     (tmp_path / "child.yaml").write_text("base: base.yaml\noptim: {lr: 0.05}\n")
     recipe = cnnforge.load_recipe(tmp_path / "child.yaml")
-    assert (recipe.data.name, recipe.data.batch_size, recipe.optim.name, recipe.optim.lr) == ("cifar10", 128, "sgd",
-                                                                                              0.05)
+    got = (recipe.data.name, recipe.data.batch_size, recipe.optim.name, recipe.optim.lr)
+    assert got == ("cifar10", 128, "sgd", 0.05)
 
 
 def test_base_cycle_is_reported(tmp_path: Path) -> None:

@@ -261,7 +261,7 @@ from cnnforge.data.loading import build_splits, make_loader
 from cnnforge.recipe import check_recipe, load_recipe
 from cnnforge.training.parts import make_accelerator
 recipe = check_recipe(load_recipe(sys.argv[1], sys.argv[3:]))
-acc = make_accelerator(recipe)
+acc = make_accelerator(recipe.train)
 splits = build_splits(recipe)
 source, seen = splits.train.base.source, []
 read = source.read

@@ -139,7 +139,7 @@ def test_timm_pretrained_true_reads_the_hugging_face_cache_and_says_where_it_loo
 def test_head_lr_gives_the_classifier_its_own_learning_rate(imagenet_like: dict[str, Path]) -> None:
     recipe = load_recipe({"name": "t", "model": {"name": "tv/resnet18"}, "optim": {"lr": 0.001, "head_lr": 0.01}})
     model = cnnforge.build_model("tv/resnet18", num_classes=2, in_channels=3, pretrained=str(imagenet_like["tv"]))
-    body, head = make_optimizer(model, recipe).param_groups
+    body, head = make_optimizer(model, recipe.optim).param_groups
     assert (body["lr"], head["lr"]) == (0.001, 0.01)
     assert {id(p) for p in head["params"]} == {id(model.fc.weight), id(model.fc.bias)}
     assert len(body["params"]) == len(list(model.parameters())) - 2
@@ -147,11 +147,10 @@ def test_head_lr_gives_the_classifier_its_own_learning_rate(imagenet_like: dict[
 
 def test_step_schedule_is_seed_001s_steplr() -> None:
     """StepLR(step_size=2, gamma=0.1) counts epochs: epochs 0-1 at lr, 2-3 at lr/10, 4 at lr/100."""
-    recipe = load_recipe({"name": "t", "optim": {"lr": 0.001}, "schedule": {"name": "step", "step_size": 2,
-                                                                            "gamma": 0.1},
-                          "train": {"epochs": 5}})
-    optimizer = make_optimizer(torch.nn.Linear(2, 2), recipe)
-    schedule = make_schedule(optimizer, recipe, steps_per_epoch=3)
+    recipe = load_recipe({"name": "t", "optim": {"lr": 0.001},
+                          "schedule": {"name": "step", "step_size": 2, "gamma": 0.1}, "train": {"epochs": 5}})
+    optimizer = make_optimizer(torch.nn.Linear(2, 2), recipe.optim)
+    schedule = make_schedule(optimizer, recipe.schedule, recipe.train.epochs, steps_per_epoch=3)
     used = []
     for _ in range(5):
         used.append(optimizer.param_groups[0]["lr"])

@@ -60,7 +60,7 @@ def _pack(args: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"is not a size like 64MB or 1GB: {args.shard_size!r}", where="--shard-size") from None
     if args.recipe:
-        splits, classes = recipe_sources(args.recipe, args.src)
+        splits, classes = recipe_sources(_pack_recipe(args.recipe, args.src))
     else:
         splits, classes = folder_sources(Path(args.src).expanduser())
     counts = pack(splits, classes, Path(args.dst).expanduser(), args.format, shard_size)
@@ -68,3 +68,17 @@ def _pack(args: argparse.Namespace) -> int:
         parts = ", ".join(f"{name} {n}" for name, n in counts.items())
         print(f"{args.dst}: {parts} samples, {len(classes)} classes ({args.format})")
     return 0
+
+
+def _pack_recipe(path: str, root: str) -> Any:
+    """Recipe ``path`` with its data at ``root``; a dataset that decodes files is opened with ``cache: none``,
+    so nothing is decoded and each file's own bytes are written."""
+    import inspect
+
+    from cnnforge import registry
+    from cnnforge.recipe import check_recipe, load_recipe
+
+    recipe = check_recipe(load_recipe(path, [f"data.root={root}"]))
+    if "cache" in inspect.signature(registry.datasets.get(recipe.data.name).fn).parameters:
+        recipe = check_recipe(load_recipe(path, [f"data.root={root}", "data.cache=none"]))
+    return recipe

@@ -19,7 +19,7 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from cnnforge.reports.embedding import embed_run
+    from cnnforge.evaluation import embed_run
 
     png = embed_run(args.run_dir, method=args.method, n=args.n, split=args.split, checkpoint=args.checkpoint,
                     quiet=args.quiet)

@@ -88,17 +88,8 @@ def _normalised(predictor: Any) -> Any:
     """The model behind the run's normalisation, so the exported file takes raw pixels."""
     import torch
 
-    class Normalised(torch.nn.Module):
-        def __init__(self, model: torch.nn.Module, mean: torch.Tensor, inv_std: torch.Tensor) -> None:
-            super().__init__()
-            self.model = model
-            self.register_buffer("mean", mean)
-            self.register_buffer("inv_std", inv_std)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.model((x.float() - self.mean) * self.inv_std)
-
-    return Normalised(predictor.model, predictor.mean, predictor.inv_std).eval()
+    # the run's normalisation (the trainer's own module) in front of the model
+    return torch.nn.Sequential(predictor.normalize, predictor.model).eval()
 
 
 def _example(predictor: Any, dtype: str) -> Any:

@@ -26,20 +26,13 @@ def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
 
 def _list(args: argparse.Namespace) -> int:
     from cnnforge import registry
+
     if args.kind == "plugins":
         return _list_plugins()
     if args.kind == "recipes":
         return _list_recipes(args.pattern)
-    reg = registry.REGISTRIES[args.kind]
-    entries = reg.entries()
-    rows = []
-    for e in entries:
-        family = e.name.endswith("*")
-        names = _expand(e) if family and (args.all or (args.pattern or "").startswith(e.name[:-1])) else [e.name]
-        for name in names:
-            if args.pattern and not fnmatch.fnmatch(name, args.pattern):
-                continue
-            rows.append((name, f"{e.package} {e.version}".strip(), e.summary))
+    entries = registry.REGISTRIES[args.kind].entries(args.pattern, expand=args.all)
+    rows = [(e.name, f"{e.package} {e.version}".strip(), e.summary) for e in entries]
     print(_table(rows, ("name", "package", "description")) if rows else f"no {args.kind} match {args.pattern!r}")
     return 0
 
@@ -62,12 +55,3 @@ def _list_recipes(pattern: str | None) -> int:
             if not pattern or fnmatch.fnmatch(r.name, pattern)]
     print(_table(rows, ("name", "package", "description")) if rows else f"no recipes match {pattern!r}")
     return 0
-
-
-def _expand(entry: Any) -> list[str]:
-    """The names behind a family entry (``timm/*``): its builder lists them when given ``list_names=True``."""
-    lister = getattr(entry.fn, "list_names", None)
-    if lister is None:
-        return [entry.name]
-    prefix = entry.name[:-1]
-    return [prefix + n for n in lister()]

@@ -14,11 +14,9 @@ import sys
 import typing
 from typing import Any
 
-from cnnforge.registry import Entry, Registry
+from cnnforge.registry import REGISTRIES, Entry, Registry
 
-#: keys cnnforge passes to builders itself; a recipe may still state them (checked against the data)
-_CONTEXT = {"models": {"num_classes", "in_channels", "image_size"}, "datasets": {"root", "split", "download"},
-            "augmentations": set()}
+#: keys of the builders' context (``Registry.context``) that a recipe may still state (checked against the data)
 _RECIPE_MAY_SET = {"models": {"num_classes", "in_channels"}, "datasets": set(), "augmentations": {"p"}}
 
 
@@ -109,7 +107,7 @@ def _params_schema(entry: Entry, kind: str, defs: dict[str, Any]) -> dict[str, A
         hints = typing.get_type_hints(entry.fn, include_extras=True)
         fields = {n: (hints.get(n, Any), ... if p.default is p.empty else p.default)
                   for n, p in sig.parameters.items()
-                  if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in _CONTEXT[kind]}
+                  if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in REGISTRIES[kind].context}
         model = create_model(f"{entry.name}_params", __config__=ConfigDict(arbitrary_types_allowed=True), **fields)
         schema = model.model_json_schema(ref_template="#/$defs/{model}")
     except Exception:  # a plugin's unusual annotations must not break the schema: its name still completes

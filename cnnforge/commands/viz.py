@@ -6,12 +6,10 @@ from typing import Any
 
 
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
-    from cnnforge.cli import ArgumentParser
-
     v = sub.add_parser("viz", parents=[common], help="pictures of conv filters and fixed-kernel convolutions",
-                       description="Learned filters of a run (seed 002) or a fixed kernel applied to an image (seed "
-                                   "000).")
-    what = v.add_subparsers(dest="what", metavar="WHAT", required=True, parser_class=ArgumentParser)
+                       description="Learned filters of a run (seed 002) or a fixed kernel applied to an "
+                                   "image (seed 000).")
+    what = v.add_subparsers(dest="what", metavar="WHAT", required=True, parser_class=type(v))
 
     f = what.add_parser("filters", parents=[common], help="a run's conv filters as an image grid",
                         description="Plot the kernels of a conv layer (the first by default) into the run's reports/.")

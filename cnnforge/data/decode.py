@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 import numpy as np
+
+from cnnforge.errors import DataError
 
 
 class BadImage(Exception):
@@ -53,3 +57,19 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     shrink = image.shape[0] * image.shape[1] > size[0] * size[1]
     out = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return out.reshape(*size, *image.shape[2:])  # cv2 drops a trailing channel axis of 1
+
+
+def read_image(path: str | os.PathLike[str], channels: int) -> np.ndarray:
+    """An image file as uint8 HxWxC with ``channels`` (1: grey, 3: RGB), decoded as ``imagefolder`` decodes it."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("is a directory, not an image" if p.is_dir() else "no such image file", where=str(p))
+    if channels not in (1, 3):
+        raise DataError(f"the model reads {channels}-channel images; image files give 1 (grey) or 3 (RGB)",
+                        where=str(p))
+    try:
+        image = decode_image(p.read_bytes(), grayscale=channels == 1)
+    except Exception as exc:  # the decoders' own errors (truncated, unknown format): the file is at fault
+        raise DataError(f"not a readable image ({' '.join(str(exc).split())[:160]})", where=str(p),
+                        hint="give a PNG, JPEG, BMP, TIFF or WebP file") from None
+    return image.reshape(*image.shape[:2], channels)

@@ -1,7 +1,7 @@
 """Datasets of encoded image files (a folder, tar shards, parquet), decoded under one of four cache modes.
 
 A format only has to give random access to its encoded bytes (:class:`EncodedImages`);
-:func:`image_dataset` decides where the decoded pixels live:
+:func:`cnnforge.data.cache_modes.image_dataset` decides where the decoded pixels live:
 
 * ``memory``: decoded once into one array in RAM (small data: epochs never decode again);
 * ``disk``: decoded once into a file under ``$CNNFORGE_CACHE`` that every rank, sweep trial and
@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
 from cnnforge.data.builtin_datasets import ArrayDataset
-from cnnforge.data.decode import BadImage, decode_image, image_shape, resize_image
+from cnnforge.data.decode import BadImage, decode_image, resize_image
 from cnnforge.data.work_progress import WorkProgress, is_main_process
 from cnnforge.errors import DataError
 
@@ -161,75 +160,3 @@ class LazyImages:
             log.warning("cnnforge: skipped unreadable image %s (%s); %d skipped in this loader process",
                         self.source.name(i), image, self.skipped)
         raise nothing_readable(self.source, (index, "unreadable"), self.source.name(index))
-
-
-def decoded_bytes(source: EncodedImages, grayscale: bool, size: tuple[int, int] | None) -> int | None:
-    """Estimated size of the decoded dataset: ``size`` (or the mean of up to 16 images' headers) times the count.
-
-    Several headers, not the first alone: one unreadable or unusually small file must not decide the mode.
-    """
-    if size is not None:
-        pixels = size[0] * size[1]
-    else:
-        picks = np.unique(np.linspace(0, len(source) - 1, min(len(source), 16)).astype(int)) if len(source) else []
-        shapes = []
-        for i in picks:
-            try:
-                shapes.append(image_shape(source.read(int(i))))
-            except OSError:
-                continue
-        areas = [h * w for h, w in (s for s in shapes if s is not None)]
-        if not areas:
-            return None
-        pixels = int(np.mean(areas))
-    return len(source) * pixels * (1 if grayscale else 3)
-
-
-def choose_cache(source: EncodedImages, grayscale: bool, size: tuple[int, int] | None) -> tuple[str, str]:
-    """``auto``'s choice and why: memory when small enough, else disk when there is room, else none."""
-    import psutil
-
-    from cnnforge.data.disk_cache import cache_root
-
-    need = decoded_bytes(source, grayscale, size)
-    if need is None:
-        return "none", "the decoded size cannot be estimated from the image headers"
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    budget = psutil.virtual_memory().available / 4 / local
-    gib = 2**30
-    if need < budget:
-        return "memory", (f"{need / gib:.2f} GiB decoded < {budget / gib:.2f} GiB "
-                          f"(a quarter of available RAM / {local} local process(es))")
-    root = cache_root()
-    existing = next(p for p in (root, *root.parents) if p.exists())
-    free = shutil.disk_usage(existing).free
-    if size is not None and need < free:
-        return "disk", (f"{need / gib:.2f} GiB decoded > {budget / gib:.2f} GiB of RAM per process; "
-                        f"{free / gib:.1f} GiB free under {root}")
-    return "none", f"{need / gib:.2f} GiB decoded fits neither RAM ({budget / gib:.2f} GiB per process) nor {root}" + (
-        "" if size is not None else " without data.image_size")
-
-
-def image_dataset(source: EncodedImages, *, cache: str, image_size: int | tuple[int, int] | None, grayscale: bool,
-                  on_bad_image: str, where: str) -> Any:
-    """``source`` as a dataset of (uint8 HxWxC or HxW image, int label) with ``classes`` and ``labels``.
-
-    ``cache`` is one of :data:`CacheMode`; the dataset's ``cache_choice`` says which mode was used and why.
-    """
-    size = (image_size, image_size) if isinstance(image_size, int) else (tuple(image_size) if image_size else None)
-    reason = f"data.cache: {cache}"
-    if cache == "auto":
-        cache, why = choose_cache(source, grayscale, size)
-        reason = f"data.cache: auto chose {cache}: {why}"
-        if is_main_process():
-            log.warning("cnnforge: %s: %s", where, reason)
-    if cache == "memory":
-        dataset: Any = in_memory(source, grayscale=grayscale, size=size, on_bad_image=on_bad_image, where=where)
-    elif cache == "disk":
-        from cnnforge.data.disk_cache import cached_on_disk
-
-        dataset = cached_on_disk(source, grayscale=grayscale, size=size, on_bad_image=on_bad_image, where=where)
-    else:
-        dataset = LazyImages(source, grayscale=grayscale, image_size=size, on_bad_image=on_bad_image)
-    dataset.cache_choice = {"mode": cache, "reason": reason}
-    return dataset

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnforge.data.encoded import BadImagePolicy, CacheMode, image_dataset
+from cnnforge.data.cache_modes import image_dataset
+from cnnforge.data.encoded import BadImagePolicy, CacheMode
 from cnnforge.data.tar_shards import SPLIT_NAMES
 from cnnforge.errors import ConfigError, DataError
 from cnnforge.registry import register_dataset

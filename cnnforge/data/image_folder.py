@@ -23,7 +23,8 @@ import numpy as np
 from pydantic import Field
 
 from cnnforge.data import MAX_IMAGE_SIDE
-from cnnforge.data.encoded import BadImagePolicy, CacheMode, image_dataset
+from cnnforge.data.cache_modes import image_dataset
+from cnnforge.data.encoded import BadImagePolicy, CacheMode
 from cnnforge.data.listing import IMAGE_SUFFIXES, list_folder
 from cnnforge.errors import ConfigError, DataError
 from cnnforge.registry import register_dataset
@@ -91,8 +92,8 @@ def imagefolder(*, root: str, split: str, grayscale: bool = False,
                          where=str(folder))
 
 
-def materialise_split(src: Path, dst: Path, ratios: Sequence[float], seed: int, *, link: bool = False) -> dict[str,
-                                                                                                               int]:
+def materialise_split(src: Path, dst: Path, ratios: Sequence[float], seed: int, *,
+                      link: bool = False) -> dict[str, int]:
     """Copy (or hard-link) ``src``'s class folders into ``dst/train``, ``dst/val``, ``dst/test``.
 
     The partition is the one ``imagefolder`` makes in memory for the same seed and ``data.split``

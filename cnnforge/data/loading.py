@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,7 +20,9 @@ from cnnforge.data.decode import resize_image
 from cnnforge.data.pipeline import resolve_pipelines, seed_pipeline
 from cnnforge.data.stratify import stratified_split
 from cnnforge.errors import ConfigError, DataError
-from cnnforge.recipe import Recipe
+
+if TYPE_CHECKING:
+    from cnnforge.recipe import Recipe
 
 AUGMENT, SHUFFLE, SPLIT = 0, 1, 2  # independent random streams derived from the recipe seed
 STATS_SAMPLE = 1000  # images measured for mean/std when a dataset does not give them
@@ -233,6 +235,17 @@ def _model_sized(sample: np.ndarray, image_size: tuple[int, int] | None, recipe:
                           where=f"{recipe.source}: data.image_size",
                           hint="set data.image_size, or end augment.train with a crop or resize to a fixed size")
     return sample
+
+
+def split_loader(dataset: Dataset, data: Any, seed: int, *, train: bool) -> DataLoader:
+    """The loader of one split of ``data`` (a recipe's ``data:`` section), the one place that sizes it.
+
+    Training shuffles at ``batch_size``; evaluation keeps the dataset order at ``eval_batch_size``
+    (default ``batch_size``). Memory is pinned only where CUDA can use it.
+    """
+    batch_size = data.batch_size if train else data.eval_batch_size or data.batch_size
+    return make_loader(dataset, batch_size=batch_size, shuffle=train, seed=seed, num_workers=data.num_workers,
+                       pin_memory=torch.cuda.is_available())
 
 
 def make_loader(ds: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_workers: int,

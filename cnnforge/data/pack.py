@@ -122,21 +122,10 @@ def folder_sources(root: Path) -> tuple[dict[str, Any], list[str]]:
     return {"train": train, **splits}, train.classes
 
 
-def recipe_sources(path: str, root: str) -> tuple[dict[str, Any], list[str]]:
-    """The splits recipe ``path``'s dataset has at ``root`` (as its factory returns them) and the training classes.
-
-    A dataset that decodes files is opened with ``cache: none``: nothing is decoded and each file's
-    own bytes are written.
-    """
-    import inspect
-
-    from cnnforge import registry
+def recipe_sources(recipe: Any) -> tuple[dict[str, Any], list[str]]:
+    """The splits ``recipe``'s dataset has (as its factory returns them) and the training classes."""
     from cnnforge.data.loading import _labels, _open
-    from cnnforge.recipe import check_recipe, load_recipe
 
-    recipe = check_recipe(load_recipe(path, [f"data.root={root}"]))
-    if "cache" in inspect.signature(registry.datasets.get(recipe.data.name).fn).parameters:
-        recipe = check_recipe(load_recipe(path, [f"data.root={root}", "data.cache=none"]))
     splits: dict[str, Any] = {}
     for split in ("train", "val", "test"):
         dataset = _open(recipe, split)

@@ -17,7 +17,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from cnnforge.data.encoded import BadImagePolicy, CacheMode, image_dataset
+from cnnforge.data.cache_modes import image_dataset
+from cnnforge.data.encoded import BadImagePolicy, CacheMode
 from cnnforge.data.work_progress import WorkProgress
 from cnnforge.errors import DataError
 from cnnforge.registry import register_dataset

@@ -10,9 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cnnforge.errors import DataError
-from cnnforge.recipe import Recipe
-
 
 @dataclass(frozen=True)
 class LayerRow:
@@ -23,33 +20,6 @@ class LayerRow:
     output: str
     params: int
     flops: int
-
-
-def declared_info(recipe: Recipe) -> tuple[Any, str] | None:
-    """DataInfo from the dataset's registration (no files read) and a line saying what it is based on;
-    None when the registration does not declare the image shape.
-
-    The image passes through the recipe's training pipeline, so crops and resizes count; a class count the
-    registration does not know comes from ``model.num_classes``, or is shown as 2.
-    """
-    import numpy as np
-
-    from cnnforge.data.loading import DataInfo
-    from cnnforge.data.pipeline import resolve_pipelines
-    from cnnforge.registry import datasets, declared
-
-    entry = datasets.get(recipe.data.name)
-    shape = declared(entry, "shape", recipe.data.params)
-    if shape is None:
-        return None
-    num_classes = declared(entry, "num_classes", recipe.data.params) or recipe.model.params.get("num_classes")
-    note = f"{num_classes} classes" if num_classes else "2 classes (unknown without the files; set model.num_classes)"
-    pipes = resolve_pipelines(recipe.augment, recipe.source, np.zeros(shape, dtype=np.uint8))
-    height, width, channels = pipes.shape
-    info = DataInfo([str(i) for i in range(num_classes or 2)], (0.5,) * channels, (0.25,) * channels, channels,
-                    (height, width))
-    size = "x".join(map(str, shape))
-    return info, f"shown for what the {recipe.data.name} registration declares: {size} images, {note}"
 
 
 def _shape(output: Any) -> str:
@@ -120,32 +90,3 @@ def describe_model(model: Any, input_shape: tuple[int, int, int], title: str = "
     return "\n".join([f"{title} ({type(model).__name__})  input {shape}", *lines,
                       f"parameters: {n:,} ({trainable:,} trainable)",
                       f"FLOPs per image (forward): {_human(total)} ({total:,})"])
-
-
-def describe_recipe_model(recipe: Recipe) -> str:
-    """``describe_model`` for the recipe's model at the dataset's input size, with its class count.
-
-    Without the data files the size and classes come from the dataset's registration, and without
-    pretrained weights the model is built without them (neither changes the layer table); both are said.
-    """
-    from cnnforge.data.loading import build_splits
-    from cnnforge.training.parts import model_for
-
-    notes = []
-    try:
-        info = build_splits(recipe).info
-        classes = f"{len(info.classes)} ({', '.join(info.classes[:10])}{', ...' if len(info.classes) > 10 else ''})"
-    except DataError as exc:
-        declared = declared_info(recipe)
-        if declared is None:
-            raise
-        info, based_on = declared
-        notes.append(f"note: the data could not be read ({exc.one_line()}); {based_on}")
-        classes = str(len(info.classes))
-    if recipe.model.params.get("pretrained"):
-        recipe = recipe.model_copy(deep=True)
-        recipe.model.pretrained = False
-        notes.append("note: built without the pretrained weights (they do not change this table)")
-    model = model_for(recipe, info)
-    text = describe_model(model, (info.channels, *info.image_size), title=f"model: {recipe.model.name}")
-    return "\n".join([text, f"classes: {classes}", *notes])

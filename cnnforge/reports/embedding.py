@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnforge.errors import CnnforgeError, ConfigError
-from cnnforge.evaluation import RunSplit, gather_outputs, open_split, report_dir
+from cnnforge.errors import CnnforgeError
 from cnnforge.reports import plots
 
 METHODS = ("tsne", "pca")
@@ -81,71 +80,3 @@ def scatter(coords: np.ndarray, labels: np.ndarray, classes: list[str], axes: li
     ax.legend(title="true class", loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=2,
               ncols=1 if k <= 25 else 2, fontsize=9 if k <= 25 else 7)
     return plots.save(fig, path)
-
-
-@contextlib.contextmanager
-def _working(text: str, quiet: bool) -> Iterator[None]:
-    """A spinner with the elapsed time on a terminal, a start and an end line otherwise: t-SNE of a few
-    thousand points takes a minute on a laptop and reports no progress of its own."""
-    import sys
-    import time
-
-    start = time.perf_counter()
-    if quiet:
-        yield
-        return
-    if sys.stdout.isatty():
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
-            bar.add_task(text, total=None)
-            yield
-    else:
-        print(f"{text} ...", flush=True)
-        yield
-    print(f"{text}: done in {time.perf_counter() - start:.1f} s", flush=True)
-
-
-def embed_run(run_dir: str | Path, *, method: str = "tsne", n: int = 2000, split: str = "test",
-              checkpoint: str | None = None, quiet: bool = False) -> Path | None:
-    """Embed up to ``n`` samples of ``split`` and write ``embedding_<method>.png`` and ``embedding_<method>.npz``
-    (features, labels, class names and the 2-D coordinates: each method keeps its own).
-
-    Returns the PNG's path on the main process (None on the others under ``accelerate launch``); the
-    projection shows its progress unless ``quiet``.
-    """
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}", where="--method", hint="use tsne or pca")
-    if n < 3:
-        raise ConfigError(f"is {n}; a 2-D projection needs at least 3 samples", where="--n")
-    path = Path(run_dir)
-    loaded = open_split(path, split, checkpoint, limit=n)
-    acc, predictor = loaded.acc, loaded.predictor
-    try:
-        with torch.no_grad(), penultimate(predictor.model) as features:
-            vectors, labels = gather_outputs(lambda x: features(predictor.normalise(x)), loaded.loader, acc)
-        png = None
-        if acc.is_main_process:
-            png = _write(path, split, loaded, vectors.numpy(), labels.numpy(), method, quiet)
-        acc.wait_for_everyone()
-    finally:
-        acc.end_training()
-    return png
-
-
-def _write(run_dir: Path, split: str, loaded: RunSplit, vectors: np.ndarray, labels: np.ndarray, method: str,
-           quiet: bool) -> Path:
-    if len(vectors) < 3:
-        raise CnnforgeError(f"the {split} split has {len(vectors)} sample(s); a 2-D projection needs 3",
-                            where=str(run_dir))
-    predictor = loaded.predictor
-    name = "t-SNE" if method == "tsne" else "PCA"
-    with _working(f"{name} of {len(vectors)} samples x {vectors.shape[1]} dimensions", quiet):
-        coords, axes = project(vectors, method, loaded.recipe.seed)
-    out = report_dir(run_dir, split, predictor.checkpoint)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / f"embedding_{method}.npz", features=vectors, labels=labels,
-                        classes=np.asarray(predictor.classes), coords=coords)
-    title = (f"{name} of penultimate-layer embeddings\n{split} split, {len(vectors)} samples, "
-             f"{vectors.shape[1]} dimensions, {predictor.checkpoint} weights")
-    return scatter(coords, labels, predictor.classes, axes, out / f"embedding_{method}.png", title=title)

@@ -154,7 +154,7 @@ def convolve(image: np.ndarray, kernel: np.ndarray | None) -> np.ndarray:
 
 def kernel_demo(image_path: str | os.PathLike[str], kernel_text: str, out: Path) -> Path:
     """Input image, kernel and response side by side, as one PNG (seed 000's Sobel demo)."""
-    from cnnforge.predict import read_image
+    from cnnforge.data.decode import read_image
 
     image = read_image(image_path, 1)[..., 0].astype(np.float32) / 255.0
     name, kernel = parse_kernel(kernel_text)

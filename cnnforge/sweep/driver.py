@@ -15,12 +15,12 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cnnforge import rundir
 from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.extras import require
 from cnnforge.recipe import Recipe, TuneConfig, check_recipe, load_recipe
@@ -194,21 +194,9 @@ def _experiment_dir(recipe: Recipe, fresh: bool) -> tuple[Path, bool]:
         for path in sorted(base.glob(f"{EXPERIMENT_PREFIX}*"), key=lambda p: p.stat().st_mtime_ns, reverse=True):
             if (path / SWEEP_RECIPE).is_file() and (path / SWEEP_RECIPE).read_text() == text:
                 return path, True
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        for i in range(1000):
-            path = base / f"{EXPERIMENT_PREFIX}{stamp}{'' if i == 0 else f'-{i}'}"
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue
-            (path / SWEEP_RECIPE).write_text(text)
-            return path, False
-    except OSError as exc:
-        raise CnnforgeError(f"cannot create the experiment directory: {exc.strerror}",
-                            where=f"{recipe.source}: train.out_dir={base}") from None
-    raise CnnforgeError("too many experiments started in the same second", where=str(base))
+    path = rundir.timestamped_dir(base, EXPERIMENT_PREFIX, what="experiment", recipe=recipe)
+    (path / SWEEP_RECIPE).write_text(text)
+    return path, False
 
 
 def _replay_prefix(recipe_or_path: Any, overrides: list[str], experiment: Path) -> list[str]:
@@ -312,9 +300,10 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from cnnforge.recipe import yaml_value
     from cnnforge.sweep.console import ConsoleCallback
     from cnnforge.sweep.search import search_space, searcher
-    from cnnforge.sweep.trial import run_trial, yaml_value
+    from cnnforge.sweep.trial import run_trial
 
     # Ray's default TensorBoard logger imports torch in the driver (1-3 s) to copy what each trial's run directory
     # already holds: only the CSV and JSON loggers (RunConfig below; a restored Tuner keeps its RunConfig)
@@ -333,8 +322,8 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
         return ray_tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
     limit = max_concurrent or spec.max_concurrent
     if spec.scheduler.name == "asha":
-        swept_epochs = [*spec.grid.get("train.epochs", []), *(getattr(spec.sample.get("train.epochs"), "choice",
-                                                                      None) or [])]
+        sampled = getattr(spec.sample.get("train.epochs"), "choice", None) or []
+        swept_epochs = [*spec.grid.get("train.epochs", []), *sampled]
         scheduler = ASHAScheduler(time_attr="epoch", max_t=max([recipe.train.epochs, *swept_epochs]),
                                   grace_period=spec.scheduler.grace_period,
                                   reduction_factor=spec.scheduler.reduction_factor)

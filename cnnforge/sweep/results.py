@@ -135,7 +135,6 @@ def plot_metric(path: Path, recipe: Recipe, trials: list[TrialRow]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     assert recipe.tune is not None
     spec = recipe.tune
@@ -144,35 +143,8 @@ def plot_metric(path: Path, recipe: Recipe, trials: list[TrialRow]) -> None:
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, sharey=True)
-
-    def dots(ax: Any, xs: Any, group: list[TrialRow]) -> None:
-        xs = np.asarray(xs)
-        for label, filled in (("done", True), ("stopped early", False)):
-            pick = np.array([(t.status == "done") == filled for t in group], dtype=bool)
-            if pick.any():
-                ax.scatter(xs[pick], [t.value for t, p in zip(group, pick, strict=False) if p], s=24, alpha=0.7,
-                           label=label,
-                           facecolors="tab:blue" if filled else "none", edgecolors="tab:blue")
-
     for ax, key in zip(axes.flat, keys, strict=False):
-        sample = spec.sample.get(key)
-        if sample is not None and sample.choice is None:  # a sampled range: the values themselves
-            dots(ax, [t.params[key] for t in scored], scored)
-            if sample.loguniform is not None:
-                ax.set_xscale("log")
-        else:  # grid or choice values: one column each, points spread a little so they do not hide each other
-            values = list(spec.grid.get(key) or (sample.choice if sample else []))
-            labels = [str(v) for v in values]
-            for i, value in enumerate(values):
-                group = [t for t in scored if t.params.get(key) == value]
-                if group:
-                    dots(ax, i + np.linspace(-0.12, 0.12, len(group)) * (len(group) > 1), group)
-                    mean = sum(t.value for t in group) / len(group)  # type: ignore[misc]
-                    ax.plot([i - 0.3, i + 0.3], [mean, mean], color="tab:red", linewidth=2, label="mean")
-            ax.set_xticks(range(len(values)), labels, rotation=30 if max(map(len, labels), default=0) > 6 else 0)
-            ax.set_xlim(-0.5, len(values) - 0.5)
-        ax.set_xlabel(key)
-        ax.grid(alpha=0.3)
+        _panel(ax, key, spec, scored)
     for ax in axes[:, 0]:
         ax.set_ylabel(spec.metric)
     for ax in list(axes.flat)[len(keys):]:
@@ -183,3 +155,38 @@ def plot_metric(path: Path, recipe: Recipe, trials: list[TrialRow]) -> None:
     fig.tight_layout(rect=(0, 0, 0.92, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _panel(ax: Any, key: str, spec: Any, scored: list[TrialRow]) -> None:
+    """The panel of one swept ``key``: a sampled range on its own axis, grid or choice values one column each."""
+    import numpy as np
+
+    sample = spec.sample.get(key)
+    if sample is not None and sample.choice is None:  # a sampled range: the values themselves
+        _dots(ax, [t.params[key] for t in scored], scored)
+        if sample.loguniform is not None:
+            ax.set_xscale("log")
+    else:  # grid or choice values: one column each, points spread a little so they do not hide each other
+        values = list(spec.grid.get(key) or (sample.choice if sample else []))
+        labels = [str(v) for v in values]
+        for i, value in enumerate(values):
+            group = [t for t in scored if t.params.get(key) == value]
+            if group:
+                _dots(ax, i + np.linspace(-0.12, 0.12, len(group)) * (len(group) > 1), group)
+                mean = sum(t.value for t in group) / len(group)  # type: ignore[misc]
+                ax.plot([i - 0.3, i + 0.3], [mean, mean], color="tab:red", linewidth=2, label="mean")
+        ax.set_xticks(range(len(values)), labels, rotation=30 if max(map(len, labels), default=0) > 6 else 0)
+        ax.set_xlim(-0.5, len(values) - 0.5)
+    ax.set_xlabel(key)
+    ax.grid(alpha=0.3)
+
+
+def _dots(ax: Any, xs: Any, group: list[TrialRow]) -> None:
+    import numpy as np
+
+    xs = np.asarray(xs)
+    for label, filled in (("done", True), ("stopped early", False)):
+        pick = np.array([(t.status == "done") == filled for t in group], dtype=bool)
+        if pick.any():
+            ax.scatter(xs[pick], [t.value for t, p in zip(group, pick, strict=False) if p], s=24, alpha=0.7,
+                       label=label, facecolors="tab:blue" if filled else "none", edgecolors="tab:blue")

@@ -18,19 +18,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cnnforge import rundir
 from cnnforge.errors import CnnforgeError
-from cnnforge.recipe import Recipe, load_recipe
+from cnnforge.recipe import Recipe, load_recipe, yaml_value
 
 #: a trial's cnnforge runs go to ``<trial dir>/RUNS/<name>/<run id>``
 RUNS = "runs"
-
-
-def yaml_value(value: Any) -> str:
-    """``value`` as the YAML text an override ``key=value`` parses back to the same value."""
-    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
 
 
 def trial_overrides(config: Mapping[str, Any]) -> list[str]:
@@ -89,5 +82,7 @@ def _epochs_in(checkpoint: Any) -> int:
     """Epochs completed at a Ray checkpoint (0 without one); it holds cnnforge's ``state.json``."""
     if checkpoint is None:
         return 0
+    from cnnforge.checkpoint import STATE  # torch: trials import it anyway, the driver never does
+
     with checkpoint.as_directory() as path:
-        return int(json.loads((Path(path) / "state.json").read_text())["epoch"])
+        return int(json.loads((Path(path) / STATE).read_text())["epoch"])

@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from pydantic import ConfigDict
 from torch import nn
@@ -29,6 +28,7 @@ from cnnforge.recipe import Recipe
 from cnnforge.run_files import RunIdentity
 from cnnforge.training.batches import DeviceBatches, LoaderBatches
 from cnnforge.training.ema import make_ema
+from cnnforge.training.eval_step import EvalResult
 from cnnforge.training.nonfinite import NonFiniteGuard
 from cnnforge.training.parts import scale_lr, use_channels_last
 from cnnforge.training.progress import Progress
@@ -50,17 +50,6 @@ class TrainState:
     rollbacks: int = 0
     lr_scale: float = 1.0
     train_time: float = 0.0
-
-
-@dataclass
-class EvalResult:
-    """Predictions of one split, gathered from every rank without the padding duplicates."""
-
-    loss: float
-    acc: float
-    y_true: np.ndarray
-    y_pred: np.ndarray
-    probs: np.ndarray = field(repr=False)
 
 
 def tie_breaker(metric: str) -> tuple[str, str]:
@@ -312,7 +301,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, split: str) -> EvalResult:
-        from cnnforge.evaluation import eval_result, gather_outputs
+        from cnnforge.training.eval_step import eval_result, gather_outputs
 
         model = self.model if self.ema is None else self.ema.module
         model.eval()

@@ -11,12 +11,12 @@ from torch import nn
 
 from cnnforge.data.loading import DataInfo
 from cnnforge.errors import CnnforgeError, ConfigError
-from cnnforge.recipe import Recipe
+from cnnforge.recipe import OptimConfig, Recipe, ScheduleConfig, TrainConfig
 
 log = logging.getLogger("cnnforge")
 
 
-def make_accelerator(recipe: Recipe) -> Any:
+def make_accelerator(train: TrainConfig) -> Any:
     """An Accelerator that is real DDP on CPUs too, and refuses to run unsynchronised.
 
     Without CUDA a bare ``Accelerator()`` under ``accelerate launch --multi_gpu`` gives independent
@@ -26,14 +26,13 @@ def make_accelerator(recipe: Recipe) -> Any:
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
     cuda = torch.cuda.is_available()
-    precision = recipe.train.precision
+    precision = train.precision
     if precision == "fp16" and not cuda:
         log.warning("train.precision: fp16 needs CUDA; training in fp32 on this machine")
         precision = "no"
     launcher_world = int(os.environ.get("WORLD_SIZE", "1"))
-    if recipe.train.parallel == "none" and launcher_world > 1:
-        raise ConfigError(f"is 'none' but the launcher started {launcher_world} processes",
-                          where=f"{recipe.source}: train.parallel")
+    if train.parallel == "none" and launcher_world > 1:
+        raise ConfigError(f"is 'none' but the launcher started {launcher_world} processes", where="train.parallel")
     if launcher_world > 1 and not all(os.environ.get(k) for k in ("RANK", "MASTER_ADDR", "MASTER_PORT")):
         raise CnnforgeError(f"WORLD_SIZE={launcher_world} is set but no launcher started the other ranks "
                             "(RANK/MASTER_ADDR/MASTER_PORT missing)", where="environment",
@@ -43,7 +42,7 @@ def make_accelerator(recipe: Recipe) -> Any:
 
         AcceleratorState._reset_state(reset_partial_state=True)
     acc = Accelerator(
-        cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=recipe.train.grad_accum,
+        cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=train.grad_accum,
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=True)],
         dataloader_config=DataLoaderConfiguration(non_blocking=cuda),  # the loaders pin memory on CUDA
     )
@@ -114,14 +113,14 @@ def speed_up(model: nn.Module, recipe: Recipe, device: torch.device) -> nn.Modul
     return model
 
 
-def wrap_parallel(model: nn.Module, recipe: Recipe, num_processes: int) -> nn.Module:
+def wrap_parallel(model: nn.Module, train: TrainConfig, num_processes: int) -> nn.Module:
     """``train.parallel: dp`` is cnnforge's single-process nn.DataParallel; Accelerate never uses it."""
-    if recipe.train.parallel != "dp":
+    if train.parallel != "dp":
         return model
     gpus = torch.cuda.device_count()
     if num_processes > 1:
         raise ConfigError("dp is single-process; under `accelerate launch` with several processes use ddp",
-                          where=f"{recipe.source}: train.parallel")
+                          where="train.parallel")
     if gpus < 2:
         log.warning("train.parallel: dp does nothing here: %d CUDA device(s) visible (it needs 2 or more)", gpus)
         return model
@@ -129,18 +128,18 @@ def wrap_parallel(model: nn.Module, recipe: Recipe, num_processes: int) -> nn.Mo
     return nn.DataParallel(model)
 
 
-def param_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
     """One group, or two when ``optim.head_lr`` gives the classifier head its own learning rate."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if recipe.optim.head_lr is None:
+    if optim.head_lr is None:
         return [{"params": params}]
     head = _head_parameters(model)
     if not head:
         raise ConfigError("the model has no recognisable classifier head (fc, head, heads, classifier)",
-                          where=f"{recipe.source}: optim.head_lr")
+                          where="optim.head_lr")
     head_ids = {id(p) for p in head}
     body = [p for p in params if id(p) not in head_ids]
-    return [{"params": body}, {"params": [p for p in head if p.requires_grad], "lr": recipe.optim.head_lr}]
+    return [{"params": body}, {"params": [p for p in head if p.requires_grad], "lr": optim.head_lr}]
 
 
 def _head_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -150,14 +149,14 @@ def _head_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list(head.parameters()) if head is not None else []
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimizer in torch's fused implementation.
+def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
+    """The recipe's ``optim:`` optimizer over ``model``'s trainable parameters, in torch's fused implementation.
 
     One kernel per step, and the only implementation that can skip a step on the device
     (``found_inf``, training/nonfinite.py), so ``train.on_nan`` needs no host sync.
     """
-    o = recipe.optim
-    groups = param_groups(model, recipe)
+    o = optim
+    groups = param_groups(model, optim)
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
                                weight_decay=o.weight_decay, fused=True)
@@ -175,14 +174,14 @@ def stepped_optimizer(prepared: Any, acc: Any) -> Any:
     return prepared if acc.scaler is not None else prepared.optimizer
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe,
+def make_schedule(optimizer: torch.optim.Optimizer, schedule: ScheduleConfig, epochs: int,
                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """An LR multiplier per optimizer step (so a mid-epoch resume restores it exactly).
 
     ``step`` and ``cosine`` follow the seeds (StepLR counts epochs); ``onecycle`` warms up linearly
     from lr/25 over 30 % of training, then anneals with a cosine to zero, peaking at ``optim.lr``.
     """
-    s, total = recipe.schedule, max(1, recipe.train.epochs * steps_per_epoch)
+    s, total = schedule, max(1, epochs * steps_per_epoch)
     warmup = s.warmup_epochs * steps_per_epoch
 
     def factor(step: int) -> float:

@@ -11,7 +11,7 @@ from typing import Any
 
 from cnnforge import rundir
 from cnnforge.atomic_write import atomic_write_text
-from cnnforge.errors import CnnforgeError, ConfigError
+from cnnforge.errors import CnnforgeError, ConfigError, recipe_source
 from cnnforge.recipe import Recipe, check_recipe, load_recipe
 from cnnforge.run_files import RunIdentity
 
@@ -60,9 +60,7 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
     from cnnforge import checkpoint as ckpt
     from cnnforge._version import __version__
 
-    path = Path(run_dir)
-    if not rundir.is_run_dir(path):
-        raise ConfigError("not a run directory (no recipe.yaml and manifest.json)", where=str(path))
+    path = rundir.require_run_dir(run_dir)
     manifest = rundir.read_manifest(path)
     recipe_file = path / rundir.RECIPE
     recipe = check_recipe(load_recipe(recipe_file))  # a damaged recipe.yaml is named before anything else
@@ -87,7 +85,7 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
         own = rundir.identity(manifest)
         if not force:
             _check_identity(start, own)
-        best = path / rundir.CHECKPOINTS / "best.safetensors"
+        best = path / rundir.CHECKPOINTS / rundir.BEST
         if best.exists():
             ckpt.load_weights(best)  # damaged best weights are named now, not after the rest of training
         return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start, identity=own)
@@ -122,78 +120,37 @@ def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None
 def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter: Any, run_dir: Path | None,
            start: Path | None, identity: RunIdentity | None) -> RunResult:
     """One run; a new run directory is locked (``held``) from the moment it exists."""
-    import torch
-    from accelerate.utils import broadcast_object_list, set_seed
+    from accelerate.utils import set_seed
 
-    from cnnforge.data.loading import build_splits, make_loader
     from cnnforge.training.batches import train_batches
-    from cnnforge.training.loop import Trainer, TrainParts, TrainState
-    from cnnforge.training.parts import (
-        make_accelerator,
-        make_optimizer,
-        make_schedule,
-        model_for,
-        speed_up,
-        stepped_optimizer,
-        wrap_parallel,
-    )
+    from cnnforge.training.loop import Trainer, TrainParts
+    from cnnforge.training.parts import make_accelerator
     from cnnforge.training.progress import Progress
-    from cnnforge.training.tracking import finish_tracking, start_tracking
+    from cnnforge.training.tracking import start_tracking
 
     if run_dir is None:
         rundir.check_writable(recipe)
     set_seed(recipe.seed)
-    acc = make_accelerator(recipe)
-    splits = build_splits(recipe)
-    info = splits.info
-    model = wrap_parallel(speed_up(model_for(recipe, info), recipe, acc.device), recipe, acc.num_processes)
-
-    # the main process owns the run directory; the others learn its path
-    box: list[Any] = [str(run_dir) if run_dir else None]
-    if acc.is_main_process and run_dir is None:
-        box[0] = str(rundir.create(recipe))
-        held.enter_context(rundir.exclusive(Path(box[0])))
-    if acc.num_processes > 1:
-        broadcast_object_list(box)
-    run_dir = Path(box[0])
-
-    d = recipe.data
-    pin = torch.cuda.is_available()
-    loaders = {
-        "train": make_loader(splits.train, batch_size=d.batch_size, shuffle=True, seed=recipe.seed,
-                             num_workers=d.num_workers, pin_memory=pin),
-        "val": make_loader(splits.val, batch_size=d.eval_batch_size or d.batch_size, shuffle=False, seed=recipe.seed,
-                           num_workers=d.num_workers, pin_memory=pin),
-        "test": make_loader(splits.test, batch_size=d.eval_batch_size or d.batch_size, shuffle=False, seed=recipe.seed,
-                            num_workers=d.num_workers, pin_memory=pin),
-    }
-    sampler = loaders["train"].sampler
-    optimizer = make_optimizer(model, recipe)
-    model, optimizer, loaders["train"], loaders["val"], loaders["test"] = acc.prepare(
-        model, optimizer, loaders["train"], loaders["val"], loaders["test"])
-    optimizer = stepped_optimizer(optimizer, acc)
-    steps_per_epoch = math.ceil(len(loaders["train"]) / recipe.train.grad_accum)
-    schedule = make_schedule(optimizer, recipe, steps_per_epoch)
-
-    tracking = False
-    recipe_yaml = recipe.to_yaml()
-    if acc.is_main_process:
-        if start is None:
-            atomic_write_text(run_dir / rundir.RECIPE, recipe_yaml)
-            cuda = acc.device.type == "cuda"
-            device = f"cuda ({torch.cuda.get_device_name(acc.device)})" if cuda else str(acc.device)
-            manifest = {**rundir.manifest(recipe, world_size=acc.num_processes, device=device,
-                                          precision=str(acc.mixed_precision), recipe_yaml=recipe_yaml),
-                        "data_cache": splits.cache}
-            rundir.write_json(run_dir / rundir.MANIFEST, manifest)
-            identity = RunIdentity(run_id=manifest["run_id"], recipe_sha256=manifest["recipe_sha256"])
-        tracking = start_tracking(acc, recipe, run_dir)
-
+    with recipe_source(recipe.source):
+        acc = make_accelerator(recipe.train)
+    model, optimizer, schedule, loaders, sampler, splits = _parts(recipe, acc)
+    if run_dir is None:
+        run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache)
+    tracking = start_tracking(acc, recipe, run_dir) if acc.is_main_process else False
     progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
                         quiet=quiet)
     batches = train_batches(recipe, splits.train, loaders["train"], sampler, acc)
-    trainer = Trainer(recipe, TrainParts(acc, model, optimizer, schedule, batches, loaders, info, run_dir, progress,
-                                         tracking, reporter, identity))
+    trainer = Trainer(recipe, TrainParts(acc, model, optimizer, schedule, batches, loaders, splits.info, run_dir,
+                                         progress, tracking, reporter, identity))
+    return _fit(trainer, recipe, start, quiet=quiet)
+
+
+def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool) -> RunResult:
+    """Train from ``start`` (or from scratch) and test; a run that stops on an error leaves ``failed.json``."""
+    from cnnforge.training.loop import TrainState
+    from cnnforge.training.tracking import finish_tracking
+
+    acc, run_dir, progress = trainer.acc, trainer.run_dir, trainer.progress
     state = TrainState()
     if start is not None:
         state = trainer.load_checkpoint(start)
@@ -203,7 +160,7 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     try:
         state = trainer.fit(state)
         summary = _finish(trainer, state, recipe, acc)
-        if tracking:
+        if trainer.parts.tracking:
             finish_tracking(acc, recipe, run_dir, summary)
         acc.wait_for_everyone()  # tear down together: a gloo rank whose peer is still busy can abort at exit
     except KeyboardInterrupt:
@@ -245,6 +202,61 @@ def _interrupted_line(run_dir: Path) -> str:
             f"cnnforge run {run_dir / rundir.RECIPE}")
 
 
+def _parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any, Any]:
+    """(model, optimizer, schedule, loaders, the train sampler, the splits); Accelerate has prepared the first four."""
+    from cnnforge.data.loading import build_splits, split_loader
+    from cnnforge.training.parts import (
+        make_optimizer,
+        make_schedule,
+        model_for,
+        speed_up,
+        stepped_optimizer,
+        wrap_parallel,
+    )
+
+    splits = build_splits(recipe)
+    loaders = {split: split_loader(getattr(splits, split), recipe.data, recipe.seed, train=split == "train")
+               for split in ("train", "val", "test")}
+    sampler = loaders["train"].sampler
+    with recipe_source(recipe.source):
+        model = speed_up(model_for(recipe, splits.info), recipe, acc.device)
+        model = wrap_parallel(model, recipe.train, acc.num_processes)
+        optimizer = make_optimizer(model, recipe.optim)
+    model, optimizer, loaders["train"], loaders["val"], loaders["test"] = acc.prepare(
+        model, optimizer, loaders["train"], loaders["val"], loaders["test"])
+    optimizer = stepped_optimizer(optimizer, acc)
+    steps_per_epoch = math.ceil(len(loaders["train"]) / recipe.train.grad_accum)
+    schedule = make_schedule(optimizer, recipe.schedule, recipe.train.epochs, steps_per_epoch)
+    return model, optimizer, schedule, loaders, sampler, splits
+
+
+def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *,
+                  data_cache: Any) -> tuple[Path, RunIdentity | None]:
+    """A new run directory on every process, and the run's identity (on the main process, which locks the
+    directory in ``held`` as it creates it and writes the recipe and the manifest)."""
+    import torch
+    from accelerate.utils import broadcast_object_list
+
+    box: list[Any] = [None]
+    if acc.is_main_process:
+        box[0] = str(rundir.create(recipe))
+        held.enter_context(rundir.exclusive(Path(box[0])))
+    if acc.num_processes > 1:
+        broadcast_object_list(box)
+    path = Path(box[0])
+    if not acc.is_main_process:
+        return path, None
+    recipe_yaml = recipe.to_yaml()
+    atomic_write_text(path / rundir.RECIPE, recipe_yaml)
+    cuda = acc.device.type == "cuda"
+    device = f"cuda ({torch.cuda.get_device_name(acc.device)})" if cuda else str(acc.device)
+    manifest = {**rundir.manifest(recipe, world_size=acc.num_processes, device=device,
+                                  precision=str(acc.mixed_precision), recipe_yaml=recipe_yaml),
+                "data_cache": data_cache}
+    rundir.write_json(path / rundir.MANIFEST, manifest)
+    return path, RunIdentity(run_id=manifest["run_id"], recipe_sha256=manifest["recipe_sha256"])
+
+
 def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any]:
     """Final weights, the test evaluation (with the best weights) and summary.json."""
     from cnnforge import checkpoint as ckpt
@@ -252,7 +264,7 @@ def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any
     run_dir = trainer.run_dir
     if acc.is_main_process:
         ckpt.save_weights(trainer.weights_module().state_dict(), run_dir / rundir.WEIGHTS)
-    best_file = trainer.ckpt_dir / "best.safetensors"
+    best_file = trainer.ckpt_dir / rundir.BEST
     acc.wait_for_everyone()
     tested_with = "last"
     if best_file.exists():

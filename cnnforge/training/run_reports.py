@@ -29,15 +29,13 @@ def write_run_reports(run_dir: Path, result: Any, info: Any, history: list[dict[
     ``result``); without it the error gallery is skipped. ``checkpoint`` names the weights used.
     ``plots=False`` leaves out the PNGs, which cost more than a short sweep trial's training.
     """
-    from cnnforge.predict import save_data_info, weights_file
-
     out = out or run_dir / rundir.REPORTS
     out.mkdir(parents=True, exist_ok=True)
     if images is not None and len(images):
-        save_data_info(run_dir, info, images)
+        rundir.save_data_info(run_dir, info, images)
     classes = list(info.classes)
     y_true, y_pred = np.asarray(result.y_true), np.asarray(result.y_pred)
-    weights = weights_file(run_dir, checkpoint)
+    weights = rundir.weights_file(run_dir, checkpoint)
     metrics = {"run": f"{run_dir.parent.name}/{run_dir.name}", "split": split, "checkpoint": checkpoint,
                "weights": str(weights.relative_to(run_dir)), "loss": float(result.loss),
                **classification_metrics(y_true, y_pred, classes), "classes": classes}

@@ -26,8 +26,8 @@ class GapNet(nn.Module):
             cin = cout
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Sequential(nn.Flatten(), *([nn.Dropout(dropout)] if dropout else []), nn.Linear(cin,
-                                                                                                       num_classes))
+        self.head = nn.Sequential(nn.Flatten(), *([nn.Dropout(dropout)] if dropout else []),
+                                  nn.Linear(cin, num_classes))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """One vector per image: the pooled features (what ``cnnforge embed`` plots)."""

@@ -78,8 +78,8 @@ def _weights(name: str, model_id: str, pretrained: bool | str, cfg: Any) -> Path
         files = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HF_WEIGHT_FILES
         hits = [try_to_load_from_cache(repo, f) for f in files]
         cached = next((Path(h) for h in hits if isinstance(h, str)), None)
-        return Path(fetch(model_id, cached, f"Hugging Face cache (repository {repo})", lambda: _hf_download(repo,
-                                                                                                            files)))
+        return Path(fetch(model_id, cached, f"Hugging Face cache (repository {repo})",
+                          lambda: _hf_download(repo, files)))
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
 
     def download() -> Path:

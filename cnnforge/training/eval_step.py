@@ -1,0 +1,51 @@
+"""The evaluation step: a model's outputs over a split, gathered from every process, and their metrics.
+
+Under DDP every rank runs its shard of the split; ``gather_for_metrics`` joins the shards in
+dataset order and drops the samples Accelerate repeated to give every rank equal batches, so the
+metrics count each sample exactly once. The trainer validates with it, ``cnnforge eval`` and
+``cnnforge embed`` use it on a finished run.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass
+class EvalResult:
+    """Predictions of one split, gathered from every rank without the padding duplicates."""
+
+    loss: float
+    acc: float
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    probs: np.ndarray = field(repr=False)
+
+
+def gather_outputs(forward: Callable[[torch.Tensor], torch.Tensor], loader: Any,
+                   acc: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``forward(x)`` over every batch of ``loader``; (outputs, labels) of the whole split on the CPU, in order."""
+    outputs, labels = [], []
+    for x, y in loader:
+        with acc.autocast():
+            out = forward(x)
+        out, y = acc.gather_for_metrics((out.float(), y.to(acc.device)))
+        outputs.append(out.cpu())
+        labels.append(y.cpu())
+    if not outputs:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(outputs), torch.cat(labels)
+
+
+def eval_result(logits: torch.Tensor, y: torch.Tensor) -> EvalResult:
+    """Loss, accuracy, predictions and probabilities from gathered logits."""
+    if not len(y):
+        return EvalResult(float("nan"), float("nan"), y.numpy(), y.numpy(), logits.numpy())
+    loss = float(torch.nn.functional.cross_entropy(logits, y))
+    pred = logits.argmax(1)
+    probs = torch.softmax(logits, 1).numpy()
+    return EvalResult(loss, float((pred == y).float().mean()), y.numpy(), pred.numpy(), probs)
