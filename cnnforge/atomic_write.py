@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 
-def fsync_dir(path: Path) -> None:
-    """A rename or a new file survives a power cut only once its directory entry is on disk too."""
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a folder's entries: a rename or a new file survives a power cut only once
+    the folder that holds it is on disk too."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -56,7 +57,7 @@ def save_file_atomic(path: Path, writer: Any) -> None:
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
     except Exception as exc:
         _remove(tmp)
         if isinstance(exc, CnnforgeError):

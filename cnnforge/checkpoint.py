@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from cnnforge.atomic_write import atomic_write_text, fsync_dir, save_file_atomic, sha256
+from cnnforge.atomic_write import atomic_write_text, fsync_path, save_file_atomic, sha256
 from cnnforge.errors import CnnforgeError
 from cnnforge.run_files import CheckpointManifest, RunIdentity, read_model
 
@@ -104,7 +104,7 @@ def save_checkpoint(ckpt_dir: Path, tag: str, *, model: dict[str, torch.Tensor],
         tmp.mkdir()
         _write_folder(tmp, model, tensors, state, identity)
         os.replace(tmp, final)
-        fsync_dir(ckpt_dir)
+        fsync_path(ckpt_dir)
     except Exception as exc:  # a full disk or a read-only folder: no half-written folder stays behind
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, CnnforgeError):
@@ -128,7 +128,7 @@ def _write_folder(tmp: Path, model: dict[str, torch.Tensor], tensors: dict[str, 
             os.fsync(f.fileno())
     manifest = CheckpointManifest(files={name: sha256(tmp / name) for name in files}, run=identity)
     atomic_write_text(tmp / MANIFEST, manifest.model_dump_json(indent=1))
-    fsync_dir(tmp)
+    fsync_path(tmp)
 
 
 def _unused_name(ckpt_dir: Path, name: str) -> Path:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnforge.atomic_write import fsync_path
 from cnnforge.data.builtin_datasets import ChannelStats
 from cnnforge.data.encoded import (
     EncodedImages,
@@ -89,17 +90,9 @@ class DiskImages:
         return image, int(self.labels[index])
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _save(path: Path, array: np.ndarray) -> None:
     np.save(path, array)
-    _fsync(path)
+    fsync_path(path)
 
 
 class _ArrayFile:
@@ -160,7 +153,7 @@ def _build(source: EncodedImages, tmp: Path, **kwargs: Any) -> None:
     meta = {"format": FORMAT, "source": kwargs["where"], "classes": list(source.classes), "mean": mean.tolist(),
             "std": std.tolist(), "count": len(source), "skipped": [[source.name(i), why] for i, why in bad]}
     (tmp / "meta.json").write_text(json.dumps(meta))
-    _fsync(tmp / "meta.json")
+    fsync_path(tmp / "meta.json")
 
 
 def _build_once(source: EncodedImages, folder: Path, **kwargs: Any) -> None:
@@ -177,7 +170,7 @@ def _build_once(source: EncodedImages, folder: Path, **kwargs: Any) -> None:
         try:
             _build(source, tmp, **kwargs)
             os.rename(tmp, folder)
-            _fsync(folder.parent)
+            fsync_path(folder.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
