@@ -80,7 +80,9 @@ def _kill_when_checkpointed(cmd: list[str], out: Path, delay: float, hold: Path,
                             start_new_session=True, env=env)
     try:
         deadline = time.monotonic() + 600
-        while not list(out.rglob("ckpt-*")) and proc.poll() is None:
+        # out/<name>/<run id>/checkpoints/ckpt-*: a recursive glob would descend into a checkpoint's temporary
+        # folder, which the run renames while the glob walks it (FileNotFoundError)
+        while not list(out.glob("*/*/checkpoints/ckpt-*")) and proc.poll() is None:
             assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
             time.sleep(0.05)
         time.sleep(delay)
