@@ -1,10 +1,10 @@
 """Crash-proof checkpoints: a folder per checkpoint, written under a temporary name, fsynced, renamed.
 
 A checkpoint folder holds ``model.safetensors``, ``optimizer.pt``/``scheduler.pt``/``ranks.pt`` (every
-rank's RNG states and metric sums) and, when used, ``scaler.pt``/``ema.pt`` (plain tensors and numbers,
-loaded with ``weights_only=True``), ``state.json`` and ``MANIFEST.json``
-with a SHA-256 of every file. Only complete folders with matching checksums are ever loaded, and
-older ones are deleted only after the new one is in place.
+rank's RNG states and metric sums) and, when used, ``scaler.pt``/``ema.pt``/``lookahead.pt`` (plain
+tensors and numbers, loaded with ``weights_only=True``), ``state.json`` and ``MANIFEST.json`` with a SHA-256
+of every file. Only complete folders with matching checksums are ever loaded, and older ones are deleted
+only after the new one is in place.
 """
 from __future__ import annotations
 

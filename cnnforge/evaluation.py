@@ -86,7 +86,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test",
     acc, predictor = loaded.acc, loaded.predictor
     try:
         with torch.no_grad():
-            logits, y = gather_outputs(lambda x: predictor.model(predictor.normalise(x)), loaded.loader, acc)
+            logits, y = gather_outputs(predictor.logits, loaded.loader, acc)
         result = eval_result(logits, y)
         out = report_dir(path, split, predictor.checkpoint)
         if acc.is_main_process:

@@ -55,8 +55,8 @@ class Predictor:
 
     def __init__(self, model: nn.Module, info: DataInfo, *, stored_shape: Shape, transform: Any = None,
                  device: str | torch.device = "cpu", run_dir: Path | None = None,
-                 checkpoint: str | None = None) -> None:
-        self.info, self.stored_shape, self.transform = info, stored_shape, transform
+                 checkpoint: str | None = None, tta: str = "none") -> None:
+        self.info, self.stored_shape, self.transform, self.tta = info, stored_shape, transform, tta
         self.run_dir, self.checkpoint = run_dir, checkpoint
         self.model = model.eval()
         self.to(device)
@@ -111,11 +111,17 @@ class Predictor:
         return self.normalize(x.to(self.device))
 
     # ----------------------------------------------------------------------------------- inference
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits of a uint8 NCHW batch, with the run's ``eval.tta`` (as evaluation computed them)."""
+        from cnnforge.training.eval_step import tta_logits
+
+        return tta_logits(self.model, self.normalise(x), self.tta)
+
     @torch.no_grad()
     def probabilities(self, images: ImageLike | Iterable[ImageLike], batch_size: int = 256) -> np.ndarray:
         """Class probabilities, one row per image, columns in the order of :attr:`classes`."""
         batch = [self.preprocess(image) for image in _as_list(images, tuple(self.stored_shape[:2]))]
-        out = [torch.softmax(self.model(self.normalise(torch.stack(batch[i:i + batch_size]))).float(), 1).cpu()
+        out = [torch.softmax(self.logits(torch.stack(batch[i:i + batch_size])).float(), 1).cpu()
                for i in range(0, len(batch), batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), dtype=np.float32)
 
@@ -172,4 +178,5 @@ def load_predictor(run_dir: str | os.PathLike[str], *, checkpoint: str | None = 
     # the eval pipeline is built exactly as for evaluation, from an image of the dataset's stored shape
     transform = resolve_pipelines(recipe.augment, recipe.source, np.zeros(shape, dtype=np.uint8)).eval
     device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-    return Predictor(model, info, stored_shape=shape, transform=transform, device=device, run_dir=path, checkpoint=name)
+    return Predictor(model, info, stored_shape=shape, transform=transform, device=device, run_dir=path, checkpoint=name,
+                     tta=recipe.eval.tta)

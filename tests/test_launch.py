@@ -65,7 +65,8 @@ def test_literal_accelerate_launch_of_the_flagship(tmp_path: Path, cifar_root: P
 def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
     proc = _accelerate("--multi_gpu", "--num_processes", "2", "-m", "cnnforge", "run",
                        str(ROOT / "recipes" / "digits_convnet.yaml"), "train.epochs=2", "train.ema=0.9",
-                       f"train.out_dir={tmp_path}", cwd=tmp_path)  # each rank averages the same weights
+                       "train.lookahead={every: 2}", "optim.bias_lr_mult=4", "eval.tta=flip",
+                       f"train.out_dir={tmp_path}", cwd=tmp_path)  # ranks average the same weights (EMA, lookahead)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = _only_run_dir(tmp_path)
     assert json.loads((run / "manifest.json").read_text())["world_size"] == 2

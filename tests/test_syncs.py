@@ -98,7 +98,8 @@ def _steady(steps: list[dict[str, int]], per_epoch: int) -> list[dict[str, int]]
 
 
 def test_single_process_step_has_no_host_sync(tmp_path: Path) -> None:
-    steps = _counts(tmp_path, "train.ema=0.9", "train.on_nan=skip")
+    steps = _counts(tmp_path, "train.ema=0.9", "train.on_nan=skip", "train.lookahead={every: 2}",
+                    "optim.bias_lr_mult=4")  # lookahead updates every other step, reading nothing from the device
     assert len(steps) == 2 * STEPS_PER_EPOCH
     steady = _steady(steps, STEPS_PER_EPOCH)
     assert all(not counts for counts in steady), [c for c in steady if c][:3]

@@ -3,7 +3,7 @@
 Under DDP every rank runs its shard of the split; ``gather_for_metrics`` joins the shards in
 dataset order and drops the samples Accelerate repeated to give every rank equal batches, so the
 metrics count each sample exactly once. The trainer validates with it, ``cnnforge eval`` and
-``cnnforge embed`` use it on a finished run.
+``cnnforge embed`` use it on a finished run; :func:`tta_logits` is the forward of all of them but embed.
 """
 from __future__ import annotations
 
@@ -39,6 +39,18 @@ def gather_outputs(forward: Callable[[torch.Tensor], torch.Tensor], loader: Any,
     if not outputs:
         return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
     return torch.cat(outputs), torch.cat(labels)
+
+
+def tta_logits(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: str) -> torch.Tensor:
+    """``model``'s logits of the normalised batch ``x`` under ``eval.tta``.
+
+    ``flip`` averages the logits of each image and of its mirror image (airbench's ``infer_mirror``):
+    a model trained with horizontal flips sees both views, for one more forward pass per batch.
+    """
+    logits = model(x)
+    if tta == "flip":
+        logits = (logits.float() + model(x.flip(-1)).float()) / 2
+    return logits
 
 
 def eval_result(logits: torch.Tensor, y: torch.Tensor) -> EvalResult:

@@ -1,8 +1,8 @@
 """The training loop: plain PyTorch steps inside Accelerate, with checkpoints and metrics around them.
 
 The step itself, :func:`train_step`, is the one from Accelerate's examples (``accumulate``,
-``autocast``, ``backward``, ``step``); the bookkeeping around it (metric sums, EMA, checkpoints,
-progress) stays on the device between sync points, so a step never waits for the GPU. What makes
+``autocast``, ``backward``, ``step``); the bookkeeping around it (metric sums, EMA, lookahead,
+checkpoints, progress) stays on the device between sync points, so a step never waits for the GPU. What makes
 runs exact and resumable (the epoch/batch position, RNG states, running metric sums) lives in
 :class:`TrainState` and in checkpoints.
 """
@@ -29,6 +29,7 @@ from cnnforge.run_files import RunIdentity
 from cnnforge.training.batches import DeviceBatches, LoaderBatches
 from cnnforge.training.ema import make_ema
 from cnnforge.training.eval_step import EvalResult
+from cnnforge.training.lookahead import make_lookahead
 from cnnforge.training.nonfinite import NonFiniteGuard
 from cnnforge.training.parts import scale_lr, use_channels_last
 from cnnforge.training.progress import Progress
@@ -137,6 +138,8 @@ class Trainer:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.batch_augment = make_batch_augment(recipe)  # augment.mode: batch -> train ops run here, on the device
         self.ema = make_ema(self.bare_model(), recipe)
+        steps_per_epoch = math.ceil(len(parts.batches) / recipe.train.grad_accum)
+        self.lookahead = make_lookahead(recipe.train.lookahead, steps_per_epoch * recipe.train.epochs)
         torch_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # under Accelerate's wrapper (fp16)
         self.guard = NonFiniteGuard(torch_optimizer, device, scaled=self.acc.scaler is not None)
         self.ckpt_dir = self.run_dir / rundir.CHECKPOINTS
@@ -180,6 +183,8 @@ class Trainer:
             logits, loss = train_step(self.parts, self.criterion, self.guard, x, y, clip)
             self._count(logits, loss, y)
             self._after_step(state)
+        if self.lookahead is not None:
+            self.lookahead.end_epoch(self.bare_model())
         self._judge(state)
         state.train_time += time.perf_counter() - self._epoch_start
         sums = self.acc.reduce(self._sums.clone(), reduction="sum").tolist()
@@ -214,9 +219,11 @@ class Trainer:
         self._sums.add_(torch.where(ok, step, 0.0))
 
     def _after_step(self, state: TrainState) -> None:
-        """Bookkeeping after a batch: step counts, the EMA, step checkpoints and a time-based progress read."""
+        """Bookkeeping after a batch: step counts, lookahead, EMA, step checkpoints and a time-based progress read."""
         state.batch += 1
         if self.acc.sync_gradients:
+            if self.lookahead is not None:
+                self.lookahead.after_step(self.bare_model(), state.global_step + 1, state.epoch)
             if self.ema is not None:
                 self.ema.update(self.bare_model(), state.global_step)
             state.global_step += 1
@@ -301,11 +308,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, split: str) -> EvalResult:
-        from cnnforge.training.eval_step import eval_result, gather_outputs
+        from cnnforge.training.eval_step import eval_result, gather_outputs, tta_logits
 
-        model = self.model if self.ema is None else self.ema.module
+        model, tta = (self.model if self.ema is None else self.ema.module), self.recipe.eval.tta
         model.eval()
-        logits, y = gather_outputs(lambda x: model(self.prepare_input(x)), self.loaders[split], self.acc)
+        logits, y = gather_outputs(lambda x: tta_logits(model, self.prepare_input(x), tta), self.loaders[split],
+                                   self.acc)
         self.model.train()
         return eval_result(logits, y)
 
@@ -325,6 +333,8 @@ class Trainer:
                 tensors["scaler"] = self.acc.scaler.state_dict()
             if self.ema is not None:
                 tensors["ema"] = self.ema.state_dict()
+            if self.lookahead is not None and self.lookahead.state_dict() is not None:
+                tensors["lookahead"] = self.lookahead.state_dict()
             tag = f"e{state.epoch:04d}-b{state.batch:06d}"
             path = ckpt.save_checkpoint(self.ckpt_dir, tag, model=self.bare_model().state_dict(), tensors=tensors,
                                         state=asdict(state), keep=self.recipe.train.keep_checkpoints,
@@ -342,6 +352,8 @@ class Trainer:
             self.acc.scaler.load_state_dict(tensors["scaler"])
         if "ema" in tensors and self.ema is not None:  # without one (resume --force) the average restarts here
             self.ema.load_state_dict(tensors["ema"])
+        if self.lookahead is not None:  # absent from the checkpoint: it had not started there
+            self.lookahead.load_state_dict(tensors.get("lookahead"), self.acc.device)
         ranks = tensors["ranks"]
         if len(ranks) != self.acc.num_processes:
             from cnnforge.errors import CnnforgeError

@@ -213,13 +213,17 @@ def _parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any
         stepped_optimizer,
         wrap_parallel,
     )
+    from cnnforge.training.whiten import whiten_first_conv
 
     splits = build_splits(recipe)
     loaders = {split: split_loader(getattr(splits, split), recipe.data, recipe.seed, train=split == "train")
                for split in ("train", "val", "test")}
     sampler = loaders["train"].sampler
     with recipe_source(recipe.source):
-        model = speed_up(model_for(recipe, splits.info), recipe, acc.device)
+        model = model_for(recipe, splits.info)
+        if recipe.train.whiten_init is not None:  # before the optimizer: frozen whitening weights are not its params
+            whiten_first_conv(model, splits.train, splits.info, recipe.train.whiten_init)
+        model = speed_up(model, recipe, acc.device)
         model = wrap_parallel(model, recipe.train, acc.num_processes)
         optimizer = make_optimizer(model, recipe.optim)
     model, optimizer, loaders["train"], loaders["val"], loaders["test"] = acc.prepare(
