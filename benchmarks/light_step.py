@@ -46,7 +46,12 @@ def arrays(ds: Any) -> tuple[Any, Any]:
 
 
 def plain(recipe_data: dict[str, Any]) -> dict[str, Any]:
-    """Train, validate every epoch, test at the end; epoch times cover the training batches only."""
+    """Train, validate every epoch, test at the end; epoch times cover the training batches only.
+
+    On the device cnnforge trains on (CUDA when there is one), data held there as cnnforge's
+    ``data.on_device`` holds it, autocast to bf16 when the recipe's ``train.precision`` says so, and
+    the clock read after the device has finished its queue (``torch.cuda.synchronize``).
+    """
     import torch
     from torch import nn
 
@@ -56,15 +61,23 @@ def plain(recipe_data: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter()
     rec = cnnforge.load_recipe(recipe_data)
     torch.manual_seed(rec.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"bf16": torch.bfloat16}.get(rec.train.precision)
     splits = build_splits(rec)
-    (images, labels), val, test = arrays(splits.train), arrays(splits.val), arrays(splits.test)
+    (images, labels), val, test = (tuple(t.to(device) for t in arrays(split))
+                                   for split in (splits.train, splits.val, splits.test))
     info = splits.info
     model = cnnforge.build_model(rec.model.name, num_classes=len(info.classes), in_channels=info.channels,
-                                 image_size=info.image_size)
+                                 image_size=info.image_size).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=rec.optim.lr, momentum=rec.optim.momentum, fused=True)
     criterion = nn.CrossEntropyLoss()
-    mean = torch.tensor(info.mean).view(1, -1, 1, 1) * 255.0
-    inv_std = 1.0 / (torch.tensor(info.std).view(1, -1, 1, 1) * 255.0)
+    mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1) * 255.0
+    inv_std = 1.0 / (torch.tensor(info.std, device=device).view(1, -1, 1, 1) * 255.0)
+
+    def clock() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
 
     def accuracy(x: Any, y: Any) -> float:
         model.eval()
@@ -77,17 +90,18 @@ def plain(recipe_data: dict[str, Any]) -> dict[str, Any]:
     for epoch in range(rec.train.epochs):
         order.use_epoch(epoch)
         model.train()
-        start = time.perf_counter()
-        for index in torch.from_numpy(order.permutation()).split(rec.data.batch_size):
-            loss = criterion(model((images[index].float() - mean) * inv_std), labels[index])
+        start = clock()
+        for index in torch.from_numpy(order.permutation()).to(device).split(rec.data.batch_size):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = criterion(model((images[index].float() - mean) * inv_std), labels[index])
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
         accuracy(*val)
     accuracy(*test)
     return {"epoch_s": times, "wall_s": time.perf_counter() - wall, "steps": -(-len(labels) // rec.data.batch_size),
-            "weights": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            "samples": len(labels), "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
 
 
 def cnnforge_run(recipe_data: dict[str, Any]) -> dict[str, Any]:

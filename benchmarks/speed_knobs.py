@@ -84,6 +84,26 @@ def make_step(model_name: str, shape: tuple[int, int, int], variant: str, batch_
     return run
 
 
+def measure(names: list[str], variants: list[str], *, batch_size: int, steps: int, repeats: int, device: Any,
+            clock: Any = time.perf_counter) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Samples/s of every model in ``names`` under every variant (interleaved, best round): table rows and results."""
+    rows, result = [], {}
+    for name in names:
+        runs, compile_s = {}, None
+        for variant in variants:
+            start = time.perf_counter()
+            runs[variant] = make_step(name, SEED_MODELS[name], variant, batch_size, device)
+            runs[variant](2)  # warm-up: allocator, oneDNN primitives, and the compilation itself
+            if variant == "compile":
+                compile_s = time.perf_counter() - start
+        times = interleaved({v: (lambda r=r: r(steps)) for v, r in runs.items()}, repeats, clock=clock)
+        rate = {v: batch_size * steps / best(t) for v, t in times.items()}
+        result[name] = {"samples_per_s": rate, "speedup": {v: r / rate["fp32"] for v, r in rate.items()},
+                        "compile_s": compile_s}
+        rows += [{"model": name, "variant": v, "samples/s": r, "x fp32": r / rate["fp32"]} for v, r in rate.items()]
+    return rows, result
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--models", nargs="*", default=None, help=f"subset of {', '.join(SEED_MODELS)}")
@@ -104,20 +124,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     repeats = args.repeats or (1 if args.tiny else 5)
     # one CPU thread: count the process's CPU time, not the wall time the neighbours on a shared machine stretch
     clock = time.process_time if device.type == "cpu" and args.threads == 1 else time.perf_counter
-    rows, result = [], {}
-    for name in names:
-        runs, compile_s = {}, None
-        for variant in variants:
-            start = time.perf_counter()
-            runs[variant] = make_step(name, SEED_MODELS[name], variant, batch_size, device)
-            runs[variant](2)  # warm-up: allocator, oneDNN primitives, and the compilation itself
-            if variant == "compile":
-                compile_s = time.perf_counter() - start
-        times = interleaved({v: (lambda r=r: r(steps)) for v, r in runs.items()}, repeats, clock=clock)
-        rate = {v: batch_size * steps / best(t) for v, t in times.items()}
-        result[name] = {"samples_per_s": rate, "speedup": {v: r / rate["fp32"] for v, r in rate.items()},
-                        "compile_s": compile_s}
-        rows += [{"model": name, "variant": v, "samples/s": r, "x fp32": r / rate["fp32"]} for v, r in rate.items()]
+    rows, result = measure(names, variants, batch_size=batch_size, steps=steps, repeats=repeats, device=device,
+                           clock=clock)
     return report("speed_knobs", rows, {"device": str(device), "batch_size": batch_size, "steps": steps,
                                         "threads": args.threads, "clock": clock.__name__, "models": result},
                   tiny=args.tiny)

@@ -5,6 +5,7 @@ import gzip
 import pickle
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,17 +21,17 @@ def cifar_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, list[int
     return np.clip(x, 0, 255).astype(np.uint8).reshape(n, 3072), labels.tolist()
 
 
-def write_cifar10(root: Path, n_train: int = 200, n_test: int = 60, seed: int = 0) -> Path:
-    """``root/cifar-10-batches-py/`` in torchvision's python-pickle layout."""
+def write_cifar10(root: Path, n_train: int = 200, n_test: int = 60, seed: int = 0, draw: Any = cifar_images) -> Path:
+    """``root/cifar-10-batches-py/`` in torchvision's python-pickle layout; ``draw(n, rng)`` makes the images."""
     rng = np.random.default_rng(seed)
     d = Path(root) / "cifar-10-batches-py"
     d.mkdir(parents=True, exist_ok=True)
     per = max(1, n_train // 5)
     for b in range(1, 6):
-        data, labels = cifar_images(per, rng)
+        data, labels = draw(per, rng)
         with (d / f"data_batch_{b}").open("wb") as f:
             pickle.dump({b"batch_label": b"train", b"labels": labels, b"data": data}, f)
-    data, labels = cifar_images(n_test, rng)
+    data, labels = draw(n_test, rng)
     with (d / "test_batch").open("wb") as f:
         pickle.dump({b"batch_label": b"test", b"labels": labels, b"data": data}, f)
     with (d / "batches.meta").open("wb") as f:

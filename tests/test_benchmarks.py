@@ -79,6 +79,33 @@ def test_startup_reports_heavy_imports() -> None:
     assert commands["python -c 'import torch'"]["heavy"] == ["torch"]
 
 
+def test_tricks_measures_each_trick_against_the_baseline() -> None:
+    r = bench("tricks")
+    assert set(r["variants"]) == {"baseline", "lookahead", "whiten_init", "bias_lr_mult", "tta_flip", "all"}
+    assert all(0.0 <= v["test_acc"] <= 1.0 and v["train_s"] > 0 for v in r["variants"].values())
+    assert len(r["variants"]["all"]["overrides"]) == 4
+
+
+def test_gpu_suite_runs_end_to_end_on_the_cpu() -> None:
+    """benchmarks/gpu_suite.sh --device cpu --tiny: one table and one BENCH line on stdout, every section in it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), "--device", "cpu", "--tiny"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "gpu_suite (tiny: numbers mean nothing)"
+    assert lines[1].split()[:3] == ["section", "case", "samples/s"]
+    assert lines[-1].startswith("BENCH ") and not any(line.startswith("BENCH ") for line in lines[:-1])
+    assert {line.split()[0] for line in lines[2:-1]} == {"overhead", "knobs", "cifar_fast"}  # no DDP on one device
+    r = json.loads(lines[-1].removeprefix("BENCH "))
+    sections = r["sections"]
+    assert r["device"] == "cpu" and r["tiny"] is True
+    assert set(sections["overhead"]) == {"lenet fp32", "lenet bf16"}
+    assert sections["overhead"]["lenet fp32"]["weights_equal"] is True  # the same computation, bit for bit
+    assert set(sections["knobs"]["convnet"]["samples_per_s"]) == {"fp32", "channels_last"}
+    assert sections["cifar_fast"]["samples_per_s"] > 0 and "skipped" in sections["ddp"]
+
+
 def test_cifar_fast_recipe_trains_on_the_cpu() -> None:
     r = bench("cifar_fast")
     assert r["cifar10"] is False and r["reached_94"] is False  # synthetic data: a correctness run only

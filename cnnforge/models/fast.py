@@ -4,10 +4,11 @@ airbench reaches 94 % CIFAR-10 test accuracy in seconds on one GPU with a plain 
 conv, three groups of (conv, max-pool, BatchNorm, GELU, conv, BatchNorm, GELU) of widths 64/256/256,
 and a max-pooled linear head whose logits are scaled by 1/9 (it keeps them small at the high learning
 rates a short schedule needs). BatchNorm scales stay fixed at 1 (only the shifts learn) and the
-running statistics move fast (momentum 0.4), as there. The recipe averages the weights for
-evaluation with ``train.ema``. Left out, because cnnforge's trainer has no place for them yet: the
-data-dependent whitening initialisation of the stem, per-group learning rates, lookahead (pulling
-the training weights back to the average) and flip test-time augmentation.
+running statistics move fast (momentum 0.4), as there. airbench's training tricks are recipe options
+that recipes/cifar_fast.yaml turns on: the stem as a frozen patch-whitening layer (``train.whiten_init``:
+the default ``stem_width`` 24 is 2 x 3 x 2 x 2, what whitening RGB 2x2 patches needs), the BatchNorm
+shifts' larger learning rate (``optim.bias_lr_mult``), lookahead (``train.lookahead``, which replaces
+an evaluation-only ``train.ema`` there, as in airbench) and flip test-time augmentation (``eval.tta``).
 
 Light at import (the module is registered by cnnforge.builtins): torch loads when a model is built.
 """
