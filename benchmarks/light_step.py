@@ -45,13 +45,18 @@ def arrays(ds: Any) -> tuple[Any, Any]:
     return torch.stack([ds[i][0] for i in range(len(ds))]), torch.as_tensor(ds.labels)
 
 
-def plain(recipe_data: dict[str, Any]) -> dict[str, Any]:
-    """Train, validate every epoch, test at the end; epoch times cover the training batches only.
+def synced_clock(device: Any) -> float:
+    """``time.perf_counter`` once ``device`` has finished its queue (CUDA runs asynchronously to the host)."""
+    import torch
 
-    On the device cnnforge trains on (CUDA when there is one), data held there as cnnforge's
-    ``data.on_device`` holds it, autocast to bf16 when the recipe's ``train.precision`` says so, and
-    the clock read after the device has finished its queue (``torch.cuda.synchronize``).
-    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def plain(recipe_data: dict[str, Any]) -> dict[str, Any]:
+    """Train, validate every epoch, test at the end; epoch times cover the training batches only. On the device
+    cnnforge trains on (CUDA when there is one), data held there, autocast to bf16 as ``train.precision`` says."""
     import torch
     from torch import nn
 
@@ -74,11 +79,6 @@ def plain(recipe_data: dict[str, Any]) -> dict[str, Any]:
     mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1) * 255.0
     inv_std = 1.0 / (torch.tensor(info.std, device=device).view(1, -1, 1, 1) * 255.0)
 
-    def clock() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
     def accuracy(x: Any, y: Any) -> float:
         model.eval()
         with torch.no_grad():
@@ -90,14 +90,14 @@ def plain(recipe_data: dict[str, Any]) -> dict[str, Any]:
     for epoch in range(rec.train.epochs):
         order.use_epoch(epoch)
         model.train()
-        start = clock()
+        start = synced_clock(device)
         for index in torch.from_numpy(order.permutation()).to(device).split(rec.data.batch_size):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss = criterion(model((images[index].float() - mean) * inv_std), labels[index])
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        times.append(clock() - start)
+        times.append(synced_clock(device) - start)
         accuracy(*val)
     accuracy(*test)
     return {"epoch_s": times, "wall_s": time.perf_counter() - wall, "steps": -(-len(labels) // rec.data.batch_size),
