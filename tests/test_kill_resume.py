@@ -133,6 +133,13 @@ def _assert_resume_is_bit_exact(tmp_path: Path, data: list[str], workers: int, n
     assert_same_weights(ref_dir, cut)
 
 
+def test_resume_after_sigkill_is_bit_exact_with_the_training_tricks(tmp_path: Path,
+                                                                    held: tuple[Path, dict[str, str]]) -> None:
+    """Lookahead's slow copy (every other step, from the second epoch), the bias LR group and flip TTA."""
+    tricks = ["train.lookahead={every: 2, start_epoch: 1}", "optim.bias_lr_mult=4", "eval.tta=flip"]
+    _assert_resume_is_bit_exact(tmp_path, tricks, 0, "tricks", held)
+
+
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.datafiles import write_image_folder

@@ -115,7 +115,7 @@ def test_a_live_bar_reads_once_per_refresh(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ddp_step_has_no_host_sync_or_extra_collective(tmp_path: Path) -> None:
     accelerate = str(Path(sys.executable).parent / "accelerate")
-    steps = _counts(tmp_path, "train.on_nan=stop",
+    steps = _counts(tmp_path, "train.on_nan=stop", "train.lookahead={every: 2}",
                     launch=[accelerate, "launch", "--multi_gpu", "--num_processes", "2"])
     per_rank = STEPS_PER_EPOCH // 2  # each rank trains every other batch
     assert len(steps) == 2 * per_rank
