@@ -23,6 +23,7 @@ from cnnforge import checkpoint as ckpt
 from cnnforge import rundir
 from cnnforge.data.batch_augment import make_batch_augment
 from cnnforge.data.loading import DataInfo
+from cnnforge.data.normalize import Normalize
 from cnnforge.errors import NonFiniteLossError
 from cnnforge.recipe import Recipe
 from cnnforge.run_files import RunIdentity
@@ -130,9 +131,7 @@ class Trainer:
         self.loaders, self.info, self.run_dir, self.progress = parts.loaders, parts.info, parts.run_dir, parts.progress
         device = self.acc.device
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.train.label_smoothing)
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(self.info.mean, device=device).view(shape) * 255.0
-        self.inv_std = 1.0 / (torch.tensor(self.info.std, device=device).view(shape) * 255.0)
+        self.normalize = Normalize.from_info(self.info).to(device)  # the same arithmetic as predict and export
         channels_last = use_channels_last(recipe, self.model, device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.batch_augment = make_batch_augment(recipe)  # augment.mode: batch -> train ops run here, on the device
@@ -147,8 +146,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------ inputs
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW on the device -> normalised float, in the recipe's memory format."""
-        x = x.to(self.acc.device, non_blocking=True).float()
-        return ((x - self.mean) * self.inv_std).contiguous(memory_format=self.memory_format)
+        x = self.normalize(x.to(self.acc.device, non_blocking=True))
+        return x.contiguous(memory_format=self.memory_format)
 
     def bare_model(self) -> nn.Module:
         return self.acc.unwrap_model(self.model)
