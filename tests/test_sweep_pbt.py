@@ -75,20 +75,20 @@ def test_warm_start_takes_the_checkpoints_state_and_this_recipes_hyperparameters
     from cnnforge.checkpoint import load_weights
 
     recipe = ROOT / "recipes" / "digits_convnet.yaml"
-    base = ["train.epochs=4", "train.checkpoint_every=1", "train.keep_checkpoints=4", "train.plots=false"]
+    base = ["train.epochs=2", "train.checkpoint_every=1", "schedule.name=none", "data.batch_size=64",
+            "train.plots=false"]
     donor = cnnforge.train(recipe, [*base, f"train.out_dir={tmp_path / 'donor'}"], quiet=True)
-    start = next((donor.run_dir / "checkpoints").glob("ckpt-e0002-*"))
+    start = next((donor.run_dir / "checkpoints").glob("ckpt-e0001-*"))
     warm = cnnforge.train(recipe, [*base, "optim.lr=1.0e-12", f"train.out_dir={tmp_path / 'warm'}"], quiet=True,
                           warm_start=start)
     assert warm.run_dir != donor.run_dir
     assert json.loads((warm.run_dir / "manifest.json").read_text())["started_from"] == str(start)
-    assert [row["epoch"] for row in warm.history] == [3, 4]  # epochs 1-2 are the donor's
-    lr = warm.history[0]["lr"]  # cosine over 4 epochs, from this recipe's learning rate, not the donor's 0.01
-    assert lr == pytest.approx(1.0e-12 * 0.5 * (1 + math.cos(math.pi * 3 / 4)), rel=1e-6)
+    [row] = warm.history  # epoch 1 is the donor's
+    assert row["epoch"] == 2 and row["lr"] == 1.0e-12  # this recipe's learning rate, not the donor's 0.01
     before, after = load_weights(start / "model.safetensors"), load_weights(warm.run_dir / "model.safetensors")
     convs = [k for k in before if k.endswith("weight") and before[k].ndim == 4]
     assert convs and all((before[k] - after[k]).abs().max() < 1e-6 for k in convs)  # the donor's weights, kept
-    assert warm.metrics["best/epoch"] in (3, 4)  # the best epoch is its own
+    assert warm.metrics["best/epoch"] == 2  # the best epoch is its own
 
 
 @pytest.mark.slow
