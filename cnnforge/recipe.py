@@ -13,22 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from cnnforge.errors import ConfigError, did_you_mean
 from cnnforge.extras import require
 from cnnforge.recipe_catalog import find_recipe, resolve_recipe
+from cnnforge.schema_base import Bool, Fraction, Positive, Section
 from cnnforge.tune_checks import check_tune
+from cnnforge.tune_spec import TuneConfig
 from cnnforge.yaml_bounds import load_yaml
-
-Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
-# integers and booleans are strict: `train.epochs: true` is a mistake, not 1 epoch
-Positive = Annotated[int, Strict(), Field(ge=1)]
-Bool = Annotated[bool, Strict()]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class _Named(BaseModel):
@@ -69,7 +62,7 @@ class OpSpec(_Named):
     """One augmentation op: ``{name: rotate, limit: 20}``."""
 
 
-class AugmentConfig(_Section):
+class AugmentConfig(Section):
     train: list[OpSpec] | str | None = None
     eval: list[OpSpec] | str | None = None
     mode: Literal["sample", "batch"] = "sample"
@@ -79,7 +72,7 @@ class ModelConfig(_Named):
     name: str = "convnet"
 
 
-class OptimConfig(_Section):
+class OptimConfig(Section):
     name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: Annotated[float, Field(gt=0)] = 0.01
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
@@ -89,14 +82,14 @@ class OptimConfig(_Section):
     head_lr: Annotated[float, Field(gt=0)] | None = None
 
 
-class ScheduleConfig(_Section):
+class ScheduleConfig(Section):
     name: Literal["none", "step", "cosine", "onecycle"] = "none"
     step_size: Positive = 2
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
     warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     epochs: Positive = 10
     precision: Literal["no", "bf16", "fp16"] = "no"
     parallel: Literal["auto", "ddp", "dp", "none"] = "auto"
@@ -122,7 +115,7 @@ class TrainConfig(_Section):
         return "no" if value is False else value  # YAML reads a bare `no` (train.precision=no) as false
 
 
-class TrackingConfig(_Section):
+class TrackingConfig(Section):
     backend: Literal["wandb", "tensorboard", "csv", "none"] = "none"
     project: str = "cnnforge"
     entity: str | None = None
@@ -130,56 +123,7 @@ class TrackingConfig(_Section):
     log_model: Bool = False
 
 
-class SchedulerSpec(_Section):
-    name: Literal["fifo", "asha"] = "fifo"
-    grace_period: Positive = 1
-    reduction_factor: Annotated[float, Field(gt=1)] = 3.0
-
-
-class ResourcesSpec(_Section):
-    """CPUs and GPUs of one sweep trial; ``auto`` is what fits (``cnnforge.sweep.trial_resources``)."""
-
-    cpu: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"
-    gpu: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"
-
-
-class SampleSpec(_Section):
-    """A sampled hyperparameter: ``{choice: [...]}``, ``{uniform: [lo, hi]}`` or ``{loguniform: [lo, hi]}``."""
-
-    choice: list[Any] | None = None
-    uniform: tuple[float, float] | None = None
-    loguniform: tuple[float, float] | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> SampleSpec:
-        given = [k for k in ("choice", "uniform", "loguniform") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of choice, uniform, loguniform")
-        return self
-
-
-class TuneConfig(_Section):
-    metric: str = "val/acc"
-    mode: Literal["max", "min"] = "max"
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
-    sample: dict[str, SampleSpec] = Field(default_factory=dict)
-    search: Literal["grid", "random", "optuna"] = "grid"  # cnnforge.sweep.search
-    num_samples: Positive = 1
-    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
-    resources_per_trial: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    max_concurrent: Positive | None = None
-    max_failures: Annotated[int, Strict(), Field(ge=0)] = 1
-    trial_plots: Bool = False  # PNG reports per trial: most of a short trial's time; `cnnforge eval` writes them later
-
-    @model_validator(mode="before")
-    @classmethod
-    def _scheduler_shorthand(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("scheduler"), str):
-            data = {**data, "scheduler": {"name": data["scheduler"]}}
-        return data
-
-
-class Recipe(_Section):
+class Recipe(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: Annotated[int, Strict(), Field(ge=0, lt=2**32)] = 0  # NumPy seeds are 32-bit
     data: DataConfig = Field(default_factory=DataConfig)

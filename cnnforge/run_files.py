@@ -67,6 +67,7 @@ class RunManifest(_File):
     command: list[str]
     run_id: str | None = None  # runs made before checkpoints recorded their run have none
     data_cache: Any = None  # how the data was held (data.cache) and why, as build_splits chose it
+    started_from: str | None = None  # another run's checkpoint this one continued (population-based training)
 
 
 class CheckpointManifest(_File):

@@ -39,7 +39,8 @@ def recipe_schema() -> dict[str, Any]:
     """A JSON Schema (draft 2020-12) of a recipe file."""
     from cnnforge import registry
     from cnnforge._version import __version__
-    from cnnforge.recipe import Recipe, SchedulerSpec
+    from cnnforge.recipe import Recipe
+    from cnnforge.tune_spec import SchedulerSpec
 
     schema = Recipe.model_json_schema()
     defs = schema.setdefault("$defs", {})

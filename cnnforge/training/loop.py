@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from cnnforge.training.batches import DeviceBatches, LoaderBatches
 from cnnforge.training.ema import make_ema
 from cnnforge.training.eval_step import EvalResult
 from cnnforge.training.nonfinite import NonFiniteGuard
-from cnnforge.training.parts import scale_lr, use_channels_last
+from cnnforge.training.parts import adopt_hyperparameters, scale_lr, use_channels_last
 from cnnforge.training.progress import Progress
 
 
@@ -330,6 +330,19 @@ class Trainer:
                                         identity=self.parts.identity)
         self.acc.wait_for_everyone()
         return path if self.acc.is_main_process else None
+
+    def warm_start(self, path: Path) -> TrainState:
+        """Continue from another run's checkpoint with this recipe's hyperparameters (population-based training).
+
+        The weights, the optimizer's state (momentum, Adam's moments), the schedule's position and the epoch
+        are the checkpoint's; the learning rate, weight decay and the like are this recipe's, or the perturbed
+        values would be overwritten by the ones the checkpoint was trained with. The best epoch is this run's
+        own: the other run's best weights are not in its checkpoint.
+        """
+        own = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+        state = self.load_checkpoint(path)
+        adopt_hyperparameters(self.schedule, own, state.lr_scale)
+        return replace(state, best_value=None, best_epoch=None, best_tiebreak=None)
 
     def load_checkpoint(self, path: Path) -> TrainState:
         weights, tensors, state = ckpt.load_checkpoint(path, TrainState)
