@@ -5,7 +5,8 @@ Four measurements, each with its contenders in the same run:
 * **peak resident memory** of a whole ``cnnforge run`` (the main process and its loader
   workers' PSS, summed over the process tree every 100 ms) on a folder of ``--small`` vs
   ``--large`` JPEGs, with ``data.cache: none`` and ``disk`` (the disk run builds its cache), and on
-  the same JPEGs packed as WebDataset shards (``cnnforge data pack``) read with ``cache: none``. The
+  the same JPEGs packed as WebDataset shards (``cnnforge data pack``) read with ``cache: none``, alone
+  and under 2-process CPU DDP (``accelerate launch``; each rank's processes counted apart). The
   growth from small to large must stay under 10 % of the growth of the decoded data (what
   ``memory`` would hold). ``private`` is the USS, the pages no other process shares;
 * **decode + augment throughput** per loader worker: cnnforge's lazy dataset (``cache: none``)
@@ -72,48 +73,60 @@ def write_cifar_jpegs(root: Path, n: int) -> Path:
 
 # ------------------------------------------------------------------------------------------ peak RSS
 
-def tree_memory(proc: Any) -> tuple[int, int]:
-    """(PSS, USS) summed over ``proc`` and all its descendants.
+def tree_memory(proc: Any) -> dict[str, tuple[int, int]]:
+    """(PSS, USS) summed over ``proc`` and all its descendants, in total and per DDP rank.
 
     PSS is the RSS with each shared page divided among the processes sharing it: the sum is the
     whole run's resident memory, where a sum of RSS would count the pages forked loader workers
-    share with the main process once per worker. USS counts the pages only one process holds.
+    share with the main process once per worker. USS counts the pages only one process holds. A
+    process belongs to the rank in its ``LOCAL_RANK`` (loader workers inherit it); launchers to none.
     """
     import psutil
 
-    total = private = 0
+    sums: dict[str, list[int]] = {"total": [0, 0]}
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            mem = p.memory_full_info()
+            mem, rank = p.memory_full_info(), p.environ().get("LOCAL_RANK")
         except psutil.Error:  # a worker that just exited
             continue
-        total += mem.pss
-        private += mem.uss
-    return total, private
+        for key in ("total", f"rank{rank}") if rank is not None else ("total",):
+            pair = sums.setdefault(key, [0, 0])
+            pair[0] += mem.pss
+            pair[1] += mem.uss
+    return {key: (pss, uss) for key, (pss, uss) in sums.items()}
 
 
 def peak_rss(folder: Path, cache: str, side: int, workers: int, tmp: Path,
-             dataset: str = "imagefolder") -> dict[str, float]:
-    """Run one epoch on ``folder`` and sample the process tree's memory until it exits."""
+             dataset: str = "imagefolder", ranks: int = 1) -> dict[str, float]:
+    """Run one epoch on ``folder`` (under ``accelerate launch`` when ``ranks`` > 1), sampling its memory until it exits.
+
+    Returns the peak PSS and USS of the whole process tree and, under DDP, each rank's peak PSS.
+    """
     import psutil
 
-    cmd = [str(Path(sys.executable).parent / "cnnforge"), "run", str(RUN_RECIPE), f"data.name={dataset}",
+    bin_dir = Path(sys.executable).parent
+    launch = [str(bin_dir / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(ranks), "-m", "cnnforge"] \
+        if ranks > 1 else [str(bin_dir / "cnnforge")]
+    cmd = [*launch, "run", str(RUN_RECIPE), f"data.name={dataset}",
            f"data.root={folder}", f"data.cache={cache}", f"data.image_size={side}", f"data.num_workers={workers}",
            "data.batch_size=256", "augment.train=[{name: resize, size: 16}]", "train.epochs=1", "train.plots=false",
            f"train.out_dir={tmp / 'runs'}"]
     env = {**os.environ, "CNNFORGE_CACHE": str(tmp / f"cache-{folder.name}-{cache}")}
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    watched, peak, peak_private = psutil.Process(proc.pid), 0, 0
+    watched, peaks = psutil.Process(proc.pid), {}
     while proc.poll() is None:
-        total, private = tree_memory(watched)
-        peak, peak_private = max(peak, total), max(peak_private, private)
+        for key, (pss, uss) in tree_memory(watched).items():
+            old = peaks.get(key, (0, 0))
+            peaks[key] = (max(old[0], pss), max(old[1], uss))
         time.sleep(0.1)
     err = proc.communicate()[1]
     if proc.returncode != 0:
         raise SystemExit(f"cnnforge run failed: {err[-2000:]}")
     mib = 2**20
-    return {"pss_mib": peak / mib, "uss_mib": peak_private / mib, "run_s": time.perf_counter() - start}
+    per_rank = [peaks[f"rank{r}"][0] / mib for r in range(ranks)] if ranks > 1 else []
+    return {"pss_mib": peaks["total"][0] / mib, "uss_mib": peaks["total"][1] / mib, "rank_pss_mib": per_rank,
+            "run_s": time.perf_counter() - start}
 
 
 def packed(folder: Path) -> Path:
@@ -124,21 +137,29 @@ def packed(folder: Path) -> Path:
     return out
 
 
+#: what the memory rows run: (data.cache, data.name, DDP ranks); the last row is each rank of a 2-process run
+MEMORY_CASES = {"none": ("none", "imagefolder", 1), "disk": ("disk", "imagefolder", 1),
+                "webdataset": ("none", "webdataset", 1), "webdataset, 2 DDP ranks, per rank": ("none", "webdataset", 2)}
+
+
 def memory_rows(folders: dict[str, tuple[Path, int]], side: int, workers: int, tmp: Path) -> tuple[list, dict]:
     n_small, n_large = folders["small"][1], folders["large"][1]
     decoded_growth = (n_large - n_small) * side * side * 3 / 2**20
     rows, result = [], {"decoded_growth_mib": decoded_growth}
     shards = {name: packed(folder) for name, (folder, _) in folders.items()}
-    for cache in ("none", "disk", "webdataset"):
-        at = {name: peak_rss(shards[name], "none", side, workers, tmp, dataset="webdataset") if cache == "webdataset"
-              else peak_rss(folder, cache, side, workers, tmp) for name, (folder, _) in folders.items()}
-        growth = {key: at["large"][key] - at["small"][key] for key in ("pss_mib", "uss_mib")}
-        result[cache] = {**{f"{name}_{k}": v for name, m in at.items() for k, v in m.items()},
-                         "growth_ratio": growth["pss_mib"] / decoded_growth,
-                         "private_growth_ratio": growth["uss_mib"] / decoded_growth}
-        rows.append({"cache": cache, f"MiB {n_small}": at["small"]["pss_mib"], f"MiB {n_large}": at["large"]["pss_mib"],
-                     "growth / decoded growth": result[cache]["growth_ratio"],
-                     "USS growth / decoded growth": result[cache]["private_growth_ratio"]})
+    for case, (cache, dataset, ranks) in MEMORY_CASES.items():
+        at = {name: peak_rss(shards[name] if dataset == "webdataset" else folder, cache, side, workers, tmp,
+                             dataset=dataset, ranks=ranks) for name, (folder, _) in folders.items()}
+        if ranks > 1:  # the mean of the ranks' peaks stands for "one rank"; USS is not split by rank
+            for m in at.values():
+                m["pss_mib"], m["uss_mib"] = sum(m["rank_pss_mib"]) / ranks, None
+        growth = {key: None if at["small"][key] is None else (at["large"][key] - at["small"][key]) / decoded_growth
+                  for key in ("pss_mib", "uss_mib")}
+        result[case] = {**{f"{name}_{k}": v for name, m in at.items() for k, v in m.items()},
+                        "growth_ratio": growth["pss_mib"], "private_growth_ratio": growth["uss_mib"]}
+        rows.append({"cache": case, f"MiB {n_small}": at["small"]["pss_mib"], f"MiB {n_large}": at["large"]["pss_mib"],
+                     "growth / decoded growth": result[case]["growth_ratio"],
+                     "USS growth / decoded growth": result[case]["private_growth_ratio"] if ranks == 1 else ""})
     return rows, result
 
 

@@ -2,9 +2,9 @@
 
 A checkpoint folder holds ``model.safetensors``, ``optimizer.pt``/``scheduler.pt``/``ranks.pt`` (every
 rank's RNG states and metric sums) and, when used, ``scaler.pt``/``ema.pt``/``lookahead.pt`` (plain
-tensors and numbers, loaded with ``weights_only=True``), ``state.json`` and ``MANIFEST.json`` with a SHA-256
-of every file. Only complete folders with matching checksums are ever loaded, and older ones are deleted
-only after the new one is in place.
+tensors and numbers, loaded with ``weights_only=True``), ``state.json`` and ``checksums.json``
+with a SHA-256 of every file. Only complete folders with matching checksums are ever loaded, and
+older ones are deleted only after the new one is in place.
 """
 from __future__ import annotations
 
@@ -19,10 +19,17 @@ import torch
 
 from cnnforge.atomic_write import atomic_write_text, fsync_path, save_file_atomic, sha256
 from cnnforge.errors import CnnforgeError
-from cnnforge.run_files import CheckpointManifest, RunIdentity, read_model
+from cnnforge.run_files import (
+    CHECKPOINT_PREFIX,
+    CHECKSUMS,
+    LEGACY_CHECKSUMS,
+    CheckpointManifest,
+    RunIdentity,
+    checksum_file,
+    list_checkpoints,
+    read_model,
+)
 
-PREFIX = "ckpt-"
-MANIFEST = "MANIFEST.json"
 WEIGHTS = "model.safetensors"
 STATE = "state.json"
 T = TypeVar("T")
@@ -95,7 +102,7 @@ def save_checkpoint(ckpt_dir: Path, tag: str, *, model: dict[str, torch.Tensor],
     ``identity`` (run id and recipe hash) goes into the manifest, so a resume can refuse a checkpoint
     copied in from another run.
     """
-    final = _unused_name(ckpt_dir, f"{PREFIX}{tag}")
+    final = _unused_name(ckpt_dir, f"{CHECKPOINT_PREFIX}{tag}")
     tmp = ckpt_dir / f".tmp-{final.name}-{os.getpid()}"
     try:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +134,7 @@ def _write_folder(tmp: Path, model: dict[str, torch.Tensor], tensors: dict[str, 
         with (tmp / name).open("rb+") as f:
             os.fsync(f.fileno())
     manifest = CheckpointManifest(files={name: sha256(tmp / name) for name in files}, run=identity)
-    atomic_write_text(tmp / MANIFEST, manifest.model_dump_json(indent=1))
+    atomic_write_text(tmp / CHECKSUMS, manifest.model_dump_json(indent=1))
     fsync_path(tmp)
 
 
@@ -153,16 +160,9 @@ def remove_partial(ckpt_dir: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def list_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """Complete checkpoint folders, oldest first (temporary folders are never listed)."""
-    if not ckpt_dir.is_dir():
-        return []
-    return sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / MANIFEST).exists())
-
-
 def read_manifest(path: Path) -> CheckpointManifest:
     """A checkpoint folder's validated manifest."""
-    return read_model(path / MANIFEST, CheckpointManifest, "checkpoint manifest")
+    return read_model(checksum_file(path) or path / CHECKSUMS, CheckpointManifest, "checkpoint manifest")
 
 
 def verify(path: Path) -> str | None:
@@ -176,7 +176,8 @@ def verify(path: Path) -> str | None:
         listed = read_manifest(path).files
     except CnnforgeError as exc:
         return exc.message
-    present = {p.name for p in path.iterdir() if not p.name.startswith(".")} - {MANIFEST}  # Ray adds hidden files
+    present = {p.name for p in path.iterdir() if not p.name.startswith(".")}  # Ray adds hidden files
+    present -= {CHECKSUMS, *LEGACY_CHECKSUMS}
     for name in sorted(REQUIRED - present):
         return f"{name} is missing"
     for name in sorted(present ^ set(listed)):

@@ -13,25 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from cnnforge.errors import ConfigError, did_you_mean
 from cnnforge.extras import require
 from cnnforge.recipe_catalog import find_recipe, resolve_recipe
-from cnnforge.recipe_sections import (
-    Bool,
-    EvalConfig,
-    Fraction,
-    LookaheadConfig,
-    Positive,
-    ResourcesSpec,
-    SampleSpec,
-    SchedulerSpec,
-    Section,
-    WhitenConfig,
-    switch,
-)
+from cnnforge.schema_base import Bool, Fraction, Positive, Section
+from cnnforge.tricks_spec import EvalConfig, LookaheadConfig, WhitenConfig, switch
 from cnnforge.tune_checks import check_tune
+from cnnforge.tune_spec import TuneConfig
 from cnnforge.yaml_bounds import load_yaml
 
 
@@ -135,27 +125,6 @@ class TrackingConfig(Section):
     entity: str | None = None
     group: str | None = None
     log_model: Bool = False
-
-
-class TuneConfig(Section):
-    metric: str = "val/acc"
-    mode: Literal["max", "min"] = "max"
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
-    sample: dict[str, SampleSpec] = Field(default_factory=dict)
-    search: Literal["grid", "random", "optuna"] = "grid"  # cnnforge.sweep.search
-    num_samples: Positive = 1
-    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
-    resources_per_trial: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    max_concurrent: Positive | None = None
-    max_failures: Annotated[int, Strict(), Field(ge=0)] = 1
-    trial_plots: Bool = False  # PNG reports per trial: most of a short trial's time; `cnnforge eval` writes them later
-
-    @model_validator(mode="before")
-    @classmethod
-    def _scheduler_shorthand(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("scheduler"), str):
-            data = {**data, "scheduler": {"name": data["scheduler"]}}
-        return data
 
 
 class Recipe(Section):

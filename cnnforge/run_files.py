@@ -18,6 +18,10 @@ from cnnforge.errors import CnnforgeError
 
 #: no run file cnnforge writes comes near this; a bigger one is not ours
 MAX_FILE_BYTES = 16 << 20
+#: a checkpoint is a folder ``ckpt-*`` under the run's ``checkpoints/``, complete once its checksum file is in place
+CHECKPOINT_PREFIX = "ckpt-"
+CHECKSUMS = "checksums.json"  # not "manifest.json": that name is the run directory's
+LEGACY_CHECKSUMS = ("MANIFEST.json",)  # what cnnforge wrote before the rename; still read, never written
 
 T = TypeVar("T")
 
@@ -63,10 +67,11 @@ class RunManifest(_File):
     command: list[str]
     run_id: str | None = None  # runs made before checkpoints recorded their run have none
     data_cache: Any = None  # how the data was held (data.cache) and why, as build_splits chose it
+    started_from: str | None = None  # another run's checkpoint this one continued (population-based training)
 
 
 class CheckpointManifest(_File):
-    """A checkpoint folder's ``MANIFEST.json``: the SHA-256 of every file and the run it belongs to."""
+    """A checkpoint folder's ``checksums.json``: the SHA-256 of every file and the run it belongs to."""
 
     files: dict[str, str]
     run: RunIdentity | None = None
@@ -106,3 +111,19 @@ def describe(exc: ValidationError) -> str:
     key = ".".join(str(p) for p in err["loc"])
     message = "unknown field" if err["type"] in ("extra_forbidden", "unexpected_keyword_argument") else err["msg"]
     return f"{key}: {message}" if key else message
+
+
+def checksum_file(folder: Path) -> Path | None:
+    """The checksum file of a complete checkpoint folder (the current name first), None while it is incomplete."""
+    return next((folder / name for name in (CHECKSUMS, *LEGACY_CHECKSUMS) if (folder / name).exists()), None)
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Complete checkpoint folders, oldest first (temporary folders are never listed).
+
+    Here, not in ``checkpoint``, so that ``cnnforge runs`` can tell a resumable run without importing torch.
+    """
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)
+                  and checksum_file(p))

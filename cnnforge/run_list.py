@@ -17,8 +17,7 @@ from typing import Any
 import yaml
 
 from cnnforge import rundir
-
-CHECKPOINT_GLOB = "ckpt-*/MANIFEST.json"  # a checkpoint folder is complete once its manifest is in place
+from cnnforge.run_files import list_checkpoints
 
 
 @dataclass
@@ -65,7 +64,7 @@ def read_run(path: Path) -> RunRow:
     history = rundir.read_metrics(path)
     summary, failed = _load(path / rundir.SUMMARY), _load(path / rundir.FAILED)
     status = "finished" if summary else "failed" if failed else "interrupted"
-    resumable = status == "interrupted" and any((path / rundir.CHECKPOINTS).glob(CHECKPOINT_GLOB))
+    resumable = status == "interrupted" and bool(list_checkpoints(path / rundir.CHECKPOINTS))
     last = max((p.stat().st_mtime for p in (path / rundir.SUMMARY, path / rundir.METRICS, path / rundir.FAILED)
                 if p.exists()), default=None)
     started = (path / rundir.MANIFEST).stat().st_mtime

@@ -1,7 +1,8 @@
 """Checks of a recipe's ``tune:`` section, applied alike by ``check``, ``run`` and ``tune`` (no Ray, no torch).
 
-Every grid value and every sampled value (the ends of a range) must give a valid recipe, so a
-sweep never fails after Ray has started, or "continues" into a trial with a value it cannot use.
+Every grid value, every sampled value and every value PBT may mutate to (the ends of a range) must give
+a valid recipe, so a sweep never fails after Ray has started, or "continues" into a trial with a value
+it cannot use.
 Checking one value builds the trial's recipe, which is :func:`cnnforge.recipe.check_swept_value`'s
 job; this module sits below ``recipe`` and hands it the values to check.
 """
@@ -13,6 +14,7 @@ from cnnforge.errors import ConfigError
 
 if TYPE_CHECKING:
     from cnnforge.recipe import Recipe
+    from cnnforge.tune_spec import SampleSpec
 
 
 def check_tune(recipe: Recipe) -> list[tuple[str, Any, str]]:
@@ -30,18 +32,53 @@ def check_tune(recipe: Recipe) -> list[tuple[str, Any, str]]:
                               hint="give at least one value")
         swept += [(key, value, f"{src}: tune.grid.{key}") for value in values]
     for key, sample in spec.sample.items():
-        low, high = sample.uniform or sample.loguniform or (0.0, 1.0)
-        if low >= high or (sample.loguniform is not None and low <= 0):
-            what = " of positive numbers" if sample.loguniform else ""
-            raise ConfigError(f"[{low:g}, {high:g}] is not a range{what}",
-                              where=f"{src}: tune.sample.{key}")
-        if sample.choice is not None and not sample.choice:
-            raise ConfigError("is empty: nothing to choose from", where=f"{src}: tune.sample.{key}.choice",
-                              hint="give at least one value")
-        values = sample.choice if sample.choice is not None else (low, high)
-        swept += [(key, value, f"{src}: tune.sample.{key}") for value in values]
+        swept += _sampled(sample, f"{src}: tune.sample.{key}", key)
     _check_schedule_and_resources(recipe)
+    if spec.scheduler.name == "pbt":
+        swept += _check_pbt(recipe)
     return swept
+
+
+def _sampled(sample: SampleSpec, where: str, key: str) -> list[tuple[str, Any, str]]:
+    """The values to check of a sampled or mutated key: every choice, or the two ends of its range."""
+    low, high = sample.bounds or (0.0, 1.0)
+    if low >= high or (sample.loguniform is not None and low <= 0):
+        what = " of positive numbers" if sample.loguniform else ""
+        raise ConfigError(f"[{low:g}, {high:g}] is not a range{what}", where=where)
+    if sample.choice is not None and not sample.choice:
+        raise ConfigError("is empty: nothing to choose from", where=f"{where}.choice", hint="give at least one value")
+    values = sample.choice if sample.choice is not None else (low, high)
+    return [(key, value, where) for value in values]
+
+
+def _check_pbt(recipe: Recipe) -> list[tuple[str, Any, str]]:
+    """``scheduler: pbt``: a searcher Ray's PBT accepts, perturbations between epochs at checkpoints, fixed
+    epochs, something to mutate; returns every value a mutation can give (ranges: their ends)."""
+    spec, src = recipe.tune, recipe.source
+    assert spec is not None
+    where = f"{src}: tune.scheduler"
+    if spec.search == "optuna":  # Ray refuses it, but only once the first trial is added
+        raise ConfigError("optuna cannot propose the trials of scheduler pbt (Ray's PBT changes them itself)",
+                          where=f"{src}: tune.search", hint="use search: grid or random with pbt")
+    interval, every, epochs = spec.scheduler.perturbation_interval, recipe.train.checkpoint_every, recipe.train.epochs
+    if interval >= epochs:
+        raise ConfigError(f"{interval} is not shorter than train.epochs ({epochs}): PBT would never perturb a trial",
+                          where=f"{where}.perturbation_interval")
+    if every == 0 or interval % every:
+        raise ConfigError(f"{every} does not divide tune.scheduler.perturbation_interval ({interval}): PBT copies "
+                          "the checkpoint a trial wrote when it perturbs", where=f"{src}: train.checkpoint_every")
+    mutations = spec.mutations()
+    if not mutations:
+        raise ConfigError("nothing to mutate: no swept key has numeric values", where=f"{where}.hyperparam_mutations",
+                          hint="name them, e.g. hyperparam_mutations: {optim.lr: {loguniform: [1.0e-4, 0.1]}}")
+    varied = [f"tune.{part}.train.epochs" for part, keys in (("grid", spec.grid), ("sample", spec.sample),
+                                                            ("scheduler.hyperparam_mutations", mutations))
+              if "train.epochs" in keys]
+    if varied:
+        raise ConfigError("PBT trials all train for train.epochs epochs; it cannot vary", where=f"{src}: {varied[0]}")
+    # mutations taken from the grid and samples by default were checked there
+    return [value for key, sample in spec.scheduler.hyperparam_mutations.items()
+            for value in _sampled(sample, f"{where}.hyperparam_mutations.{key}", key)]
 
 
 def _check_schedule_and_resources(recipe: Recipe) -> None:

@@ -42,8 +42,8 @@ def _write(rel: str, data: bytes | str) -> Callable[[Path], None]:
     def damage(run: Path) -> None:
         target = _path(run, rel)
         target.write_bytes(data.encode() if isinstance(data, str) else data)
-        if target.parent.name.startswith("ckpt-") and target.name != "MANIFEST.json":
-            _edit_json(str(target.parent.relative_to(run) / "MANIFEST.json"), lambda m: m["files"].update(
+        if target.parent.name.startswith("ckpt-") and target.name != "checksums.json":
+            _edit_json(str(target.parent.relative_to(run) / "checksums.json"), lambda m: m["files"].update(
                 {target.name: hashlib.sha256(target.read_bytes()).hexdigest()}))(run)
     return damage
 
@@ -227,22 +227,22 @@ CASES = [
          damage=_truncate("checkpoints/best.safetensors")),
     # ---- checkpoints: their own run only, their file list from the writer, never a path outside the folder
     Case("resume-foreign-checkpoint", ["resume", "{run}"], 2, ["CKPT", "belongs to another run", "--force"],
-         damage=_edit_json("checkpoints/CKPT/MANIFEST.json", lambda m: m["run"].update(run_id="f" * 32))),
+         damage=_edit_json("checkpoints/CKPT/checksums.json", lambda m: m["run"].update(run_id="f" * 32))),
     Case("resume-checkpoint-other-recipe", ["resume", "{run}"], 2, ["belongs to another recipe", "--force"],
-         damage=_edit_json("checkpoints/CKPT/MANIFEST.json", lambda m: m["run"].update(recipe_sha256="0" * 16))),
+         damage=_edit_json("checkpoints/CKPT/checksums.json", lambda m: m["run"].update(recipe_sha256="0" * 16))),
     Case("resume-checkpoint-without-identity", ["resume", "{run}"], 2, ["records no run identity", "--force"],
-         damage=_edit_json("checkpoints/CKPT/MANIFEST.json", lambda m: m.pop("run"))),
+         damage=_edit_json("checkpoints/CKPT/checksums.json", lambda m: m.pop("run"))),
     Case("resume-emptied-manifest", ["resume", "{run}"], 1, ["checkpoints", "no complete checkpoint"],
-         damage=_edit_json("checkpoints/CKPT/MANIFEST.json", lambda m: m.update(files={}))),
+         damage=_edit_json("checkpoints/CKPT/checksums.json", lambda m: m.update(files={}))),
     Case("resume-manifest-escapes-folder", ["resume", "{run}"], 1, ["no complete checkpoint"],
-         damage=_edit_json("checkpoints/CKPT/MANIFEST.json", lambda m: m["files"].update(
+         damage=_edit_json("checkpoints/CKPT/checksums.json", lambda m: m["files"].update(
              {"../../../../../../dev/zero": "0" * 64}))),
     Case("resume-checkpoint-file-symlinked", ["resume", "{run}"], 1, ["no complete checkpoint"],
          damage=_symlink("checkpoints/CKPT/optimizer.pt", "/dev/zero")),
     Case("resume-checkpoint-file-missing", ["resume", "{run}"], 1, ["no complete checkpoint"],
          damage=lambda run: _path(run, "checkpoints/CKPT/ranks.pt").unlink()),
     Case("resume-manifest-wrong-type", ["resume", "{run}"], 1, ["no complete checkpoint"],
-         damage=_write("checkpoints/CKPT/MANIFEST.json", "[1, 2, 3]")),
+         damage=_write("checkpoints/CKPT/checksums.json", "[1, 2, 3]")),
     Case("resume-state-unknown-field", ["resume", "{run}"], 1, ["state.json", "colour: unknown field"],
          damage=_edit_json("checkpoints/CKPT/state.json", lambda s: s.update(colour="red"))),
     Case("resume-state-wrong-type", ["resume", "{run}"], 1, ["state.json", "epoch"],

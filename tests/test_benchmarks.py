@@ -130,11 +130,14 @@ def test_search_quality_runs_each_searcher() -> None:
 @pytest.mark.slow
 def test_data_scale_measures_memory_throughput_startup_and_wait() -> None:
     r = bench("data_scale")
-    for cache in ("none", "disk"):
-        m = r["memory"][cache]
+    for case in ("none", "disk", "webdataset", "webdataset, 2 DDP ranks, per rank"):
+        m = r["memory"][case]
         assert m["small_pss_mib"] > 0 and m["large_pss_mib"] > 0
         growth = m["large_pss_mib"] - m["small_pss_mib"]
         assert m["growth_ratio"] == pytest.approx(growth / r["memory"]["decoded_growth_mib"])
+    ddp = r["memory"]["webdataset, 2 DDP ranks, per rank"]
+    assert len(ddp["small_rank_pss_mib"]) == 2
+    assert ddp["small_pss_mib"] == pytest.approx(sum(ddp["small_rank_pss_mib"]) / 2)
     rate = r["throughput"]["images_per_s_per_worker"]
     assert r["throughput"]["ratio"] == pytest.approx(rate["cnnforge"] / rate["torchvision"])
     assert r["startup"]["ratio"] == pytest.approx(r["startup"]["first_s"] / r["startup"]["second_s"])

@@ -147,7 +147,7 @@ def test_booby_trapped_checkpoint_is_refused(tmp_path: Path) -> None:
     import shutil
 
     from cnnforge.atomic_write import sha256
-    from cnnforge.checkpoint import MANIFEST
+    from cnnforge.run_files import CHECKSUMS
 
     proc = cli("run", DIGITS, "train.epochs=1", "train.checkpoint_every=1", f"train.out_dir={tmp_path / 'runs'}")
     assert proc.returncode == 0, proc.stderr
@@ -157,9 +157,9 @@ def test_booby_trapped_checkpoint_is_refused(tmp_path: Path) -> None:
     pwned = tmp_path / "pwned"
     with (ckpt / "optimizer.pt").open("wb") as f:
         pickle.dump({"state": _Trap(pwned)}, f)
-    manifest = json.loads((ckpt / MANIFEST).read_text())  # an attacker can fix up the checksums too
+    manifest = json.loads((ckpt / CHECKSUMS).read_text())  # an attacker can fix up the checksums too
     manifest["files"]["optimizer.pt"] = sha256(ckpt / "optimizer.pt")
-    (ckpt / MANIFEST).write_text(json.dumps(manifest))
+    (ckpt / CHECKSUMS).write_text(json.dumps(manifest))
     before = sorted(p.name for p in run.iterdir())
     proc = cli("resume", str(run))
     assert proc.returncode == 1

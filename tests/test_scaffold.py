@@ -23,15 +23,17 @@ def _scaffold(tmp: Path, name: str = "my-nets") -> Path:
 def test_new_plugin_writes_a_distribution_with_the_entry_point(tmp_path: Path) -> None:
     dist = _scaffold(tmp_path)
     files = sorted(p.relative_to(dist).as_posix() for p in dist.rglob("*") if p.is_file())
-    assert files == ["README.md", "cnnforge_my_nets/__init__.py", "cnnforge_my_nets/net.py", "pyproject.toml",
-                     "recipes/digits.yaml", "tests/test_cnnforge_my_nets.py"]
+    assert files == ["README.md", "cnnforge_my_nets/__init__.py", "cnnforge_my_nets/net.py",
+                     "cnnforge_my_nets/recipes/digits_my_nets.yaml", "pyproject.toml", "tests/test_cnnforge_my_nets.py"]
     meta = tomllib.loads((dist / "pyproject.toml").read_text())
     assert meta["project"]["name"] == "cnnforge-my-nets"
     assert meta["project"]["entry-points"]["cnnforge.plugins"] == {"my-nets": "cnnforge_my_nets"}
     for path in dist.rglob("*.py"):
         compile(path.read_text(), str(path), "exec")  # every placeholder was filled with valid Python
     assert "$" not in "".join(p.read_text() for p in dist.rglob("*") if p.is_file())
-    assert "model: {name: my_nets" in (dist / "recipes" / "digits.yaml").read_text()
+    recipe = (dist / "cnnforge_my_nets" / "recipes" / "digits_my_nets.yaml").read_text()
+    assert "name: digits_my_nets\n" in recipe and "model: {name: my_nets" in recipe
+    assert meta["tool"]["setuptools"]["package-data"] == {"cnnforge_my_nets": ["recipes/*.yaml"]}
 
 
 def test_existing_folder_is_never_overwritten(tmp_path: Path) -> None:
@@ -76,8 +78,10 @@ def test_scaffolded_plugin_builds_installs_and_trains(tmp_path: Path) -> None:
         "--target", str(site), str(dist))
     listed = run("-m", "cnnforge", "list", "models", "my_nets").stdout
     assert "my_nets" in listed and "cnnforge-my-nets 0.1.0" in listed
-    run("-m", "cnnforge", "run", str(dist / "recipes" / "digits.yaml"), "train.epochs=1",
-        f"train.out_dir={tmp_path / 'runs'}")
+    recipes = run("-m", "cnnforge", "list", "recipes", "digits_my_nets").stdout
+    assert "digits_my_nets" in recipes and "cnnforge-my-nets" in recipes  # shipped in the installed package
+    assert (site / "cnnforge_my_nets" / "recipes" / "digits_my_nets.yaml").is_file()
+    run("-m", "cnnforge", "run", "digits_my_nets", "train.epochs=1", f"train.out_dir={tmp_path / 'runs'}")  # by name
     manifest = json.loads(next((tmp_path / "runs").rglob("manifest.json")).read_text())
     assert "cnnforge-my-nets" in json.dumps(manifest["plugins"])
     summary = json.loads(next((tmp_path / "runs").rglob("summary.json")).read_text())

@@ -58,8 +58,9 @@ def test_same_seed_is_bit_identical_and_seed_matters(tmp_path: Path) -> None:
     assert not torch.equal(weights(a.run_dir)["head.1.weight"], weights(c.run_dir)["head.1.weight"])
 
 
-@pytest.mark.parametrize("ema", [[], ["train.ema=0.9"]], ids=["plain", "ema"])
-def test_resume_reaches_the_uninterrupted_weights(tmp_path: Path, ema: list[str]) -> None:
+@pytest.mark.parametrize(("ema", "old_checksum_name"), [([], False), (["train.ema=0.9"], False), ([], True)],
+                         ids=["plain", "ema", "checkpoint-of-an-older-version"])
+def test_resume_reaches_the_uninterrupted_weights(tmp_path: Path, ema: list[str], old_checksum_name: bool) -> None:
     full = cnnforge.train(DIGITS, _quick(tmp_path / "full", "train.epochs=4", *ema), quiet=True)
 
     def stop_after_two(row: dict, ckpt: Path | None) -> None:
@@ -71,6 +72,9 @@ def test_resume_reaches_the_uninterrupted_weights(tmp_path: Path, ema: list[str]
                        reporter=stop_after_two)
     run_dir = next((tmp_path / "cut" / "digits_convnet").iterdir())
     assert not (run_dir / "model.safetensors").exists()
+    if old_checksum_name:  # checkpoints written before checksums.json was renamed from MANIFEST.json still resume
+        for ckpt in (run_dir / "checkpoints").glob("ckpt-*"):
+            (ckpt / "checksums.json").rename(ckpt / "MANIFEST.json")
     proc = cli("resume", str(run_dir))
     assert proc.returncode == 0, proc.stderr
     assert f"run directory: {run_dir}" in proc.stdout

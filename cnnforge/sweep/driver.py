@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 from cnnforge import rundir
 from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.extras import require
-from cnnforge.recipe import Recipe, TuneConfig, check_recipe, load_recipe
+from cnnforge.recipe import Recipe, check_recipe, load_recipe
 from cnnforge.sweep.results import TrialRow, collect_trials, report_results
+from cnnforge.tune_spec import TuneConfig
 
 if TYPE_CHECKING:
     from cnnforge.sweep.console import SweepConsole
@@ -110,7 +111,7 @@ def _console(recipe: Recipe, spec: TuneConfig, quiet: bool, verbose: bool) -> Sw
 
     logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL if quiet else logging.WARNING)
     total = math.prod(len(v) for v in spec.grid.values()) * spec.num_samples  # Ray's own count replaces it at setup
-    return SweepConsole(metric=spec.metric, mode=spec.mode, keys=[*spec.grid, *spec.sample], total=total,
+    return SweepConsole(metric=spec.metric, mode=spec.mode, keys=spec.swept_keys(), total=total,
                         epochs=recipe.train.epochs, console=console_mode(quiet, verbose, sys.stdout))
 
 
@@ -298,10 +299,10 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
            verbose: bool, resources: dict[str, float]) -> Any:
     from ray import tune as ray_tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from cnnforge.recipe import yaml_value
     from cnnforge.sweep.console import ConsoleCallback
+    from cnnforge.sweep.scheduler import checkpoints_to_keep, scheduler
     from cnnforge.sweep.search import search_space, searcher
     from cnnforge.sweep.trial import run_trial
 
@@ -321,22 +322,16 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     if restoring:
         return ray_tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
     limit = max_concurrent or spec.max_concurrent
-    if spec.scheduler.name == "asha":
-        sampled = getattr(spec.sample.get("train.epochs"), "choice", None) or []
-        swept_epochs = [*spec.grid.get("train.epochs", []), *sampled]
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=max([recipe.train.epochs, *swept_epochs]),
-                                  grace_period=spec.scheduler.grace_period,
-                                  reduction_factor=spec.scheduler.reduction_factor)
-    else:
-        scheduler = FIFOScheduler()
     return ray_tune.Tuner(
         trainable, param_space=search_space(spec),
         tune_config=ray_tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-                                        search_alg=searcher(spec, recipe.seed, limit), scheduler=scheduler,
+                                        search_alg=searcher(spec, recipe.seed, limit),
+                                        scheduler=scheduler(recipe, spec),
                                         max_concurrent_trials=limit if spec.search == "optuna" else None,
                                         trial_dirname_creator=trial_dirname, reuse_actors=True),
         run_config=ray_tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent),
                                       verbose=1 if verbose else 0,
                                       failure_config=ray_tune.FailureConfig(max_failures=spec.max_failures),
-                                      checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=2),
+                                      checkpoint_config=ray_tune.CheckpointConfig(
+                                          num_to_keep=checkpoints_to_keep(recipe, spec)),
                                       callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), ConsoleCallback()]))

@@ -89,7 +89,7 @@ def report_results(experiment: Path, recipe: Recipe, trials: list[TrialRow]) -> 
 
     assert recipe.tune is not None
     metric = recipe.tune.metric
-    keys = [*recipe.tune.grid, *recipe.tune.sample]
+    keys = recipe.tune.swept_keys()
     table = pd.DataFrame([{"rank": i + 1, "trial": t.trial, **{k: t.params.get(k) for k in keys}, metric: t.value,
                            "epochs": t.epochs, "time_s": t.time_s, "status": t.status, "test/acc": t.test_acc,
                            "run_dir": str(t.run_dir or ""), "command": t.command} for i, t in enumerate(trials)])
@@ -138,7 +138,7 @@ def plot_metric(path: Path, recipe: Recipe, trials: list[TrialRow]) -> None:
 
     assert recipe.tune is not None
     spec = recipe.tune
-    keys = [*spec.grid, *spec.sample]
+    keys = spec.swept_keys()
     scored = [t for t in trials if t.value is not None and not t.failed]
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
@@ -158,13 +158,15 @@ def plot_metric(path: Path, recipe: Recipe, trials: list[TrialRow]) -> None:
 
 
 def _panel(ax: Any, key: str, spec: Any, scored: list[TrialRow]) -> None:
-    """The panel of one swept ``key``: a sampled range on its own axis, grid or choice values one column each."""
+    """The panel of one swept ``key``: a sampled range or a key PBT mutated on its own axis (its final values),
+    grid or choice values one column each."""
     import numpy as np
 
     sample = spec.sample.get(key)
-    if sample is not None and sample.choice is None:  # a sampled range: the values themselves
+    mutated = spec.scheduler.name == "pbt" and key in spec.mutations()
+    if mutated or (sample is not None and sample.choice is None):  # the values themselves
         _dots(ax, [t.params[key] for t in scored], scored)
-        if sample.loguniform is not None:
+        if (sample or spec.mutations()[key]).loguniform is not None:
             ax.set_xscale("log")
     else:  # grid or choice values: one column each, points spread a little so they do not hide each other
         values = list(spec.grid.get(key) or (sample.choice if sample else []))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnforge.recipe import TuneConfig
+from cnnforge.tune_spec import TuneConfig
 
 
 def search_space(spec: TuneConfig) -> dict[str, Any]:

@@ -4,7 +4,10 @@ A trial's cnnforge run directory lives in the trial's folder of the experiment
 (``<experiment>/<trial id>/runs/<name>/<run id>/``), not in Ray's per-session working directory:
 a restarted driver starts a new Ray session, and the trial must find its run there again.
 Every epoch checkpoint cnnforge writes is also handed to Ray (``tune.report(..., checkpoint=...)``),
-so ASHA sees each epoch and a retried or restored trial continues from the checkpoint Ray recorded.
+so ASHA sees each epoch and a retried or restored trial continues from the checkpoint Ray recorded
+in the run directory that wrote it. When PBT restarts a trial from another trial's checkpoint with a
+perturbed config, the trial starts a new run directory in its own folder from that checkpoint with the
+new values (:meth:`~cnnforge.training.loop.Trainer.warm_start`); its earlier run stays as it was.
 The last epoch is reported only once the run has finished (test metrics, ``summary.json``), because
 Ray may stop a trial at any report and ASHA always stops one that reaches its last epoch.
 
@@ -31,10 +34,14 @@ def trial_overrides(config: Mapping[str, Any]) -> list[str]:
     return [f"{key}={yaml_value(value)}" for key, value in config.items()]
 
 
+def _trial_runs(trial_dir: Path) -> list[Path]:
+    return [p.parent for p in (trial_dir / RUNS).glob(f"*/*/{rundir.MANIFEST}") if rundir.is_run_dir(p.parent)]
+
+
 def trial_run_dir(trial_dir: Path) -> Path | None:
-    """The trial's newest cnnforge run directory (a retry that had no checkpoint starts a new one)."""
-    runs = [p.parent for p in (trial_dir / RUNS).glob(f"*/*/{rundir.MANIFEST}") if rundir.is_run_dir(p.parent)]
-    return max(runs, key=lambda p: (p / rundir.MANIFEST).stat().st_mtime_ns, default=None)
+    """The trial's newest cnnforge run directory (a retry that had no checkpoint, or a PBT exploit, starts a new
+    one)."""
+    return max(_trial_runs(trial_dir), key=lambda p: (p / rundir.MANIFEST).stat().st_mtime_ns, default=None)
 
 
 def run_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequence[str], experiment_dir: str) -> None:
@@ -68,14 +75,30 @@ def run_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequence[str
 
     if restored is None:
         train(recipe, run_overrides, quiet=True, reporter=report)
-    elif previous is None:
-        raise CnnforgeError("Ray restored this trial but its run directory is gone", where=str(trial_dir / RUNS),
-                            hint="on a multi-node cluster train.out_dir must be on storage every node sees")
     else:
         with restored.as_directory() as ckpt_dir:
-            resume(previous, checkpoint=ckpt_dir, quiet=True, reporter=report)
+            owner = _run_of(Path(ckpt_dir), trial_dir)
+            if owner is not None:
+                resume(owner, checkpoint=ckpt_dir, quiet=True, reporter=report)
+            elif Path(ckpt_dir).resolve().parent != trial_dir.resolve():  # PBT: another trial's, with a new config
+                train(recipe, run_overrides, quiet=True, reporter=report, warm_start=ckpt_dir)
+            else:
+                raise CnnforgeError("Ray restored this trial but its run directory is gone",
+                                    where=str(trial_dir / RUNS),
+                                    hint="on a multi-node cluster train.out_dir must be on storage every node sees")
     for row, checkpoint in last:
         tune.report(row, checkpoint=checkpoint)
+
+
+def _run_of(checkpoint: Path, trial_dir: Path) -> Path | None:
+    """The trial's run directory that wrote ``checkpoint`` (None: another trial's, or a run that is gone); the
+    newest one for a checkpoint that records no run (older cnnforge)."""
+    from cnnforge.checkpoint import read_manifest
+
+    run = read_manifest(checkpoint).run
+    if run is None:
+        return trial_run_dir(trial_dir)
+    return next((r for r in _trial_runs(trial_dir) if rundir.read_manifest(r).run_id == run.run_id), None)
 
 
 def _epochs_in(checkpoint: Any) -> int:

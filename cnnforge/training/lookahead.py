@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnforge.recipe_sections import LookaheadConfig
+from cnnforge.tricks_spec import LookaheadConfig
 
 
 class Lookahead:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from cnnforge import checkpoint as ckpt
 from cnnforge import rundir
 from cnnforge.data.batch_augment import make_batch_augment
 from cnnforge.data.loading import DataInfo
+from cnnforge.data.normalize import Normalize
 from cnnforge.errors import NonFiniteLossError
 from cnnforge.recipe import Recipe
 from cnnforge.run_files import RunIdentity
@@ -31,7 +32,7 @@ from cnnforge.training.ema import make_ema
 from cnnforge.training.eval_step import EvalResult
 from cnnforge.training.lookahead import make_lookahead
 from cnnforge.training.nonfinite import NonFiniteGuard
-from cnnforge.training.parts import scale_lr, use_channels_last
+from cnnforge.training.parts import adopt_hyperparameters, scale_lr, use_channels_last
 from cnnforge.training.progress import Progress
 
 
@@ -131,9 +132,7 @@ class Trainer:
         self.loaders, self.info, self.run_dir, self.progress = parts.loaders, parts.info, parts.run_dir, parts.progress
         device = self.acc.device
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.train.label_smoothing)
-        shape = (1, -1, 1, 1)
-        self.mean = torch.tensor(self.info.mean, device=device).view(shape) * 255.0
-        self.inv_std = 1.0 / (torch.tensor(self.info.std, device=device).view(shape) * 255.0)
+        self.normalize = Normalize.from_info(self.info).to(device)  # the same arithmetic as predict and export
         channels_last = use_channels_last(recipe, self.model, device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.batch_augment = make_batch_augment(recipe)  # augment.mode: batch -> train ops run here, on the device
@@ -150,8 +149,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------ inputs
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 NCHW on the device -> normalised float, in the recipe's memory format."""
-        x = x.to(self.acc.device, non_blocking=True).float()
-        return ((x - self.mean) * self.inv_std).contiguous(memory_format=self.memory_format)
+        x = self.normalize(x.to(self.acc.device, non_blocking=True))
+        return x.contiguous(memory_format=self.memory_format)
 
     def bare_model(self) -> nn.Module:
         return self.acc.unwrap_model(self.model)
@@ -341,6 +340,19 @@ class Trainer:
                                         identity=self.parts.identity)
         self.acc.wait_for_everyone()
         return path if self.acc.is_main_process else None
+
+    def warm_start(self, path: Path) -> TrainState:
+        """Continue from another run's checkpoint with this recipe's hyperparameters (population-based training).
+
+        The weights, the optimizer's state (momentum, Adam's moments), the schedule's position and the epoch
+        are the checkpoint's; the learning rate, weight decay and the like are this recipe's, or the perturbed
+        values would be overwritten by the ones the checkpoint was trained with. The best epoch is this run's
+        own: the other run's best weights are not in its checkpoint.
+        """
+        own = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+        state = self.load_checkpoint(path)
+        adopt_hyperparameters(self.schedule, own, state.lr_scale)
+        return replace(state, best_value=None, best_epoch=None, best_tiebreak=None)
 
     def load_checkpoint(self, path: Path) -> TrainState:
         weights, tensors, state = ckpt.load_checkpoint(path, TrainState)

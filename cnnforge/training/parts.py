@@ -232,3 +232,13 @@ def scale_lr(schedule: torch.optim.lr_scheduler.LambdaLR, scale: float) -> None:
     schedule.base_lrs = [g["initial_lr"] * scale for g in groups]
     for group, base, fn in zip(groups, schedule.base_lrs, schedule.lr_lambdas, strict=False):
         group["lr"] = base * fn(schedule.last_epoch)
+
+
+def adopt_hyperparameters(schedule: torch.optim.lr_scheduler.LambdaLR, groups: list[dict[str, Any]],
+                          lr_scale: float) -> None:
+    """Put ``groups`` (the optimizer's param-group settings as this recipe built them) back after loading another
+    run's checkpoint, keeping the loaded optimizer state and the schedule's position; ``lr_scale`` as in
+    :func:`scale_lr`."""
+    for group, own in zip(schedule.optimizer.param_groups, groups, strict=True):
+        group.update(own)
+    scale_lr(schedule, lr_scale)

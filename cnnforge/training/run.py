@@ -41,13 +41,16 @@ class RunResult:
 
 
 def train(recipe: str | os.PathLike[str] | Recipe | dict[str, Any], overrides: Iterable[str] = (), *,
-          quiet: bool = False, reporter: Any = None) -> RunResult:
+          quiet: bool = False, reporter: Any = None, warm_start: str | os.PathLike[str] | None = None) -> RunResult:
     """Train ``recipe`` (a path, a dict or a :class:`Recipe`) with dotted ``overrides``.
 
     ``reporter(row, checkpoint_dir)`` is called after every epoch on the main process (Ray Tune uses it).
+    ``warm_start`` is another run's checkpoint folder to continue from with this recipe's hyperparameters
+    (:meth:`Trainer.warm_start`: population-based training); ``manifest.json`` records it as ``started_from``.
     """
     resolved = check_recipe(load_recipe(recipe, overrides))
-    return _execute(resolved, quiet=quiet, reporter=reporter)
+    start = Path(warm_start) if warm_start is not None else None
+    return _execute(resolved, quiet=quiet, reporter=reporter, start=start)
 
 
 def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool = False, reporter: Any = None,
@@ -134,29 +137,31 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     with recipe_source(recipe.source):
         acc = make_accelerator(recipe.train)
     model, optimizer, schedule, loaders, sampler, splits = _parts(recipe, acc)
+    warm = run_dir is None and start is not None  # a new run from another run's checkpoint
     if run_dir is None:
-        run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache)
+        run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache, started_from=start)
     tracking = start_tracking(acc, recipe, run_dir) if acc.is_main_process else False
     progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
                         quiet=quiet)
     batches = train_batches(recipe, splits.train, loaders["train"], sampler, acc)
     trainer = Trainer(recipe, TrainParts(acc, model, optimizer, schedule, batches, loaders, splits.info, run_dir,
                                          progress, tracking, reporter, identity))
-    return _fit(trainer, recipe, start, quiet=quiet)
+    return _fit(trainer, recipe, start, quiet=quiet, warm=warm)
 
 
-def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool) -> RunResult:
-    """Train from ``start`` (or from scratch) and test; a run that stops on an error leaves ``failed.json``."""
+def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool, warm: bool = False) -> RunResult:
+    """Train from ``start`` (or from scratch; ``warm``: another run's checkpoint) and test; a run that stops on an
+    error leaves ``failed.json``."""
     from cnnforge.training.loop import TrainState
     from cnnforge.training.tracking import finish_tracking
 
     acc, run_dir, progress = trainer.acc, trainer.run_dir, trainer.progress
     state = TrainState()
     if start is not None:
-        state = trainer.load_checkpoint(start)
+        state = trainer.warm_start(start) if warm else trainer.load_checkpoint(start)
         if acc.is_main_process:
             rundir.truncate_metrics(run_dir, state.epoch)
-            progress.print(_resuming_line(run_dir, start, state, recipe.train.epochs))
+            progress.print(_resuming_line(run_dir, start, state, recipe.train.epochs, warm))
     try:
         state = trainer.fit(state)
         summary = _finish(trainer, state, recipe, acc)
@@ -183,8 +188,10 @@ def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool) -> Ru
     return result
 
 
-def _resuming_line(run_dir: Path, start: Path, state: Any, epochs: int) -> str:
+def _resuming_line(run_dir: Path, start: Path, state: Any, epochs: int, warm: bool = False) -> str:
     """Where a resumed run starts; a run whose epochs are all trained is said to be finished, not resumed."""
+    if warm:
+        return f"starting {run_dir} from {start} (epoch {state.epoch + 1}) with this recipe's hyperparameters"
     if state.epoch < epochs or state.batch:
         return f"resuming {run_dir} from {start.name} (epoch {state.epoch + 1}, batch {state.batch})"
     again = "again: " if (run_dir / rundir.SUMMARY).exists() else ""
@@ -234,8 +241,8 @@ def _parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any
     return model, optimizer, schedule, loaders, sampler, splits
 
 
-def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *,
-                  data_cache: Any) -> tuple[Path, RunIdentity | None]:
+def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *, data_cache: Any,
+                  started_from: Path | None = None) -> tuple[Path, RunIdentity | None]:
     """A new run directory on every process, and the run's identity (on the main process, which locks the
     directory in ``held`` as it creates it and writes the recipe and the manifest)."""
     import torch
@@ -257,6 +264,8 @@ def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *,
     manifest = {**rundir.manifest(recipe, world_size=acc.num_processes, device=device,
                                   precision=str(acc.mixed_precision), recipe_yaml=recipe_yaml),
                 "data_cache": data_cache}
+    if started_from is not None:
+        manifest["started_from"] = str(started_from)
     rundir.write_json(path / rundir.MANIFEST, manifest)
     return path, RunIdentity(run_id=manifest["run_id"], recipe_sha256=manifest["recipe_sha256"])
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from cnnforge.data.loading import DataInfo
 from cnnforge.errors import ConfigError
-from cnnforge.recipe_sections import WhitenConfig
+from cnnforge.tricks_spec import WhitenConfig
 
 
 def first_layer(model: nn.Module) -> nn.Module | None:

@@ -8,7 +8,7 @@ from typing import Any
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("new-plugin", parents=[common], help="write a new plugin distribution to start from",
                        description="Write cnnforge-NAME/: a pyproject.toml with the cnnforge.plugins entry point, "
-                                   "a registered model, a recipe using it and tests (the layout of "
+                                   "a registered model, a packaged recipe using it and tests (the layout of "
                                    "plugins/cnnforge-example).")
     p.add_argument("name", help="plugin name, e.g. my-nets (the distribution becomes cnnforge-my-nets)")
     p.add_argument("--dir", default=".", help="folder to create cnnforge-NAME/ in (default: the current folder)")
@@ -23,6 +23,6 @@ def _new_plugin(args: argparse.Namespace) -> int:
         names = PluginNames.from_name(args.name)
         print(f"created {target}/ with {len(files)} files; the model is {names.model!r}. Next:")
         print(f"  pip install -e {target}")
-        print(f"  cnnforge run {target / 'recipes' / 'digits.yaml'}")
+        print(f"  cnnforge run {names.recipe}      # its packaged recipe, {names.package}/recipes/{names.recipe}.yaml")
         print(f"  pytest {target}")
     return 0

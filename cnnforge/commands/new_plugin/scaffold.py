@@ -1,8 +1,10 @@
 """A new plugin distribution, written from the templates in ``templates/plugin`` beside this module.
 
-The templates are ordinary files with ``$placeholders`` (:class:`string.Template`), and a path part
-``__package__`` becomes the import package, so what a new plugin looks like can be read and changed
-without reading this code. The result has the same layout as ``plugins/cnnforge-example``.
+The templates are ordinary files with ``$placeholders`` (:class:`string.Template`), and in their paths
+``__package__`` becomes the import package and ``__model__`` the model's name, so what a new plugin looks
+like can be read and changed without reading this code. The result has the same layout as
+``plugins/cnnforge-example``: the recipe ships inside the package (``<package>/recipes/``), so once the
+plugin is installed ``cnnforge run digits_<model>`` finds it by name from any folder.
 """
 from __future__ import annotations
 
@@ -29,6 +31,15 @@ class PluginNames:
     model: str  # mynets: the registered model (and its builder function)
     class_name: str  # Mynets: the nn.Module
     cnnforge_version: str
+
+    @property
+    def recipe(self) -> str:
+        """The packaged recipe's name (its file's stem), ``<dataset>_<model>`` like cnnforge's own."""
+        return f"digits_{self.model}"
+
+    def path(self, template: str) -> str:
+        """A template's relative path with its path placeholders filled."""
+        return template.replace("__package__", self.package).replace("__model__", self.model)
 
     @classmethod
     def from_name(cls, name: str) -> PluginNames:
@@ -79,10 +90,10 @@ def new_plugin(name: str, parent: str | Path = ".") -> tuple[Path, list[Path]]:
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ConfigError("already exists and is not empty; nothing was written", where=str(target),
                           hint="choose another --dir or NAME")
-    values = asdict(names)
+    values = {**asdict(names), "recipe": names.recipe}
     written = []
     for rel, text in _templates():
-        path = target / rel.replace("__package__", names.package)
+        path = target / names.path(rel)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(string.Template(text).substitute(values), encoding="utf-8")
         written.append(path)
