@@ -60,6 +60,13 @@ def best(times: Sequence[float]) -> float:
     return min(times)
 
 
+def weights_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same parameter and buffer names, every tensor ``torch.equal``: the contenders did exactly the same work."""
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def write_cifar(root: Path, n_train: int, n_test: int, seed: int = 0, device: str | None = None) -> Path:
     """Synthetic CIFAR-10 files (class-dependent colour bands plus noise) in torchvision's layout.
 

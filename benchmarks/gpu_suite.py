@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, best, parser, report, write_cifar
+from benchmarks.common import ROOT, best, parser, report, weights_equal, write_cifar
 
 Section = tuple[list[dict[str, Any]], dict[str, Any]]  # table rows and JSON results of one section
 
@@ -42,7 +42,6 @@ def _row(section: str, case: str, rate: float, reference: float, note: str = "")
 
 def overhead(work: Path, *, tiny: bool, repeats: int, device: str) -> Section:
     """cnnforge against the plain loop per model and precision; the reference is the plain loop."""
-    import torch
 
     from benchmarks import light_step
 
@@ -59,7 +58,7 @@ def overhead(work: Path, *, tiny: bool, repeats: int, device: str) -> Section:
             samples = runs["plain"][0]["samples"]
             rate = {name: samples / best([t for run in rs for t in run["epoch_s"]]) for name, rs in runs.items()}
             theirs, ours = runs["plain"][0]["weights"], runs["cnnforge"][0]["weights"]
-            equal = theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in theirs)
+            equal = weights_equal(theirs, ours)
             case = f"{model} {'fp32' if precision == 'no' else precision}"
             out[case] = {"samples_per_s": rate, "ratio": rate["cnnforge"] / rate["plain"], "weights_equal": equal}
             rows += [_row("overhead", f"{case} plain", rate["plain"], rate["plain"]),

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import parser, report, write_cifar
+from benchmarks.common import parser, report, weights_equal, write_cifar
 
 MODELS = ("feedforward", "lenet", "convnet", "vgg_baseline", "vgg_bn")
 
@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated seed models")
     args = p.parse_args(argv)
-    import torch
 
     epochs, repeats = (1, 1) if args.tiny else (2, args.repeats or 2)
     models = MODELS[1:3] if args.tiny else args.models.split(",")
@@ -58,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     rate, weights[on] = _train(recipe(root, Path(tmp) / "runs", model, on, epochs=epochs))
                     rates[on].append(rate)
             on_rate, off_rate = max(rates[True]), max(rates[False])  # the best round
-            equal = all(torch.equal(weights[True][k], weights[False][k]) for k in weights[True])
+            equal = weights_equal(weights[True], weights[False])
             result[model] = {"on_device": on_rate, "dataloader": off_rate, "speedup": on_rate / off_rate,
                              "weights_equal": equal}
             rows.append({"model": model, "on_device samples/s": on_rate, "DataLoader samples/s": off_rate,

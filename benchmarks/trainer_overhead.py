@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, best, parser, report, write_cifar
+from benchmarks.common import ROOT, best, parser, report, weights_equal, write_cifar
 
 
 def make_recipe(root: Path, out_dir: Path, *, tiny: bool, epochs: int) -> dict[str, Any]:
@@ -162,9 +162,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         _worker(args.worker, args.recipe, args.out)
         return None
 
-    if args.light:
-        return light(args)
+    return light(args) if args.light else heavy(args)
 
+
+def heavy(args: argparse.Namespace) -> dict[str, Any]:
+    """The heavy-step case: seed 002's vgg_bn, cnnforge vs a plain loop, interleaved (2 gloo processes with --ddp)."""
     import torch
 
     from cnnforge import load_recipe
@@ -190,8 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
                 times[name] += t
                 weights.setdefault(name, w)
         samples = len(build_splits(load_recipe(recipe_data)).train)  # both train all of it every epoch
-    equal = weights["plain"].keys() == weights["cnnforge"].keys() and all(
-        torch.equal(weights["plain"][k], weights["cnnforge"][k]) for k in weights["plain"])
+    equal = weights_equal(weights["plain"], weights["cnnforge"])
     rate = {name: samples / best(t) for name, t in times.items()}
     ratio = rate["cnnforge"] / rate["plain"]
     rows = [{"loop": name, "best epoch s": best(t), "samples/s": rate[name], "x plain": rate[name] / rate["plain"]}
@@ -231,14 +232,14 @@ def light(args: argparse.Namespace) -> dict[str, Any]:
     steps = runs["plain"][1][0]["steps"]
     result = light_step.summarise(runs, steps, epochs)
     plain_w, ours_w = runs["plain"][epochs][0]["weights"], runs["cnnforge"][epochs][0]["weights"]
-    result["weights_equal"] = plain_w.keys() == ours_w.keys() and all(
-        torch.equal(plain_w[k], ours_w[k]) for k in plain_w)
+    result["weights_equal"] = weights_equal(plain_w, ours_w)
     result.update({"model": "lenet", "batch_size": 64, "epochs": epochs, "repeats": repeats, "steps_per_epoch": steps,
                    "targets": {"overhead_ms_per_step": 0.1, "fixed_cost_extra_s": 0.15, "end_to_end_vs_plain": 0.95,
                                "end_to_end_vs_lightning": 1.0, "weights_equal": True}})
     rows = [{"loop": name, **{k: result[name][k] for k in ("epoch_cpu_s", "fixed_cpu_s", "cpu_s", "best_epoch_s",
                                                            "wall_s")}} for name in runs]
     return report("trainer_overhead_light", rows, result, tiny=args.tiny)
+
 
 if __name__ == "__main__":
     main()
