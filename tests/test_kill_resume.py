@@ -6,6 +6,7 @@ until the kill, so the kill lands mid-run however fast or loaded the machine is.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -87,12 +88,27 @@ def _kill_when_checkpointed(cmd: list[str], out: Path, delay: float, hold: Path,
             time.sleep(0.05)
         time.sleep(delay)
         assert proc.poll() is None, f"ended before the kill: {proc.communicate()[1][-2000:]}"
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_tree(proc.pid)
         _, err = proc.communicate()
     finally:
         hold.unlink()
     assert proc.returncode == -signal.SIGKILL, err[-2000:]
     return next(out.rglob("manifest.json")).parent
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid``, its process group and every descendant, like a machine that loses power.
+
+    Killing the group alone is not enough under ``accelerate launch``: torch elastic starts each rank in a
+    session of its own, so the ranks would live on as orphans (and keep the stderr pipe open).
+    """
+    import psutil
+
+    ranks = psutil.Process(pid).children(recursive=True)
+    os.killpg(pid, signal.SIGKILL)
+    for child in ranks:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 def _overrides(out: Path, workers: int, every: str, hold: Path, ranks: int = 1) -> list[str]:
