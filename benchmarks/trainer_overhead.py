@@ -174,8 +174,9 @@ def heavy(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(1)  # one core per process: steadier numbers on a shared machine
     epochs = args.epochs or (1 if args.tiny else 3)
-    # 12 rounds of 3 epochs: on a shared VM the best of 9 epochs still moved the ratio by +-3 % between runs
-    repeats = args.repeats or (1 if args.tiny else 12)
+    # one process: 12 rounds of 3 epochs (the best of 9 epochs still moved the ratio by +-3 % between runs on a
+    # shared VM); --ddp: 3 rounds, each round two launches
+    repeats = args.repeats or (1 if args.tiny else 3 if args.ddp else 12)
     with tempfile.TemporaryDirectory(prefix="cnnforge-overhead-") as tmp:
         work = Path(tmp)
         root = write_cifar(work / "data", n_train=160 if args.tiny else 1600, n_test=20)
