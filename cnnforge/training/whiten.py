@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnforge.data.loading import DataInfo
+from cnnforge.data.normalize import Normalize
 from cnnforge.errors import ConfigError
 from cnnforge.tricks_spec import WhitenConfig
 
@@ -30,10 +31,8 @@ def first_layer(model: nn.Module) -> nn.Module | None:
 
 def sample_images(train: Any, n: int, info: DataInfo) -> torch.Tensor:
     """The first ``n`` training images, normalised as the trainer normalises them, in float64 NCHW."""
-    x = torch.stack([train[i][0] for i in range(min(n, len(train)))]).double()
-    mean = torch.tensor(info.mean, dtype=torch.float64).view(1, -1, 1, 1) * 255.0
-    std = torch.tensor(info.std, dtype=torch.float64).view(1, -1, 1, 1) * 255.0
-    return (x - mean) / std
+    x = torch.stack([train[i][0] for i in range(min(n, len(train)))])
+    return Normalize.from_info(info)(x).double()
 
 
 def patch_whitening(images: torch.Tensor, kernel: tuple[int, int], eps: float) -> torch.Tensor:
