@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import yaml
 from cnnforge.errors import ConfigError
 from cnnforge.recipe import load_recipe
 from tests.conftest import ROOT, cli
-from tests.test_tune import _experiments, _kill_group, _results, _start, _wait_for
+from tests.test_tune import _experiments, _kill_9_driver_when, _results
 
 SWEEP_DIGITS = ROOT / "recipes" / "sweep_digits.yaml"
 #: a hopeless and a good learning rate, mutated within a log range: PBT has something to fix and to explore
@@ -97,13 +95,8 @@ def test_pbt_sweep_exploits_and_continues_after_kill_9(tmp_path: Path) -> None:
     perturbed learning rate. The driver is killed after the first exploit; the same command finishes the sweep."""
     args = ["tune", str(SWEEP_DIGITS), *PBT, "train.epochs=4", f"train.out_dir={tmp_path}"]
     env = {"OMP_NUM_THREADS": "1"}
-    first = _start(args, tmp_path / "first.log", env=env)
-    try:
-        _wait_for(lambda: any(tmp_path.glob("sweep_digits/tune-*/pbt_global.txt")) or first.poll() is not None,
-                  "the first exploit")
-        os.kill(first.pid, signal.SIGKILL)
-    finally:
-        _kill_group(first)
+    _kill_9_driver_when(args, tmp_path / "first.log", lambda: any(tmp_path.glob("sweep_digits/tune-*/pbt_global.txt")),
+                        "the first exploit", env=env, or_exit=True)
     [experiment] = _experiments(tmp_path, "sweep_digits")
 
     proc = cli(*args, "-q", env=env)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import signal
 import sys
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pytest
 from cnnforge.errors import ConfigError
 from cnnforge.recipe import load_recipe
 from tests.conftest import ROOT, cli, one_error_line
-from tests.test_tune import _experiments, _kill_group, _start, _wait_for
+from tests.test_tune import _experiments, _kill_9_driver_when
 
 SWEEP_DIGITS = ROOT / "recipes" / "sweep_digits.yaml"
 #: sweep_digits with a continuous learning rate next to the activation grid
@@ -57,13 +55,9 @@ def test_searchers_spend_the_budget_and_resume_by_rerunning(tmp_path: Path, sear
     """kill -9 the driver after two trials, rerun: finished trials stay, the budget is spent exactly once."""
     args = ["tune", str(SWEEP_DIGITS), *CONTINUOUS, f"tune.search={search}", "tune.num_samples=6",
             "train.epochs=2", f"train.out_dir={tmp_path}"]
-    first = _start(args, tmp_path / "first.log", env={"OMP_NUM_THREADS": "1"})
-    try:
-        _wait_for(lambda: len(list(tmp_path.glob("sweep_digits/tune-*/*/runs/*/*/summary.json"))) >= 2,
-                  "two finished trials")
-        os.kill(first.pid, signal.SIGKILL)
-    finally:
-        _kill_group(first)
+    _kill_9_driver_when(args, tmp_path / "first.log",
+                        lambda: len(list(tmp_path.glob("sweep_digits/tune-*/*/runs/*/*/summary.json"))) >= 2,
+                        "two finished trials", env={"OMP_NUM_THREADS": "1"})
     [experiment] = _experiments(tmp_path, "sweep_digits")
     finished = {p: p.stat().st_mtime_ns for p in experiment.glob("*/runs/*/*/summary.json")}
 

@@ -131,6 +131,18 @@ def _wait_for(condition, what: str, timeout: float = 300.0) -> None:  # type: ig
         time.sleep(1.0)
 
 
+def _kill_9_driver_when(args: list[str], log: Path, condition, what: str,  # type: ignore[no-untyped-def]
+                        env: dict[str, str] | None = None, or_exit: bool = False) -> None:
+    """Start ``cnnforge ARGS``, wait for ``condition`` (``or_exit``: or for the driver to end on its own), SIGKILL
+    the driver (a crash), then what it left running."""
+    first = _start(args, log, env=env)
+    try:
+        _wait_for(lambda: condition() or (or_exit and first.poll() is not None), what)
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        _kill_group(first)
+
+
 # --------------------------------------------------------------------------------------------- fast checks
 
 def test_bad_metric_is_one_line_and_exit_2_before_ray_starts(tmp_path: Path) -> None:
@@ -379,13 +391,9 @@ def test_the_sweep_driver_never_imports_torch_and_a_late_ctrl_c_keeps_the_result
 def test_sweep_digits_survives_kill_9_of_the_driver(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """kill -9 mid-sweep, rerun (through the Python API): finished trials are not trained again."""
     args = ["tune", str(SWEEP_DIGITS), f"train.out_dir={tmp_path}"]
-    first = _start(args, tmp_path / "first.log")
-    try:
-        _wait_for(lambda: len(list(tmp_path.glob("sweep_digits/tune-*/*/runs/*/*/summary.json"))) >= 3,
-                  "three finished trials")
-        os.kill(first.pid, signal.SIGKILL)
-    finally:
-        _kill_group(first)
+    _kill_9_driver_when(args, tmp_path / "first.log",
+                        lambda: len(list(tmp_path.glob("sweep_digits/tune-*/*/runs/*/*/summary.json"))) >= 3,
+                        "three finished trials")
     [experiment] = _experiments(tmp_path, "sweep_digits")
     finished = {p.parent: (p.stat().st_mtime_ns, (p.parent / "metrics.jsonl").read_text())
                 for p in experiment.glob("*/runs/*/*/summary.json")}
