@@ -13,6 +13,7 @@ import functools
 from typing import Any
 
 from cnnforge.recipe import Recipe
+from cnnforge.sweep.search import distribution
 from cnnforge.tune_spec import SampleSpec, TuneConfig
 
 #: the result key that counts a trial's progress (the epochs cnnforge reports)
@@ -85,13 +86,7 @@ def _population_based_training(recipe: Recipe, spec: TuneConfig) -> Any:
 def _mutation(sample: SampleSpec) -> Any:
     """Ray's form of one mutation: a list (moves to a neighbouring value) or a distribution (multiplied by 0.8
     or 1.2). A choice is a list: Ray would multiply the values of a ``tune.choice``."""
-    from ray import tune as ray_tune
-
-    if sample.choice is not None:
-        return list(sample.choice)
-    if sample.uniform is not None:
-        return ray_tune.uniform(*sample.uniform)
-    return ray_tune.loguniform(*sample.loguniform)  # type: ignore[misc]
+    return list(sample.choice) if sample.choice is not None else distribution(sample)
 
 
 def clip_to_ranges(config: dict[str, Any], *, ranges: dict[str, tuple[float, float]]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnforge.tune_spec import TuneConfig
+from cnnforge.tune_spec import SampleSpec, TuneConfig
 
 
 def search_space(spec: TuneConfig) -> dict[str, Any]:
@@ -23,14 +23,18 @@ def search_space(spec: TuneConfig) -> dict[str, Any]:
 
     grid = ray_tune.grid_search if spec.search == "grid" else ray_tune.choice
     space: dict[str, Any] = {key: grid(list(values)) for key, values in spec.grid.items()}
-    for key, sample in spec.sample.items():
-        if sample.choice is not None:
-            space[key] = ray_tune.choice(list(sample.choice))
-        elif sample.uniform is not None:
-            space[key] = ray_tune.uniform(*sample.uniform)
-        else:
-            space[key] = ray_tune.loguniform(*sample.loguniform)  # type: ignore[misc]
-    return space
+    return {**space, **{key: distribution(sample) for key, sample in spec.sample.items()}}
+
+
+def distribution(sample: SampleSpec) -> Any:
+    """Ray's sampler of one ``tune.sample`` entry: a choice, or a uniform or log-uniform range."""
+    from ray import tune as ray_tune
+
+    if sample.choice is not None:
+        return ray_tune.choice(list(sample.choice))
+    if sample.uniform is not None:
+        return ray_tune.uniform(*sample.uniform)
+    return ray_tune.loguniform(*sample.loguniform)  # type: ignore[misc]
 
 
 def searcher(spec: TuneConfig, seed: int, max_concurrent: int | None) -> Any:
