@@ -52,18 +52,20 @@ def run_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequence[str
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     trial_dir = Path(experiment_dir) / tune.get_context().get_trial_id()
+    run_overrides = [*overrides, *trial_overrides(config), f"train.out_dir={trial_dir / RUNS}"]
+    trial_recipe = load_recipe(recipe, run_overrides)
+    epochs, recipe_sha256 = trial_recipe.train.epochs, rundir.recipe_hash(trial_recipe.to_yaml())
     previous = trial_run_dir(trial_dir)
     restored = tune.get_checkpoint()
     done_epochs = _epochs_in(restored)
-    if previous is not None and (previous / rundir.SUMMARY).exists():
+    if previous is not None and (previous / rundir.SUMMARY).exists() and _trained_with(previous, recipe_sha256):
         # the run finished but the driver stopped before recording it: tell Ray what it missed, train nothing
+        # (a finished run of other values does not count: PBT changed this trial's config after it ended)
         for row in rundir.read_metrics(previous):
             if row.get("epoch", 0) > done_epochs:
                 tune.report(row)
         return
 
-    run_overrides = [*overrides, *trial_overrides(config), f"train.out_dir={trial_dir / RUNS}"]
-    epochs = load_recipe(recipe, run_overrides).train.epochs
     last: list[tuple[dict[str, Any], Any]] = []
 
     def report(row: dict[str, Any], ckpt_dir: Path | None) -> None:
@@ -78,9 +80,10 @@ def run_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequence[str
     else:
         with restored.as_directory() as ckpt_dir:
             owner = _run_of(Path(ckpt_dir), trial_dir)
-            if owner is not None:
+            if owner is not None and _trained_with(owner, recipe_sha256):
                 resume(owner, checkpoint=ckpt_dir, quiet=True, reporter=report)
-            elif Path(ckpt_dir).resolve().parent != trial_dir.resolve():  # PBT: another trial's, with a new config
+            elif owner is not None or Path(ckpt_dir).resolve().parent != trial_dir.resolve():
+                # PBT: another trial's checkpoint, or this trial's own from before PBT changed its config
                 train(recipe, run_overrides, quiet=True, reporter=report, warm_start=ckpt_dir)
             else:
                 raise CnnforgeError("Ray restored this trial but its run directory is gone",
@@ -99,6 +102,11 @@ def _run_of(checkpoint: Path, trial_dir: Path) -> Path | None:
     if run is None:
         return trial_run_dir(trial_dir)
     return next((r for r in _trial_runs(trial_dir) if rundir.read_manifest(r).run_id == run.run_id), None)
+
+
+def _trained_with(run_dir: Path, recipe_sha256: str) -> bool:
+    """Whether ``run_dir`` trains the recipe with this hash (the trial's values now), not values PBT replaced."""
+    return rundir.read_manifest(run_dir).recipe_sha256 == recipe_sha256
 
 
 def _epochs_in(checkpoint: Any) -> int:
