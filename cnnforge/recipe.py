@@ -45,7 +45,7 @@ class DataConfig(_Named):
     val_fraction: Fraction = 0.1
     split: tuple[Fraction, Fraction, Fraction] = (0.6, 0.2, 0.2)
     download: Bool = False
-    on_device: Literal["auto"] | Bool = "auto"  # hold the training images on the device (training/batches.py)
+    on_device: Literal["auto"] | Bool = "auto"  # hold the images on the device (training/batches.py)
 
     @field_validator("split")
     @classmethod

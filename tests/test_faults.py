@@ -196,31 +196,36 @@ def test_a_non_finite_step_never_reaches_weights_or_optimizer_state() -> None:
     from torch import nn
 
     from cnnforge.training.nonfinite import NonFiniteGuard
+    from cnnforge.training.step_log import StepLog
 
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=True)
-    guard = NonFiniteGuard(optimizer, torch.device("cpu"), scaled=False)
+    guard, log = NonFiniteGuard(optimizer, torch.device("cpu"), scaled=False), StepLog(3, torch.device("cpu"))
     x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
 
-    def step(scale: float) -> None:
-        loss = nn.functional.cross_entropy(model(x) * scale, y)
+    def step(batch: int, scale: float) -> None:
+        logits = model(x) * scale
+        loss = nn.functional.cross_entropy(logits, y)
         loss.backward()
-        guard.check(loss, True)
+        guard.check(loss, log.verdict(batch))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        log.record(batch, logits, loss, y)
 
     def tensors() -> list[torch.Tensor]:
         return [*model.parameters(), *(optimizer.state[p]["momentum_buffer"] for p in model.parameters())]
 
-    step(1.0)
+    step(0, 1.0)
     before = [t.clone() for t in tensors()]
-    step(float("nan"))
+    step(1, float("nan"))
     # skipped on the device, nothing read on the host
     assert all(torch.equal(a, b) for a, b in zip(before, tensors(), strict=True))
-    step(1.0)
+    step(2, 1.0)
     assert not torch.equal(before[0], model.weight)  # finite steps still train
-    assert torch.stack(guard.counters()).tolist() == [1.0, 1.0]  # one bad step, one clean batch before it
+    assert log.counters(0, 3).tolist() == [1.0, 1.0]  # one bad step, one clean batch before it
+    assert log.counters(2, 3).tolist() == [0.0, 1.0]
+    assert log.sums(0, 3)[2].item() == 16  # the non-finite batch's samples are not in the epoch's sums
 
 
 # ------------------------------------------------------------------------ a finished run, copied per test

@@ -1,6 +1,7 @@
-"""``data.on_device``: the training split indexed on the device gives the DataLoader's batches exactly."""
+"""``data.on_device``: the splits held on the device give the DataLoaders' batches exactly."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,18 +12,27 @@ from tests.conftest import ROOT, cli, cli_here, one_error_line
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
 
 
-def _weights(out: Path, *overrides: str) -> dict:
+def _run(out: Path, *overrides: str) -> tuple[dict, list[dict], dict]:
+    """The final weights, the metrics rows without timings, and the summary's test metrics of one run."""
     proc = cli("run", DIGITS, "train.epochs=2", "data.num_workers=0", "train.plots=false", f"train.out_dir={out}",
                *overrides, env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return load_file(next(out.rglob("model.safetensors")))
+    rows = [json.loads(line) for line in next(out.rglob("metrics.jsonl")).read_text().splitlines()]
+    summary = json.loads(next(out.rglob("summary.json")).read_text())
+    timings = ("time/epoch_s", "time/data_wait_s", "train/samples_per_s")
+    return (load_file(next(out.rglob("model.safetensors"))),
+            [{k: v for k, v in row.items() if k not in timings} for row in rows],
+            {k: summary[k] for k in ("test/acc", "test/loss", "test/samples")})
 
 
-def test_on_device_trains_the_same_weights_as_the_loader(tmp_path: Path) -> None:
+def test_on_device_trains_and_evaluates_as_the_loader(tmp_path: Path) -> None:
     batch_ops = ["augment.mode=batch", "augment.train=[{name: hflip}]"]  # augmented on the device, seeded per batch
-    on = _weights(tmp_path / "on", "data.on_device=true", *batch_ops)
-    off = _weights(tmp_path / "off", "data.on_device=false", *batch_ops)
+    on, on_rows, on_test = _run(tmp_path / "on", "data.on_device=true", *batch_ops)
+    off, off_rows, off_test = _run(tmp_path / "off", "data.on_device=false", *batch_ops)
     assert on.keys() == off.keys() and all((on[k] == off[k]).all() for k in on)
+    # validation and test slice the splits held on the device: the loaders' metrics, to the last bit
+    assert on_rows == off_rows and len(on_rows) == 2 and "val/loss" in on_rows[0]
+    assert on_test == off_test and on_test["test/samples"] > 0
 
 
 def test_on_device_true_with_per_sample_augmentation_is_a_config_error(capsys: pytest.CaptureFixture[str],

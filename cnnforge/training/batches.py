@@ -7,7 +7,8 @@ batches are the DataLoader's exactly, so runs, resumes and the ``(seed, epoch, i
 not depend on the switch. It needs an in-memory array dataset (``images``), no per-sample
 augmentation (none, or ``augment.mode: batch``, which then runs on the device), one process and no
 gradient accumulation; ``auto`` uses it when those hold and the images take at most a quarter of
-the free device memory.
+the free device memory. The validation and test splits then join it there when they fit too, and
+evaluation slices them in order instead of collating per-sample tensors every epoch.
 """
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ class DeviceBatches:
         order = torch.from_numpy(self.order.permutation()).to(self.labels.device)
         for index in order.split(self.batch_size)[start:]:
             yield self.images[index], self.labels[index]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The split in its own order, as an evaluation loader gives it (slices: no gather, no copy)."""
+        for start in range(0, len(self.labels), self.batch_size):
+            yield self.images[start:start + self.batch_size], self.labels[start:start + self.batch_size]
 
 
 class LoaderBatches:
@@ -79,6 +85,11 @@ def free_memory(device: torch.device) -> int:
     return psutil.virtual_memory().available
 
 
+def fits(images: np.ndarray, indices: Any, device: torch.device) -> bool:
+    """Whether the ``indices`` of ``images`` take at most :data:`MEMORY_SHARE` of the free memory on ``device``."""
+    return images[:1].nbytes * len(indices) <= MEMORY_SHARE * free_memory(device)
+
+
 def use_on_device(setting: str | bool, ds: Any, acc: Any, where: str) -> bool:
     """Whether ``data.on_device`` (``auto``/true/false) puts the training split on the device."""
     if setting is False:
@@ -91,7 +102,7 @@ def use_on_device(setting: str | bool, ds: Any, acc: Any, where: str) -> bool:
         reason = "needs a single process (under DDP each rank takes its shard from the DataLoader)"
     elif acc.gradient_accumulation_steps > 1:
         reason = "needs train.grad_accum: 1 (Accelerate ends an accumulation at its DataLoader's end)"
-    elif arrays[0][ds.indices].nbytes > MEMORY_SHARE * free_memory(acc.device):
+    elif not fits(arrays[0], ds.indices, acc.device):
         reason = f"needs the images to fit in {MEMORY_SHARE:.0%} of the free {acc.device.type} memory"
     if reason is not None and setting is True:
         raise ConfigError(reason, where=where, hint="set data.on_device: auto")
@@ -113,3 +124,17 @@ def train_batches(recipe: Any, train: Any, loader: Any, sampler: EpochSampler,
     if use_on_device(d.on_device, train, acc, f"{recipe.source}: data.on_device"):
         return device_batches(train, acc.device, batch_size=d.batch_size, seed=recipe.seed)
     return LoaderBatches(loader, sampler)
+
+
+def eval_batches(recipe: Any, splits: Any, loaders: dict[str, Any], train: DeviceBatches | LoaderBatches,
+                 acc: Any) -> dict[str, Any]:
+    """The validation and test splits' batches: held on the device as well when the training split is and each
+    is an in-memory array that fits, else its (Accelerate-prepared) loader's."""
+    size = recipe.data.eval_batch_size or recipe.data.batch_size
+    out = {}
+    for name in ("val", "test"):
+        ds = getattr(splits, name)
+        arrays = device_arrays(ds) if isinstance(train, DeviceBatches) else None
+        on_device = arrays is not None and fits(arrays[0], ds.indices, acc.device)
+        out[name] = device_batches(ds, acc.device, batch_size=size, seed=recipe.seed) if on_device else loaders[name]
+    return out

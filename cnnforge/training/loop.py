@@ -1,13 +1,14 @@
 """The training loop: plain PyTorch steps inside Accelerate, with checkpoints and metrics around them.
 
 The step itself, :func:`train_step`, is the one from Accelerate's examples (``accumulate``,
-``autocast``, ``backward``, ``step``); the bookkeeping around it (metric sums, EMA, lookahead,
-checkpoints, progress) stays on the device between sync points, so a step never waits for the GPU. What makes
-runs exact and resumable (the epoch/batch position, RNG states, running metric sums) lives in
-:class:`TrainState` and in checkpoints.
+``autocast``, ``backward``, ``step``), leaving out the wrappers that would do nothing for the run; the
+bookkeeping around it (per-batch metrics, EMA, lookahead, checkpoints, progress) stays on the device
+between sync points, so a step never waits for the GPU. What makes runs exact and resumable (the
+epoch/batch position, RNG states, running metric sums) lives in :class:`TrainState` and in checkpoints.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -34,6 +35,7 @@ from cnnforge.training.lookahead import make_lookahead
 from cnnforge.training.nonfinite import NonFiniteGuard
 from cnnforge.training.parts import adopt_hyperparameters, scale_lr, use_channels_last
 from cnnforge.training.progress import Progress
+from cnnforge.training.step_log import StepLog
 
 
 @dataclass
@@ -91,6 +93,7 @@ class TrainParts:
     optimizer: Any  # parts.stepped_optimizer: the torch optimizer (Accelerate's wrapper under fp16)
     schedule: Any
     batches: DeviceBatches | LoaderBatches  # the training split
+    evals: dict[str, DeviceBatches | Any]  # "val", "test": held on the device, or their loaders
     loaders: dict[str, Any]  # "train", "val", "test" DataLoaders, prepared by Accelerate
     info: DataInfo
     run_dir: Path
@@ -101,20 +104,27 @@ class TrainParts:
 
 
 def train_step(parts: TrainParts, criterion: nn.Module, guard: NonFiniteGuard, x: torch.Tensor, y: torch.Tensor,
-               clip_grad_norm: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               found: torch.Tensor, clip_grad_norm: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, loss, backward, step: Accelerate's ``cv_example`` step; returns the logits and the loss.
 
-    ``guard`` makes the optimizer skip a non-finite step on the device (no host sync). Everything
-    else a run does per step (metrics, EMA, checkpoints, progress) happens around this function.
+    ``guard`` makes the optimizer skip a non-finite step on the device (no host sync) and writes its
+    verdict into ``found``. Accelerate's ``accumulate``, ``autocast`` and ``backward`` are used where
+    they have work to do (gradient accumulation, mixed precision, fp16 loss scaling): without it
+    they are context managers and a division by 1 that cost ~40 us a step, as much as a light GPU
+    step. Everything else a run does per step (metrics, EMA, checkpoints, progress) happens around this function.
     """
     acc, model, optimizer = parts.acc, parts.model, parts.optimizer
-    with acc.accumulate(model):
-        with acc.autocast():
+    accumulating = acc.gradient_accumulation_steps > 1
+    with acc.accumulate(model) if accumulating else contextlib.nullcontext():
+        with acc.autocast() if acc.native_amp else contextlib.nullcontext():
             logits = model(x)
             loss = criterion(logits, y)
-        acc.backward(loss)
-        guard.check(loss, acc.sync_gradients)
+        if accumulating or acc.scaler is not None:
+            acc.backward(loss)  # divides by the accumulation steps, scales an fp16 loss
+        else:
+            loss.backward()
         if acc.sync_gradients:  # the last batch of an accumulation (every batch without train.grad_accum)
+            guard.check(loss, found)
             if clip_grad_norm:
                 acc.clip_grad_norm_(model.parameters(), clip_grad_norm)
             optimizer.step()
@@ -142,8 +152,9 @@ class Trainer:
         torch_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # under Accelerate's wrapper (fp16)
         self.guard = NonFiniteGuard(torch_optimizer, device, scaled=self.acc.scaler is not None)
         self.ckpt_dir = self.run_dir / rundir.CHECKPOINTS
-        self._sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n of this epoch
-        self._window = 0  # the batch from which the guard's counters count
+        self.log = StepLog(len(parts.batches), device)
+        self._sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n of this epoch's
+        self._window = 0  # ... batches before this one; the log holds the others
         self._data_wait = 0.0
 
     # ------------------------------------------------------------------------------------ inputs
@@ -174,17 +185,19 @@ class Trainer:
     def _epoch(self, state: TrainState) -> dict[str, Any]:
         self.model.train()
         self.progress.start_epoch(state.epoch, state.batch)
+        self.log.clear()
         self._window, self._data_wait = state.batch, 0.0
         start = self._epoch_start = time.perf_counter()
         clip = self.recipe.train.clip_grad_norm
         for x, y in self._timed(self.parts.batches.epoch(state.epoch, state.batch)):
             x, y = self._inputs(x, y, state)
-            logits, loss = train_step(self.parts, self.criterion, self.guard, x, y, clip)
-            self._count(logits, loss, y)
+            batch = state.batch
+            logits, loss = train_step(self.parts, self.criterion, self.guard, x, y, self.log.verdict(batch), clip)
+            self.log.record(batch, logits, loss, y)
             self._after_step(state)
         if self.lookahead is not None:
             self.lookahead.end_epoch(self.bare_model())
-        self._judge(state)
+        self._sync(state)
         state.train_time += time.perf_counter() - self._epoch_start
         sums = self.acc.reduce(self._sums.clone(), reduction="sum").tolist()
         n, elapsed = max(1.0, sums[2]), time.perf_counter() - start
@@ -209,14 +222,6 @@ class Trainer:
             x = self.batch_augment(x.to(self.acc.device, non_blocking=True), key)
         return self.prepare_input(x), y.to(self.acc.device, non_blocking=True)
 
-    @torch.no_grad()
-    def _count(self, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> None:
-        """Add the step to the epoch's sums, on the device (a non-finite loss adds nothing)."""
-        loss = loss.detach().double()
-        ok = torch.isfinite(loss)
-        step = torch.stack((loss * y.numel(), (logits.argmax(1) == y).sum().double(), ok.double() * y.numel()))
-        self._sums.add_(torch.where(ok, step, 0.0))
-
     def _after_step(self, state: TrainState) -> None:
         """Bookkeeping after a batch: step counts, lookahead, EMA, step checkpoints and a time-based progress read."""
         state.batch += 1
@@ -228,17 +233,24 @@ class Trainer:
             state.global_step += 1
             every = self.recipe.train.checkpoint_every_steps
             if every and state.global_step % every == 0:
-                self._judge(state)
+                self._sync(state)
                 now = time.perf_counter()
                 state.train_time += now - self._epoch_start
                 self._epoch_start = now
                 self.save_checkpoint(state)
-        if self.progress.due(state.batch):
-            self.progress.update(state.batch, self._sums.tolist())  # the one device read of this refresh
+        if self.progress.due(state.batch):  # the one device read of this refresh (the log is not folded: see _sync)
+            self.progress.update(state.batch, (self._sums + self.log.sums(self._window, state.batch)).tolist())
 
-    def _judge(self, state: TrainState) -> None:
-        """At a sync point: count the skipped steps, or act on a non-finite one (stop or roll back)."""
-        counters = torch.stack(self.guard.counters())
+    def _sync(self, state: TrainState) -> None:
+        """At a sync point (a checkpoint, the epoch's end): add the batches since the last one to the epoch's
+        sums, count their skipped steps, or act on a non-finite one (stop or roll back).
+
+        Only here are batches folded into the sums, so a resumed run adds the same groups of numbers
+        in the same order as an uninterrupted one, and its metrics match to the last bit.
+        """
+        start, self._window = self._window, state.batch
+        self._sums += self.log.sums(start, state.batch)
+        counters = self.log.counters(start, state.batch)
         if self.acc.num_processes > 1 and self.guard.scaled:  # fp16: per-rank verdicts (the loss's); agree on one
             import torch.distributed as dist
 
@@ -246,8 +258,7 @@ class Trainer:
             dist.all_reduce(counters, op=dist.ReduceOp.MAX)  # most bad steps, fewest clean batches
             counters[1].neg_()
         bad, clean = counters.tolist()
-        self.guard.reset()
-        first, self._window = self._window + int(clean) + 1, state.batch
+        first = start + int(clean) + 1
         if not bad:
             return
         if self.recipe.train.on_nan == "skip":
@@ -311,7 +322,7 @@ class Trainer:
 
         model, tta = (self.model if self.ema is None else self.ema.module), self.recipe.eval.tta
         model.eval()
-        logits, y = gather_outputs(lambda x: tta_logits(model, self.prepare_input(x), tta), self.loaders[split],
+        logits, y = gather_outputs(lambda x: tta_logits(model, self.prepare_input(x), tta), self.parts.evals[split],
                                    self.acc)
         self.model.train()
         return eval_result(logits, y)

@@ -125,7 +125,7 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     """One run; a new run directory is locked (``held``) from the moment it exists."""
     from accelerate.utils import set_seed
 
-    from cnnforge.training.batches import train_batches
+    from cnnforge.training.batches import eval_batches, train_batches
     from cnnforge.training.loop import Trainer, TrainParts
     from cnnforge.training.parts import make_accelerator
     from cnnforge.training.progress import Progress
@@ -144,8 +144,9 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
                         quiet=quiet)
     batches = train_batches(recipe, splits.train, loaders["train"], sampler, acc)
-    trainer = Trainer(recipe, TrainParts(acc, model, optimizer, schedule, batches, loaders, splits.info, run_dir,
-                                         progress, tracking, reporter, identity))
+    evals = eval_batches(recipe, splits, loaders, batches, acc)
+    trainer = Trainer(recipe, TrainParts(acc, model, optimizer, schedule, batches, evals, loaders, splits.info,
+                                         run_dir, progress, tracking, reporter, identity))
     return _fit(trainer, recipe, start, quiet=quiet, warm=warm)
 
 
