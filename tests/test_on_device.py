@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ from safetensors.torch import load_file
 from tests.conftest import ROOT, cli, cli_here, one_error_line
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
+ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 
 
 def _run(out: Path, *overrides: str) -> tuple[dict, list[dict], dict]:
@@ -47,3 +51,19 @@ def test_on_device_true_with_per_sample_augmentation_is_a_config_error(capsys: p
 def test_a_bad_on_device_value_names_the_key(capsys: pytest.CaptureFixture[str]) -> None:
     proc = cli_here(capsys, "check", DIGITS, "data.on_device=sometimes")
     assert proc.returncode == 2 and "data.on_device" in one_error_line(proc)
+
+
+@pytest.mark.slow
+def test_on_device_under_ddp_trains_each_ranks_shard_as_the_loader(tmp_path: Path) -> None:
+    """Every rank holds the split and gathers the batches Accelerate's sharded batch sampler gives it (padded)."""
+    def weights(out: Path, setting: str) -> dict:
+        cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "-m", "cnnforge", "run", DIGITS,
+               "train.epochs=1", "data.batch_size=40", "data.num_workers=0", "train.plots=false",  # 27 batches: padded
+               f"data.on_device={setting}", f"train.out_dir={out}"]
+        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return load_file(next(out.rglob("model.safetensors")))
+
+    on, off = weights(tmp_path / "on", "true"), weights(tmp_path / "off", "false")
+    assert on.keys() == off.keys() and all((on[k] == off[k]).all() for k in on)

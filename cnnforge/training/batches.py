@@ -1,17 +1,21 @@
 """The training batches of an epoch: from a DataLoader, or indexed from a dataset held on the device.
 
 ``data.on_device``: a small uint8 dataset (every seed's) is copied to the device once and each batch
-is one gather from it, in the epoch's order (:class:`~cnnforge.data.loading.EpochSampler`'s
-permutation): no workers, no per-sample tensors, no collation, no host-to-device copy per step. The
-batches are the DataLoader's exactly, so runs, resumes and the ``(seed, epoch, index)`` contract do
-not depend on the switch. It needs an in-memory array dataset (``images``), no per-sample
-augmentation (none, or ``augment.mode: batch``, which then runs on the device), one process and no
-gradient accumulation; ``auto`` uses it when those hold and the images take at most a quarter of
-the free device memory. The validation and test splits then join it there when they fit too, and
-evaluation slices them in order instead of collating per-sample tensors every epoch.
+is one gather from it. The prepared DataLoader's batch sampler still picks the batches (the epoch's
+order, :class:`~cnnforge.data.loading.EpochSampler`; under DDP this rank's shard, padded as
+Accelerate pads it), so the batches are the DataLoader's exactly and runs, resumes and the
+``(seed, epoch, index)`` contract do not depend on the switch; only the per-sample items, the
+collation, the workers and the host-to-device copy per step are gone (one copy of the epoch's
+indices remains). It needs an in-memory array dataset (``images``), no per-sample augmentation
+(none, or ``augment.mode: batch``, which then runs on the device) and no gradient accumulation;
+``auto`` uses it when those hold and the images take at most a quarter of the free device memory
+(every rank holds the whole split). In one process the validation and test splits then join it
+there when they fit too, and evaluation slices them in order instead of collating per-sample
+tensors every epoch.
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,24 +30,32 @@ MEMORY_SHARE = 0.25
 
 
 class DeviceBatches:
-    """Batches gathered from uint8 NCHW images and labels that live on the device."""
+    """Training batches gathered from uint8 NCHW images and labels that live on the device."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, seed: int) -> None:
-        self.images, self.labels, self.batch_size = images, labels, batch_size
-        self.order = EpochSampler(len(labels), shuffle=True, seed=seed)
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_sampler: Any, sampler: EpochSampler) -> None:
+        self.images, self.labels, self.batch_sampler, self.sampler = images, labels, batch_sampler, sampler
 
     def __len__(self) -> int:
-        return -(-len(self.labels) // self.batch_size)
+        return len(self.batch_sampler)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Epoch ``epoch``'s batches from batch ``start`` on (a resumed run skips the ones it trained)."""
-        self.order.use_epoch(epoch)
-        order = torch.from_numpy(self.order.permutation()).to(self.labels.device)
-        for index in order.split(self.batch_size)[start:]:
+        self.sampler.use_epoch(epoch)
+        batches = list(itertools.islice(self.batch_sampler, start, None))  # lists of (epoch, index) keys
+        if not batches:
+            return
+        flat = torch.tensor([index for batch in batches for _, index in batch], dtype=torch.long)
+        for index in flat.to(self.labels.device, non_blocking=True).split([len(batch) for batch in batches]):
             yield self.images[index], self.labels[index]
 
+
+class DeviceSplit:
+    """An evaluation split held on the device, batched in its own order as its loader would (slices, no copy)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> None:
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The split in its own order, as an evaluation loader gives it (slices: no gather, no copy)."""
         for start in range(0, len(self.labels), self.batch_size):
             yield self.images[start:start + self.batch_size], self.labels[start:start + self.batch_size]
 
@@ -85,9 +97,10 @@ def free_memory(device: torch.device) -> int:
     return psutil.virtual_memory().available
 
 
-def fits(images: np.ndarray, indices: Any, device: torch.device) -> bool:
-    """Whether the ``indices`` of ``images`` take at most :data:`MEMORY_SHARE` of the free memory on ``device``."""
-    return images[:1].nbytes * len(indices) <= MEMORY_SHARE * free_memory(device)
+def fits(images: np.ndarray, indices: Any, device: torch.device, copies: int = 1) -> bool:
+    """Whether ``copies`` of the ``indices`` of ``images`` take at most :data:`MEMORY_SHARE` of the free memory on
+    ``device`` (on a CPU every DDP rank's copy is in the same memory)."""
+    return images[:1].nbytes * len(indices) * copies <= MEMORY_SHARE * free_memory(device)
 
 
 def use_on_device(setting: str | bool, ds: Any, acc: Any, where: str) -> bool:
@@ -98,43 +111,42 @@ def use_on_device(setting: str | bool, ds: Any, acc: Any, where: str) -> bool:
     arrays = device_arrays(ds)
     if arrays is None:
         reason = "needs an in-memory array dataset without per-sample augmentation (augment.mode: batch)"
-    elif acc.num_processes > 1:
-        reason = "needs a single process (under DDP each rank takes its shard from the DataLoader)"
     elif acc.gradient_accumulation_steps > 1:
         reason = "needs train.grad_accum: 1 (Accelerate ends an accumulation at its DataLoader's end)"
-    elif not fits(arrays[0], ds.indices, acc.device):
+    elif not fits(arrays[0], ds.indices, acc.device, acc.num_processes if acc.device.type == "cpu" else 1):
         reason = f"needs the images to fit in {MEMORY_SHARE:.0%} of the free {acc.device.type} memory"
     if reason is not None and setting is True:
         raise ConfigError(reason, where=where, hint="set data.on_device: auto")
     return reason is None
 
 
-def device_batches(ds: Any, device: torch.device, *, batch_size: int, seed: int) -> DeviceBatches:
-    """Copy the training split to ``device`` once, as uint8 NCHW (what the DataLoader's batches hold)."""
+def on_device(ds: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split's images (uint8 NCHW, what the DataLoader's batches hold) and labels, copied to ``device`` once."""
     images, labels = device_arrays(ds)
     picked = torch.from_numpy(images[ds.indices]).permute(0, 3, 1, 2).contiguous()
-    return DeviceBatches(picked.to(device), torch.from_numpy(np.asarray(labels)).to(device),
-                         batch_size=batch_size, seed=seed)
+    return picked.to(device), torch.from_numpy(np.asarray(labels)).to(device)
 
 
 def train_batches(recipe: Any, train: Any, loader: Any, sampler: EpochSampler,
                   acc: Any) -> DeviceBatches | LoaderBatches:
-    """The training split's batches: on the device when ``data.on_device`` allows, else ``loader``'s."""
-    d = recipe.data
-    if use_on_device(d.on_device, train, acc, f"{recipe.source}: data.on_device"):
-        return device_batches(train, acc.device, batch_size=d.batch_size, seed=recipe.seed)
+    """The training split's batches: on the device when ``data.on_device`` allows, else ``loader``'s (both picked
+    by the prepared loader's batch sampler)."""
+    if use_on_device(recipe.data.on_device, train, acc, f"{recipe.source}: data.on_device"):
+        return DeviceBatches(*on_device(train, acc.device), loader.batch_sampler, sampler)
     return LoaderBatches(loader, sampler)
 
 
 def eval_batches(recipe: Any, splits: Any, loaders: dict[str, Any], train: DeviceBatches | LoaderBatches,
                  acc: Any) -> dict[str, Any]:
-    """The validation and test splits' batches: held on the device as well when the training split is and each
-    is an in-memory array that fits, else its (Accelerate-prepared) loader's."""
+    """The validation and test splits' batches: held on the device as well when the training split is, in one
+    process (under DDP the loaders shard them and ``gather_for_metrics`` drops their padding), and each is an
+    in-memory array that fits; else its (Accelerate-prepared) loader's."""
     size = recipe.data.eval_batch_size or recipe.data.batch_size
+    held = isinstance(train, DeviceBatches) and acc.num_processes == 1
     out = {}
     for name in ("val", "test"):
         ds = getattr(splits, name)
-        arrays = device_arrays(ds) if isinstance(train, DeviceBatches) else None
-        on_device = arrays is not None and fits(arrays[0], ds.indices, acc.device)
-        out[name] = device_batches(ds, acc.device, batch_size=size, seed=recipe.seed) if on_device else loaders[name]
+        arrays = device_arrays(ds) if held else None
+        fitting = arrays is not None and fits(arrays[0], ds.indices, acc.device)
+        out[name] = DeviceSplit(*on_device(ds, acc.device), size) if fitting else loaders[name]
     return out

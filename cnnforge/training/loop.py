@@ -28,7 +28,7 @@ from cnnforge.data.normalize import Normalize
 from cnnforge.errors import NonFiniteLossError
 from cnnforge.recipe import Recipe
 from cnnforge.run_files import RunIdentity
-from cnnforge.training.batches import DeviceBatches, LoaderBatches
+from cnnforge.training.batches import DeviceBatches, DeviceSplit, LoaderBatches
 from cnnforge.training.ema import make_ema
 from cnnforge.training.eval_step import EvalResult
 from cnnforge.training.lookahead import make_lookahead
@@ -93,7 +93,7 @@ class TrainParts:
     optimizer: Any  # parts.stepped_optimizer: the torch optimizer (Accelerate's wrapper under fp16)
     schedule: Any
     batches: DeviceBatches | LoaderBatches  # the training split
-    evals: dict[str, DeviceBatches | Any]  # "val", "test": held on the device, or their loaders
+    evals: dict[str, DeviceSplit | Any]  # "val", "test": held on the device, or their loaders
     loaders: dict[str, Any]  # "train", "val", "test" DataLoaders, prepared by Accelerate
     info: DataInfo
     run_dir: Path
