@@ -33,7 +33,7 @@ from cnnforge.training.ema import make_ema
 from cnnforge.training.eval_step import EvalResult
 from cnnforge.training.lookahead import make_lookahead
 from cnnforge.training.nonfinite import NonFiniteGuard
-from cnnforge.training.parts import adopt_hyperparameters, scale_lr, use_channels_last
+from cnnforge.training.parts import adopt_hyperparameters, scale_lr, steps_per_epoch, use_channels_last
 from cnnforge.training.progress import Progress
 from cnnforge.training.step_log import StepLog
 
@@ -147,8 +147,8 @@ class Trainer:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.batch_augment = make_batch_augment(recipe)  # augment.mode: batch -> train ops run here, on the device
         self.ema = make_ema(self.bare_model(), recipe)
-        steps_per_epoch = math.ceil(len(parts.batches) / recipe.train.grad_accum)
-        self.lookahead = make_lookahead(recipe.train.lookahead, steps_per_epoch * recipe.train.epochs)
+        steps = steps_per_epoch(len(parts.batches), recipe.train.grad_accum)
+        self.lookahead = make_lookahead(recipe.train.lookahead, steps * recipe.train.epochs)
         torch_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # under Accelerate's wrapper (fp16)
         self.guard = NonFiniteGuard(torch_optimizer, device, scaled=self.acc.scaler is not None)
         self.ckpt_dir = self.run_dir / rundir.CHECKPOINTS

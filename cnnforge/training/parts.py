@@ -198,6 +198,11 @@ def stepped_optimizer(prepared: Any, acc: Any) -> Any:
     return prepared if acc.scaler is not None else prepared.optimizer
 
 
+def steps_per_epoch(batches: int, grad_accum: int) -> int:
+    """Optimizer steps in an epoch of ``batches`` batches: the last accumulation steps even when it is short."""
+    return math.ceil(batches / grad_accum)
+
+
 def make_schedule(optimizer: torch.optim.Optimizer, schedule: ScheduleConfig, epochs: int,
                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """An LR multiplier per optimizer step (so a mid-epoch resume restores it exactly).

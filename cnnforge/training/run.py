@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -219,6 +218,7 @@ def _parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any
         model_for,
         speed_up,
         stepped_optimizer,
+        steps_per_epoch,
         wrap_parallel,
     )
     from cnnforge.training.whiten import whiten_first_conv
@@ -237,8 +237,8 @@ def _parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any
     model, optimizer, loaders["train"], loaders["val"], loaders["test"] = acc.prepare(
         model, optimizer, loaders["train"], loaders["val"], loaders["test"])
     optimizer = stepped_optimizer(optimizer, acc)
-    steps_per_epoch = math.ceil(len(loaders["train"]) / recipe.train.grad_accum)
-    schedule = make_schedule(optimizer, recipe.schedule, recipe.train.epochs, steps_per_epoch)
+    schedule = make_schedule(optimizer, recipe.schedule, recipe.train.epochs,
+                             steps_per_epoch(len(loaders["train"]), recipe.train.grad_accum))
     return model, optimizer, schedule, loaders, sampler, splits
 
 
