@@ -15,6 +15,7 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -58,6 +59,13 @@ def interleaved(contenders: dict[str, Callable[[], Any]], repeats: int, *,
 def best(times: Sequence[float]) -> float:
     """The fastest round: on a shared machine the others mostly measure the neighbours."""
     return min(times)
+
+
+def median_ratio(theirs: Sequence[Sequence[float]], ours: Sequence[Sequence[float]]) -> float:
+    """``ours``' throughput relative to ``theirs``: per round the ratio of their median epoch times, then the median
+    over rounds. A round's runs follow each other within seconds, while a shared VM's speed drifts by more than
+    the gap measured over a minute: a ratio of two bests mostly measures which contender was lucky."""
+    return median(median(t) / median(o) for t, o in zip(theirs, ours, strict=True))
 
 
 def weights_equal(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -4,7 +4,8 @@ Run by ``benchmarks/gpu_suite.sh`` (under 8 minutes on one GPU); each section re
 
 * **overhead**: cnnforge against the plain loop (``light_step``'s contenders: data held on the device,
   bf16 by autocast, the clock read after ``torch.cuda.synchronize``) for LeNet (a light step) and
-  vgg_bn (a heavy one), fp32 and bf16: training samples/s of the best epoch, and whether the weights
+  vgg_bn (a heavy one), fp32 and bf16: training samples/s of the best epoch, the ratio of the median
+  epochs round by round (``common.median_ratio``), and whether the weights
   are ``torch.equal`` (expected on a CPU; cuDNN's kernel choice may break it on a GPU);
 * **knobs**: samples/s of every seed model's training step with ``channels_last`` and ``compile``
   against plain fp32 (``speed_knobs.measure``);
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, best, parser, report, weights_equal, write_cifar
+from benchmarks.common import ROOT, best, median_ratio, parser, report, weights_equal, write_cifar
 
 Section = tuple[list[dict[str, Any]], dict[str, Any]]  # table rows and JSON results of one section
 
@@ -52,7 +53,7 @@ def overhead(work: Path, *, tiny: bool, repeats: int, device: str) -> Section:
             recipe = light_step.recipe(root, work / "runs", tiny=tiny, epochs=2 if tiny else 3)
             recipe["model"]["name"], recipe["train"]["precision"] = model, precision
             runs: dict[str, list[dict[str, Any]]] = {"plain": [], "cnnforge": []}
-            for _ in range(repeats):  # interleaved rounds; the best epoch of all counts
+            for _ in range(repeats):  # interleaved rounds
                 runs["plain"].append(light_step.plain(recipe))
                 runs["cnnforge"].append(light_step.cnnforge_run(recipe))
             samples = runs["plain"][0]["samples"]
@@ -60,9 +61,11 @@ def overhead(work: Path, *, tiny: bool, repeats: int, device: str) -> Section:
             theirs, ours = runs["plain"][0]["weights"], runs["cnnforge"][0]["weights"]
             equal = weights_equal(theirs, ours)
             case = f"{model} {'fp32' if precision == 'no' else precision}"
-            out[case] = {"samples_per_s": rate, "ratio": rate["cnnforge"] / rate["plain"], "weights_equal": equal}
+            ratio = median_ratio(*([run["epoch_s"] for run in runs[name]] for name in ("plain", "cnnforge")))
+            out[case] = {"samples_per_s": rate, "ratio": ratio, "weights_equal": equal}
             rows += [_row("overhead", f"{case} plain", rate["plain"], rate["plain"]),
-                     _row("overhead", f"{case} cnnforge", rate["cnnforge"], rate["plain"], f"weights equal: {equal}")]
+                     _row("overhead", f"{case} cnnforge", rate["cnnforge"], rate["plain"],
+                          f"median of rounds {ratio:.3f}x; weights equal: {equal}")]
     return rows, out
 
 
