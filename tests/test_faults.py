@@ -201,7 +201,7 @@ def test_a_non_finite_step_never_reaches_weights_or_optimizer_state() -> None:
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, fused=True)
-    guard, log = NonFiniteGuard(optimizer, torch.device("cpu"), scaled=False), StepLog(3, torch.device("cpu"))
+    guard, log = NonFiniteGuard(optimizer, torch.device("cpu"), scaled=False), StepLog(4, torch.device("cpu"))
     x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
 
     def step(batch: int, scale: float) -> None:
@@ -211,7 +211,7 @@ def test_a_non_finite_step_never_reaches_weights_or_optimizer_state() -> None:
         guard.check(loss, log.verdict(batch))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        log.record(batch, logits, loss, y)
+        log.record(logits, loss, y)
 
     def tensors() -> list[torch.Tensor]:
         return [*model.parameters(), *(optimizer.state[p]["momentum_buffer"] for p in model.parameters())]
@@ -223,9 +223,11 @@ def test_a_non_finite_step_never_reaches_weights_or_optimizer_state() -> None:
     assert all(torch.equal(a, b) for a, b in zip(before, tensors(), strict=True))
     step(2, 1.0)
     assert not torch.equal(before[0], model.weight)  # finite steps still train
-    assert log.counters(0, 3).tolist() == [1.0, 1.0]  # one bad step, one clean batch before it
-    assert log.counters(2, 3).tolist() == [0.0, 1.0]
-    assert log.sums(0, 3)[2].item() == 16  # the non-finite batch's samples are not in the epoch's sums
+    first, sums, counters = log.fold()  # what a sync point reads
+    assert (first, counters.tolist()) == (0, [1.0, 1.0])  # one bad step, one clean batch before it
+    assert sums[2].item() == 16  # the non-finite batch's samples are not in the epoch's sums
+    step(3, 1.0)
+    assert (log.first, log.counters().tolist()) == (3, [0.0, 1.0])  # only the batches since the fold
 
 
 # ------------------------------------------------------------------------ a finished run, copied per test

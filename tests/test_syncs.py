@@ -56,7 +56,7 @@ for name in ("all_reduce", "all_gather", "all_gather_object", "broadcast", "broa
              "reduce", "gather", "scatter", "all_to_all"):
     setattr(dist, name, counted("collective", getattr(dist, name)))
 
-step = loop.train_step
+step = loop.TrainStep.__call__
 
 
 def train_step(*args, **kwargs):
@@ -64,7 +64,7 @@ def train_step(*args, **kwargs):
     return step(*args, **kwargs)
 
 
-loop.train_step = train_step
+loop.TrainStep.__call__ = train_step
 if os.environ.get("LIVE_BAR"):  # a bar that refreshes after every step: one read each, no more
     progress._interactive = lambda: True
     progress.REFRESH_S = 0.0

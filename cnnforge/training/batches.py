@@ -15,7 +15,6 @@ tensors every epoch.
 """
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,20 +32,37 @@ class DeviceBatches:
     """Training batches gathered from uint8 NCHW images and labels that live on the device."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_sampler: Any, sampler: EpochSampler) -> None:
-        self.images, self.labels, self.batch_sampler, self.sampler = images, labels, batch_sampler, sampler
+        self.images, self.labels, self.sampler = images, labels, sampler
+        self.positions, self.sizes = batch_positions(batch_sampler, sampler)
+        self.offsets = np.cumsum([0, *self.sizes]).tolist()
 
     def __len__(self) -> int:
-        return len(self.batch_sampler)
+        return len(self.sizes)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Epoch ``epoch``'s batches from batch ``start`` on (a resumed run skips the ones it trained)."""
-        self.sampler.use_epoch(epoch)
-        batches = list(itertools.islice(self.batch_sampler, start, None))  # lists of (epoch, index) keys
-        if not batches:
+        if start >= len(self.sizes):
             return
-        flat = torch.tensor([index for batch in batches for _, index in batch], dtype=torch.long)
-        for index in flat.to(self.labels.device, non_blocking=True).split([len(batch) for batch in batches]):
+        self.sampler.use_epoch(epoch)
+        order = torch.from_numpy(self.sampler.permutation())[self.positions[self.offsets[start]:]]
+        for index in order.to(self.labels.device, non_blocking=True).split(self.sizes[start:]):
             yield self.images[index], self.labels[index]
+
+
+def batch_positions(batch_sampler: Any, sampler: EpochSampler) -> tuple[torch.Tensor, list[int]]:
+    """Where the samples of each of ``batch_sampler``'s batches sit in an epoch's order, and the batch sizes.
+
+    A batch sampler picks by position in the order it is given (chunks of it, this rank's shard of them,
+    the padding that repeats its first ones), never by index, so one pass over it in any epoch gives
+    the batches of every epoch: each is then one gather from that epoch's permutation, not a Python
+    list of ``(epoch, index)`` keys (~1.5 ms an epoch of 10,000 samples, ~10 us a step).
+    """
+    sampler.use_epoch(0)
+    batches = list(batch_sampler)
+    position = np.empty(len(sampler), dtype=np.int64)
+    position[sampler.permutation()] = np.arange(len(sampler))
+    picked = position[np.asarray([index for batch in batches for _, index in batch], dtype=np.int64)]
+    return torch.from_numpy(picked), [len(batch) for batch in batches]
 
 
 class DeviceSplit:

@@ -1,6 +1,6 @@
 """The training loop: plain PyTorch steps inside Accelerate, with checkpoints and metrics around them.
 
-The step itself, :func:`train_step`, is the one from Accelerate's examples (``accumulate``,
+The step itself, :class:`TrainStep`, is the one from Accelerate's examples (``accumulate``,
 ``autocast``, ``backward``, ``step``), leaving out the wrappers that would do nothing for the run; the
 bookkeeping around it (per-batch metrics, EMA, lookahead, checkpoints, progress) stays on the device
 between sync points, so a step never waits for the GPU. What makes runs exact and resumable (the
@@ -33,7 +33,7 @@ from cnnforge.training.ema import make_ema
 from cnnforge.training.eval_step import EvalResult
 from cnnforge.training.lookahead import make_lookahead
 from cnnforge.training.nonfinite import NonFiniteGuard
-from cnnforge.training.parts import adopt_hyperparameters, scale_lr, steps_per_epoch, use_channels_last
+from cnnforge.training.parts import adopt_hyperparameters, constant_lr, scale_lr, steps_per_epoch, use_channels_last
 from cnnforge.training.progress import Progress
 from cnnforge.training.step_log import StepLog
 
@@ -103,34 +103,47 @@ class TrainParts:
     identity: RunIdentity | None = None  # recorded in every checkpoint; resume refuses another run's
 
 
-def train_step(parts: TrainParts, criterion: nn.Module, guard: NonFiniteGuard, x: torch.Tensor, y: torch.Tensor,
-               found: torch.Tensor, clip_grad_norm: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+class TrainStep:
     """Forward, loss, backward, step: Accelerate's ``cv_example`` step; returns the logits and the loss.
 
     ``guard`` makes the optimizer skip a non-finite step on the device (no host sync) and writes its
-    verdict into ``found``. Accelerate's ``accumulate``, ``autocast`` and ``backward`` are used where
-    they have work to do (gradient accumulation, mixed precision, fp16 loss scaling): without it
-    they are context managers and a division by 1 that cost ~40 us a step, as much as a light GPU
-    step. Everything else a run does per step (metrics, EMA, checkpoints, progress) happens around this function.
+    verdict into ``found``. What the run needs is decided once, here, not per step: Accelerate's
+    ``accumulate``, ``autocast`` and ``backward`` are used where they have work to do (gradient
+    accumulation, mixed precision, fp16 loss scaling; otherwise they are context managers and a
+    division by 1), and a constant learning rate has no schedule to step. On a light model each of
+    these costs as much per step as a GPU takes for the step itself. Everything else a run does per
+    step (metrics, EMA, checkpoints, progress) happens around this call.
     """
-    acc, model, optimizer = parts.acc, parts.model, parts.optimizer
-    accumulating = acc.gradient_accumulation_steps > 1
-    with acc.accumulate(model) if accumulating else contextlib.nullcontext():
-        with acc.autocast() if acc.native_amp else contextlib.nullcontext():
-            logits = model(x)
-            loss = criterion(logits, y)
-        if accumulating or acc.scaler is not None:
-            acc.backward(loss)  # divides by the accumulation steps, scales an fp16 loss
-        else:
-            loss.backward()
-        if acc.sync_gradients:  # the last batch of an accumulation (every batch without train.grad_accum)
-            guard.check(loss, found)
-            if clip_grad_norm:
-                acc.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            optimizer.step()
-            parts.schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-    return logits, loss
+
+    def __init__(self, parts: TrainParts, criterion: nn.Module, guard: NonFiniteGuard, *,
+                 clip_grad_norm: float | None, constant_lr: bool) -> None:
+        acc = parts.acc
+        self.acc, self.model, self.optimizer = acc, parts.model, parts.optimizer
+        self.criterion, self.guard, self.clip_grad_norm = criterion, guard, clip_grad_norm
+        self.schedule = None if constant_lr else parts.schedule
+        self.accumulating = acc.gradient_accumulation_steps > 1
+        self.autocast = acc.autocast if acc.native_amp else contextlib.nullcontext
+        self.accelerated_backward = self.accumulating or acc.scaler is not None  # divides by the steps, scales fp16
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, found: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        acc, model, optimizer = self.acc, self.model, self.optimizer
+        with acc.accumulate(model) if self.accumulating else contextlib.nullcontext():
+            with self.autocast():
+                logits = model(x)
+                loss = self.criterion(logits, y)
+            if self.accelerated_backward:
+                acc.backward(loss)
+            else:
+                loss.backward()
+            if not self.accumulating or acc.sync_gradients:  # the last batch of an accumulation
+                self.guard.check(loss, found)
+                if self.clip_grad_norm:
+                    acc.clip_grad_norm_(model.parameters(), self.clip_grad_norm)
+                optimizer.step()
+                if self.schedule is not None:
+                    self.schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+        return logits, loss
 
 
 class Trainer:
@@ -151,17 +164,22 @@ class Trainer:
         self.lookahead = make_lookahead(recipe.train.lookahead, steps * recipe.train.epochs)
         torch_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # under Accelerate's wrapper (fp16)
         self.guard = NonFiniteGuard(torch_optimizer, device, scaled=self.acc.scaler is not None)
+        self.step = TrainStep(parts, self.criterion, self.guard, clip_grad_norm=recipe.train.clip_grad_norm,
+                              constant_lr=constant_lr(recipe.schedule))
         self.ckpt_dir = self.run_dir / rundir.CHECKPOINTS
         self.log = StepLog(len(parts.batches), device)
-        self._sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n of this epoch's
-        self._window = 0  # ... batches before this one; the log holds the others
+        self._sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n of the folded batches
         self._data_wait = 0.0
 
     # ------------------------------------------------------------------------------------ inputs
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW on the device -> normalised float, in the recipe's memory format."""
-        x = self.normalize(x.to(self.acc.device, non_blocking=True))
-        return x.contiguous(memory_format=self.memory_format)
+        """uint8 NCHW on the device -> normalised float, in the recipe's memory format.
+
+        Batches are on the device already: Accelerate's prepared loaders put them there, and a split held
+        on the device is indexed there. The arithmetic keeps a contiguous batch contiguous.
+        """
+        x = self.normalize(x)
+        return x if self.memory_format is torch.contiguous_format else x.contiguous(memory_format=self.memory_format)
 
     def bare_model(self) -> nn.Module:
         return self.acc.unwrap_model(self.model)
@@ -185,15 +203,13 @@ class Trainer:
     def _epoch(self, state: TrainState) -> dict[str, Any]:
         self.model.train()
         self.progress.start_epoch(state.epoch, state.batch)
-        self.log.clear()
-        self._window, self._data_wait = state.batch, 0.0
+        self.log.start(state.batch)
+        self._data_wait = 0.0
         start = self._epoch_start = time.perf_counter()
-        clip = self.recipe.train.clip_grad_norm
         for x, y in self._timed(self.parts.batches.epoch(state.epoch, state.batch)):
             x, y = self._inputs(x, y, state)
-            batch = state.batch
-            logits, loss = train_step(self.parts, self.criterion, self.guard, x, y, self.log.verdict(batch), clip)
-            self.log.record(batch, logits, loss, y)
+            logits, loss = self.step(x, y, self.log.verdict(state.batch))
+            self.log.record(logits, loss, y)
             self._after_step(state)
         if self.lookahead is not None:
             self.lookahead.end_epoch(self.bare_model())
@@ -219,13 +235,13 @@ class Trainer:
     def _inputs(self, x: torch.Tensor, y: torch.Tensor, state: TrainState) -> tuple[torch.Tensor, torch.Tensor]:
         if self.batch_augment is not None:
             key = (state.epoch, state.batch, self.acc.process_index)
-            x = self.batch_augment(x.to(self.acc.device, non_blocking=True), key)
-        return self.prepare_input(x), y.to(self.acc.device, non_blocking=True)
+            x = self.batch_augment(x, key)
+        return self.prepare_input(x), y
 
     def _after_step(self, state: TrainState) -> None:
         """Bookkeeping after a batch: step counts, lookahead, EMA, step checkpoints and a time-based progress read."""
         state.batch += 1
-        if self.acc.sync_gradients:
+        if not self.step.accumulating or self.acc.sync_gradients:
             if self.lookahead is not None:
                 self.lookahead.after_step(self.bare_model(), state.global_step + 1, state.epoch)
             if self.ema is not None:
@@ -239,7 +255,7 @@ class Trainer:
                 self._epoch_start = now
                 self.save_checkpoint(state)
         if self.progress.due(state.batch):  # the one device read of this refresh (the log is not folded: see _sync)
-            self.progress.update(state.batch, (self._sums + self.log.sums(self._window, state.batch)).tolist())
+            self.progress.update(state.batch, (self._sums + self.log.sums()).tolist())
 
     def _sync(self, state: TrainState) -> None:
         """At a sync point (a checkpoint, the epoch's end): add the batches since the last one to the epoch's
@@ -248,9 +264,8 @@ class Trainer:
         Only here are batches folded into the sums, so a resumed run adds the same groups of numbers
         in the same order as an uninterrupted one, and its metrics match to the last bit.
         """
-        start, self._window = self._window, state.batch
-        self._sums += self.log.sums(start, state.batch)
-        counters = self.log.counters(start, state.batch)
+        start, sums, counters = self.log.fold()
+        self._sums += sums
         if self.acc.num_processes > 1 and self.guard.scaled:  # fp16: per-rank verdicts (the loss's); agree on one
             import torch.distributed as dist
 

@@ -231,6 +231,11 @@ def make_schedule(optimizer: torch.optim.Optimizer, schedule: ScheduleConfig, ep
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def constant_lr(schedule: ScheduleConfig) -> bool:
+    """Whether :func:`make_schedule`'s factor is 1 at every step (``none`` without warmup): nothing to step then."""
+    return schedule.name == "none" and schedule.warmup_epochs == 0
+
+
 def scale_lr(schedule: torch.optim.lr_scheduler.LambdaLR, scale: float) -> None:
     """Multiply the schedule's base learning rates by ``scale`` (relative to the recipe's), keeping its position."""
     groups = schedule.optimizer.param_groups
