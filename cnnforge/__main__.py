@@ -11,7 +11,7 @@ if __package__ in (None, ""):
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     sys.path.insert(0, os.path.dirname(here))
 
-from cnnforge.cli import main  # noqa: E402
+from cnnforge.cli import run_program  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_program()

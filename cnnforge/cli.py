@@ -14,6 +14,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from cnnforge.errors import EXIT_CONFIG, EXIT_FAILURE, CnnforgeError
 
@@ -118,3 +119,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = " ".join(f"{type(exc).__name__}: {exc}".split())
         sys.stderr.write(f"{PROG}: error: internal error: {text} (run with --debug for the traceback)\n")
         return EXIT_FAILURE
+
+
+def run_program(argv: Sequence[str] | None = None) -> NoReturn:
+    """The ``cnnforge`` command and ``python -m cnnforge``: :func:`main`, then the end of the process.
+
+    A rank of a distributed launch (``WORLD_SIZE`` > 1) ends without the interpreter's teardown. With
+    torch 2.14's gloo, a process group's worker thread can still be releasing the tensors of the last
+    collective while the interpreter finalizes; it then cannot take the GIL and aborts the rank
+    (SIGABRT, "terminate called without an active exception") after a run that finished, and the
+    launcher reports a failure. A plain torch DDP script does the same in about one launch in five on
+    a loaded machine. By this point every file of the run is written and closed and the trackers are
+    finished; what is left (garbage, buffered output, logging) is settled here first.
+    """
+    code = main(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import gc
+
+        gc.collect()  # DataLoader workers and other resources held in reference cycles shut down now
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
