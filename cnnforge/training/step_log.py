@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-#: logits elements held before they are scored: 16 MB in float32, some 26,000 CIFAR-10 batches of 64, or a
+#: logits elements held before they are scored: 16 MB in float32, some 6,500 CIFAR-10 batches of 64, or a
 #: single batch of 1,024 over 21,841 classes (which is then scored at every step)
 HELD_LOGITS = 1 << 22
 
