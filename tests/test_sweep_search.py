@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import csv
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from cnnforge.errors import ConfigError
 from cnnforge.recipe import load_recipe
+from cnnforge.sweep.snapshot import newest_save
 from tests.conftest import ROOT, cli, one_error_line
 from tests.test_tune import _experiments, _kill_9_driver_when
 
@@ -52,13 +54,18 @@ def test_optuna_without_the_extra_names_it(tmp_path: Path, monkeypatch: pytest.M
 @pytest.mark.slow
 @pytest.mark.parametrize("search", ["random", "optuna"])
 def test_searchers_spend_the_budget_and_resume_by_rerunning(tmp_path: Path, search: str) -> None:
-    """kill -9 the driver after two trials, rerun: finished trials stay, the budget is spent exactly once."""
+    """kill -9 the driver after two trials while Ray copies its state, rerun: finished trials stay, the budget is
+    spent exactly once."""
     args = ["tune", str(SWEEP_DIGITS), *CONTINUOUS, f"tune.search={search}", "tune.num_samples=6",
             "train.epochs=2", f"train.out_dir={tmp_path}"]
     _kill_9_driver_when(args, tmp_path / "first.log",
                         lambda: len(list(tmp_path.glob("sweep_digits/tune-*/*/runs/*/*/summary.json"))) >= 2,
                         "two finished trials", env={"OMP_NUM_THREADS": "1"})
     [experiment] = _experiments(tmp_path, "sweep_digits")
+    ray_copy = list(experiment.glob("*state-*.*"))
+    assert ray_copy and (experiment / "ray_state.zip").is_file()
+    for state in ray_copy:  # what a kill in the middle of Ray's copy leaves
+        state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
     finished = {p: p.stat().st_mtime_ns for p in experiment.glob("*/runs/*/*/summary.json")}
 
     proc = cli(*args, "-q", env={"OMP_NUM_THREADS": "1"})
@@ -72,3 +79,6 @@ def test_searchers_spend_the_budget_and_resume_by_rerunning(tmp_path: Path, sear
     lrs = [float(r["optim.lr"]) for r in rows]
     assert len(set(lrs)) == 6 and all(1e-3 <= lr <= 1e-1 for lr in lrs)
     assert {r["model.activation"] for r in rows} <= {"relu", "elu"}
+    with zipfile.ZipFile(experiment / "ray_state.zip") as archive:  # the last save is kept after the sweep ends
+        assert {name: archive.read(name) for name in archive.namelist()} == {
+            p.name: p.read_bytes() for p in newest_save(experiment)}

@@ -4,7 +4,8 @@ Every trial is the trainer ``cnnforge run`` uses (:mod:`cnnforge.sweep.trial`). 
 ``<train.out_dir>/<name>/tune-<time>/`` next to the recipe's runs, and it is identified by the resolved
 recipe it sweeps (``sweep.yaml``): running the same command again restores the newest experiment of
 that recipe with ``Tuner.restore`` instead of starting over, so finished trials are never trained
-twice and interrupted ones continue from their last Ray checkpoint. ``fresh=True`` starts a new one.
+twice and interrupted ones continue from their last Ray checkpoint (from the copy of Ray's state that
+:mod:`cnnforge.sweep.snapshot` keeps, since Ray's own can be cut by a kill). ``fresh=True`` starts a new one.
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     from ray import tune as ray_tune
 
     from cnnforge.sweep.console import showing
+    from cnnforge.sweep.snapshot import put_back
 
     address = address or os.environ.get("RAY_ADDRESS")
     started = _connect(address, verbose)
@@ -86,6 +88,8 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
         resources = trial_resources(recipe, spec)
         experiment, restoring = _experiment_dir(recipe, fresh)
         restoring = restoring and ray_tune.Tuner.can_restore(str(experiment))  # not if Ray never saved its state
+        if restoring:
+            put_back(experiment)
         tuner = _tuner(recipe, spec, experiment, restoring, max_concurrent, verbose, resources)
         print(f"{'continuing' if restoring else 'starting'} experiment {experiment}", flush=True)
         console = _console(recipe, spec, quiet, verbose)
@@ -304,6 +308,7 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     from cnnforge.sweep.console import ConsoleCallback
     from cnnforge.sweep.scheduler import checkpoints_to_keep, scheduler
     from cnnforge.sweep.search import search_space, searcher
+    from cnnforge.sweep.snapshot import StateSnapshot
     from cnnforge.sweep.trial import run_trial
 
     # Ray's default TensorBoard logger imports torch in the driver (1-3 s) to copy what each trial's run directory
@@ -334,4 +339,5 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
                                       failure_config=ray_tune.FailureConfig(max_failures=spec.max_failures),
                                       checkpoint_config=ray_tune.CheckpointConfig(
                                           num_to_keep=checkpoints_to_keep(recipe, spec)),
-                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), ConsoleCallback()]))
+                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), ConsoleCallback(),
+                                                 StateSnapshot()]))
