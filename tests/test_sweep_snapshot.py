@@ -12,6 +12,8 @@ import pytest
 
 from cnnforge.errors import CnnforgeError
 from cnnforge.sweep.snapshot import ARCHIVE, StateSnapshot, newest_save, put_back
+from tests.conftest import ROOT, cli, one_error_line
+from tests.test_tune import _experiments, _kill_9_driver_when
 
 OLD, NEW = "2026-12-01_01-00-00", "2026-12-01_02-00-00"
 
@@ -102,3 +104,34 @@ def test_a_bad_archive_names_itself_and_touches_nothing(tmp_path: Path, content:
     assert "--fresh" in err.value.one_line()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != ARCHIVE} == before
     assert not (tmp_path.parent / "escape.json").exists()
+
+
+@pytest.mark.slow
+def test_a_state_ray_cannot_restore_is_one_line_and_trains_nothing(tmp_path: Path) -> None:
+    """Without the archive (an experiment of an older cnnforge) and with Ray's copy cut, Ray would log the failure
+    and train the whole sweep again: the rerun stops instead, naming the experiment, and leaves it as it was."""
+    args = ["tune", str(ROOT / "recipes" / "sweep_digits.yaml"), "train.epochs=2", f"train.out_dir={tmp_path}"]
+    _kill_9_driver_when(args, tmp_path / "first.log",
+                        lambda: any(tmp_path.glob("sweep_digits/tune-*/*/runs/*/*/summary.json")),
+                        "a finished trial", env={"OMP_NUM_THREADS": "1"})
+    [experiment] = _experiments(tmp_path, "sweep_digits")
+    (experiment / ARCHIVE).unlink()
+    [saved] = experiment.glob("experiment_state-*.json")
+    saved.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
+
+    def state() -> tuple[dict[str, bytes], list[str]]:
+        """Ray's files (its storage marker aside) and the trial folders."""
+        files = {p.name: p.read_bytes() for p in experiment.iterdir()
+                 if p.is_file() and p.name != ".validate_storage_marker"}
+        return files, sorted(p.name for p in experiment.iterdir() if p.is_dir())
+
+    before = state()
+    finished = {p: p.stat().st_mtime_ns for p in experiment.glob("*/runs/*/*/summary.json")}
+
+    proc = cli(*args, "-q", env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1
+    line = one_error_line(proc)
+    assert str(experiment) in line and "--fresh" in line
+    assert "Ray cannot restore this experiment (JSONDecodeError" in line
+    assert state() == before  # no trial started, nothing written or deleted
+    assert all(p.stat().st_mtime_ns == mtime for p, mtime in finished.items())  # not trained again

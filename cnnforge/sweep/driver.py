@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 #: the resolved recipe an experiment sweeps; a rerun continues the experiment whose file matches
 SWEEP_RECIPE = "sweep.yaml"
 EXPERIMENT_PREFIX = "tune-"
+#: what Ray logs when it cannot restore an experiment, before it starts the experiment over
+RESTORE_FAILED = "Failed to restore the run state"
 
 
 @dataclass
@@ -93,7 +95,8 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
         tuner = _tuner(recipe, spec, experiment, restoring, max_concurrent, verbose, resources)
         print(f"{'continuing' if restoring else 'starting'} experiment {experiment}", flush=True)
         console = _console(recipe, spec, quiet, verbose)
-        with _graceful_interrupt() as interrupted, _ray_tables(verbose), showing(console):
+        with (_graceful_interrupt() as interrupted, _ray_tables(verbose), showing(console),
+              _controller_log(experiment, quiet)):
             grid = tuner.fit()
     finally:
         if started:
@@ -110,13 +113,43 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
 
 
 def _console(recipe: Recipe, spec: TuneConfig, quiet: bool, verbose: bool) -> SweepConsole:
-    """The sweep's progress on stdout; --quiet also silences Ray's logged traceback of each failed trial."""
+    """The sweep's progress on stdout."""
     from cnnforge.sweep.console import SweepConsole, console_mode
 
-    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL if quiet else logging.WARNING)
     total = math.prod(len(v) for v in spec.grid.values()) * spec.num_samples  # Ray's own count replaces it at setup
     return SweepConsole(metric=spec.metric, mode=spec.mode, keys=spec.swept_keys(), total=total,
                         epochs=recipe.train.epochs, console=console_mode(quiet, verbose, sys.stdout))
+
+
+class _ControllerLog(logging.Filter):
+    """Ray's controller log during a fit: a failed restore becomes an error; ``quiet`` drops the rest (the logged
+    traceback of each failed trial)."""
+
+    def __init__(self, experiment: Path, quiet: bool) -> None:
+        super().__init__()
+        self.experiment, self.quiet = experiment, quiet
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(RESTORE_FAILED):
+            # Ray logs this, then starts the sweep over and trains every finished trial again; raised inside its
+            # handler, the error ends the fit instead, with the experiment as it was
+            cause = record.exc_info[1] if record.exc_info else None
+            detail = " ".join(f"{type(cause).__name__}: {cause}".split())[:200]
+            raise CnnforgeError(f"Ray cannot restore this experiment ({detail})", where=str(self.experiment),
+                                hint="run with --fresh to start a new experiment beside it")
+        return not self.quiet
+
+
+@contextlib.contextmanager
+def _controller_log(experiment: Path, quiet: bool) -> Iterator[None]:
+    logger = logging.getLogger("ray.tune.execution.tune_controller")
+    log_filter = _ControllerLog(experiment, quiet)
+    logger.setLevel(logging.WARNING)
+    logger.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(log_filter)
 
 
 @contextlib.contextmanager
