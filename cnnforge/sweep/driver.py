@@ -133,10 +133,12 @@ class _ControllerLog(logging.Filter):
         if record.getMessage().startswith(RESTORE_FAILED):
             # Ray logs this, then starts the sweep over and trains every finished trial again; raised inside its
             # handler, the error ends the fit instead, with the experiment as it was
+            from cnnforge.sweep.snapshot import FRESH_HINT
+
             cause = record.exc_info[1] if record.exc_info else None
             detail = " ".join(f"{type(cause).__name__}: {cause}".split())[:200]
             raise CnnforgeError(f"Ray cannot restore this experiment ({detail})", where=str(self.experiment),
-                                hint="run with --fresh to start a new experiment beside it")
+                                hint=FRESH_HINT)
         return not self.quiet
 
 

@@ -14,7 +14,6 @@ archive in the experiment directory (:data:`ARCHIVE`), replaced atomically; befo
 from __future__ import annotations
 
 import fnmatch
-import io
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ from cnnforge.atomic_write import save_file_atomic
 from cnnforge.errors import CnnforgeError
 
 ARCHIVE = "ray_state.zip"
+#: the way out of an archive that cannot be put back
+FRESH_HINT = "run with --fresh to start a new experiment beside this one"
 #: the files of one Ray save, by the save's session (the time its driver started); the first names the session
 STATE_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl",
                "basic-variant-state-{}.json", "callback-states-{}.pkl")
@@ -48,11 +49,13 @@ class StateSnapshot(Callback):
         stats = [(p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files]
         if not files or stats == self._packed:
             return
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w") as archive:
-            for path in files:
-                archive.writestr(path.name, path.read_bytes())
-        save_file_atomic(experiment / ARCHIVE, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+
+        def write(tmp: Path) -> None:
+            with zipfile.ZipFile(tmp, "w") as archive:
+                for path in files:
+                    archive.write(path, path.name)
+
+        save_file_atomic(experiment / ARCHIVE, write)
         self._packed = stats
 
 
@@ -78,11 +81,11 @@ def put_back(experiment: Path) -> None:
             files = {name: archive.read(name) for name in archive.namelist()}
     except (zipfile.BadZipFile, OSError) as exc:
         raise CnnforgeError(f"cannot read Ray's saved experiment state ({exc})", where=str(path),
-                            hint="run with --fresh to start a new experiment beside this one") from exc
+                            hint=FRESH_HINT) from exc
     if not any(fnmatch.fnmatchcase(name, STATE_FILES[0].format("*")) for name in files) or not all(
             _is_state_file(name) for name in files):
         raise CnnforgeError("is not an archive of Ray's experiment state", where=str(path),
-                            hint="run with --fresh to start a new experiment beside this one")
+                            hint=FRESH_HINT)
     for name in STATE_FILES:
         for old in experiment.glob(name.format("*")):
             old.unlink()
