@@ -36,7 +36,7 @@ def contenders(images: Any, batch_size: int) -> dict[str, Any]:
     import torch
     from PIL import Image
 
-    import cnnforge.builtins  # noqa: F401  (registers the ops)
+    import cnnforge.bundled  # noqa: F401  (registers the ops)
     from cnnforge.data.batch_augment import make_batch_augment
     from cnnforge.data.loading import AugmentedDataset
     from cnnforge.data.pipeline import build_pipeline

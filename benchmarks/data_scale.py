@@ -180,7 +180,7 @@ def throughput(folder: Path, workers: int, repeats: int) -> dict[str, Any]:
     from torchvision import datasets
     from torchvision import transforms as T
 
-    import cnnforge.builtins  # noqa: F401  (registers the ops)
+    import cnnforge.bundled  # noqa: F401  (registers the ops)
     from cnnforge.data.image_folder import imagefolder
     from cnnforge.data.loading import AugmentedDataset, make_loader
     from cnnforge.data.pipeline import build_pipeline

@@ -73,6 +73,7 @@ def build_parser() -> ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     for name in COMMANDS:
         importlib.import_module(f"cnnforge.commands.{name}").add(sub, common)
+    parser.set_defaults(root_parser=parser)  # `completion` describes the whole tree without importing this module
     return parser
 
 

@@ -41,13 +41,13 @@ def open_split(run_dir: Path, split: str, checkpoint: str | None, *, limit: int 
     """
     from cnnforge.data.loading import AugmentedDataset, build_splits, split_loader
     from cnnforge.predict import load_predictor
-    from cnnforge.recipe import check_recipe, load_recipe
+    from cnnforge.recipe import open_recipe
     from cnnforge.training.parts import make_accelerator
 
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}", where="--split", hint=f"use one of {', '.join(SPLITS)}")
     run_dir = rundir.require_run_dir(run_dir)
-    recipe = check_recipe(load_recipe(run_dir / rundir.RECIPE))
+    recipe = open_recipe(run_dir / rundir.RECIPE)
     with recipe_source(recipe.source):
         acc = make_accelerator(recipe.train)
     predictor = load_predictor(run_dir, checkpoint=checkpoint, device=acc.device)

@@ -3,12 +3,15 @@
 Like pytest/pluggy, every loaded entry point keeps the distribution it came from, so registries can
 record provenance and ``cnnforge list plugins`` can show what was loaded and what failed.
 ``CNNFORGE_PLUGINS=none`` disables autoload; ``CNNFORGE_PLUGINS=a,b`` loads only those entry-point names.
+
+cnnforge's own models, datasets and augmentations come in through the same group: cnnforge's distribution
+declares an entry point (``cnnforge.bundled``) that always loads first, whatever ``CNNFORGE_PLUGINS`` says,
+and is not listed among the plugins.
 """
 from __future__ import annotations
 
 import contextvars
 import functools
-import importlib
 import importlib.metadata as md
 import os
 import signal
@@ -67,6 +70,15 @@ def distribution_of_module(module: str) -> tuple[str, str]:
     return (top or "__main__"), ""
 
 
+def _own(ep: md.EntryPoint) -> bool:
+    return _distribution(ep)[0] == "cnnforge"
+
+
+def plugin_entry_points() -> list[md.EntryPoint]:
+    """The group's entry points from other distributions than cnnforge itself: the installed plugins."""
+    return [ep for ep in md.entry_points(group=GROUP) if not _own(ep)]
+
+
 def selected_entry_points(eps: Iterable[md.EntryPoint]) -> list[md.EntryPoint]:
     """The entry points ``CNNFORGE_PLUGINS`` lets in (plugin loading and packaged recipes agree)."""
     eps = list(eps)
@@ -81,7 +93,7 @@ def selected_entry_points(eps: Iterable[md.EntryPoint]) -> list[md.EntryPoint]:
 
 def disabled_plugins() -> list[PluginInfo]:
     """Installed entry points that ``CNNFORGE_PLUGINS`` leaves out (shown, never loaded)."""
-    eps = list(md.entry_points(group=GROUP))
+    eps = plugin_entry_points()
     chosen = {ep.name for ep in selected_entry_points(eps)}
     return [PluginInfo(ep.name, ep.value, *_distribution(ep)) for ep in sorted(eps, key=lambda ep: ep.name)
             if ep.name not in chosen]
@@ -170,12 +182,21 @@ def load_plugins() -> list[PluginInfo]:
         if _loaded is not None:
             return _loaded
         _loaded = []  # set first: a plugin that looks a name up while loading must not recurse
-        # cnnforge's own models, datasets and augmentations register on import; by name, so that the
-        # bottom layer (registry, plugins) has no static import of the data and model layers above it
-        importlib.import_module("cnnforge.builtins")
-
-        _loaded.extend(_load_one(ep) for ep in load_order(selected_entry_points(md.entry_points(group=GROUP))))
+        _load_bundled()
+        _loaded.extend(_load_one(ep) for ep in load_order(selected_entry_points(plugin_entry_points())))
         return _loaded
+
+
+def _load_bundled() -> None:
+    """cnnforge's own entries; a failure here is a bug in cnnforge, so it is raised, not isolated like a plugin's."""
+    own = [ep for ep in md.entry_points(group=GROUP) if _own(ep)]
+    if not own:
+        from cnnforge.errors import CnnforgeError
+
+        raise CnnforgeError(f"cnnforge's own {GROUP!r} entry point is missing: cnnforge is not installed",
+                            where="cnnforge", hint="pip install -e . (or pip install cnnforge)")
+    for ep in own:
+        ep.load()
 
 
 def plugin_distributions() -> dict[str, str]:

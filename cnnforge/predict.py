@@ -161,13 +161,13 @@ def load_predictor(run_dir: str | os.PathLike[str], *, checkpoint: str | None = 
     Without ``checkpoint`` the weights are the ones the run was tested with. The device defaults
     to CUDA when available.
     """
-    from cnnforge import checkpoint as ckpt
     from cnnforge.data.pipeline import resolve_pipelines
-    from cnnforge.recipe import check_recipe, load_recipe
+    from cnnforge.recipe import open_recipe
+    from cnnforge.rundir import checkpoint as ckpt
     from cnnforge.training.parts import model_for
 
     path = rundir.require_run_dir(run_dir)
-    recipe = check_recipe(load_recipe(path / rundir.RECIPE))
+    recipe = open_recipe(path / rundir.RECIPE)
     name = rundir.resolve_checkpoint(path, checkpoint)
     weights_path = rundir.weights_file(path, name)
     info, shape = rundir.load_data_info(path, recipe)

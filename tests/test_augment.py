@@ -14,7 +14,7 @@ from cnnforge.data import lean_transforms
 from cnnforge.data.loading import Splits, build_splits
 from cnnforge.data.pipeline import build_pipeline, seed_pipeline
 from cnnforge.errors import ConfigError
-from cnnforge.recipe import OpSpec
+from cnnforge.recipe.schema import OpSpec
 from tests.conftest import cli, one_error_line
 
 OPS = ["hflip", "vflip", "color_jitter", "rotate", "cutout", "random_crop", "random_resized_crop", "gaussian_noise",

@@ -147,7 +147,7 @@ def test_booby_trapped_checkpoint_is_refused(tmp_path: Path) -> None:
     import shutil
 
     from cnnforge.atomic_write import sha256
-    from cnnforge.run_files import CHECKSUMS
+    from cnnforge.rundir.files import CHECKSUMS
 
     proc = cli("run", DIGITS, "train.epochs=1", "train.checkpoint_every=1", f"train.out_dir={tmp_path / 'runs'}")
     assert proc.returncode == 0, proc.stderr

@@ -200,7 +200,7 @@ def test_ddp_resume_after_sigkill_is_bit_exact(tmp_path: Path, held: tuple[Path,
 SAVER = """
 import sys, torch
 from pathlib import Path
-from cnnforge.checkpoint import save_checkpoint
+from cnnforge.rundir.checkpoint import save_checkpoint
 folder, start = Path(sys.argv[1]), int(sys.argv[2])
 weights = {"w": torch.randn(512, 512), "b": torch.randn(512)}
 for i in range(start, start + 10**6):
@@ -212,7 +212,7 @@ for i in range(start, start + 10**6):
 
 
 def test_sigkill_during_saving_always_leaves_a_loadable_checkpoint(tmp_path: Path) -> None:
-    from cnnforge.checkpoint import latest_valid, load_checkpoint
+    from cnnforge.rundir.checkpoint import latest_valid, load_checkpoint
 
     rng = _rng("saving")
     folder = tmp_path / "checkpoints"

@@ -258,9 +258,9 @@ def test_pack_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 EPOCHS_SEEN = """
 import json, sys
 from cnnforge.data.loading import build_splits, make_loader
-from cnnforge.recipe import check_recipe, load_recipe
+from cnnforge.recipe import open_recipe
 from cnnforge.training.parts import make_accelerator
-recipe = check_recipe(load_recipe(sys.argv[1], sys.argv[3:]))
+recipe = open_recipe(sys.argv[1], sys.argv[3:])
 acc = make_accelerator(recipe.train)
 splits = build_splits(recipe)
 source, seen = splits.train.base.source, []

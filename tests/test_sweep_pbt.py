@@ -70,7 +70,7 @@ def test_pbt_mutates_the_swept_numbers_by_default_within_their_ranges() -> None:
 def test_warm_start_takes_the_checkpoints_state_and_this_recipes_hyperparameters(tmp_path: Path) -> None:
     """What a trial does when PBT hands it a better trial's checkpoint with a perturbed learning rate."""
     import cnnforge
-    from cnnforge.checkpoint import load_weights
+    from cnnforge.rundir.checkpoint import load_weights
 
     recipe = ROOT / "recipes" / "digits_convnet.yaml"
     base = ["train.epochs=2", "train.checkpoint_every=1", "schedule.name=none", "data.batch_size=64",

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import ROOT, cli, one_error_line
 
-#: modules of the extras (cnnforge.extras.EXTRAS) and what pulls them in indirectly
+#: modules of the extras (cnnforge.optional_deps.EXTRAS) and what pulls them in indirectly
 EXTRA_MODULES = ("ray", "optuna", "wandb", "tensorboard", "timm", "onnx", "onnxruntime")
 
 

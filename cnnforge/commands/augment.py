@@ -32,9 +32,9 @@ def _preview(args: argparse.Namespace) -> int:
             raise ConfigError(f"must be at least 1, got {value}", where=flag)
     from cnnforge.data.loading import build_splits
     from cnnforge.data.preview import describe_spec, render_preview
-    from cnnforge.recipe import check_recipe, load_recipe
+    from cnnforge.recipe import load_recipe, open_recipe
 
-    recipe = check_recipe(load_recipe(args.recipe, args.overrides))
+    recipe = open_recipe(args.recipe, args.overrides)
     title = (f"{recipe.name} ({recipe.data.name}, seed {recipe.seed}): "
              f"augment.train = {describe_spec(recipe.augment.train)}")
     if recipe.augment.mode == "batch":  # the batched ops run in the trainer; show their per-sample twins

@@ -13,9 +13,9 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from cnnforge.recipe import check_recipe, load_recipe
+    from cnnforge.recipe import open_recipe
 
-    recipe = check_recipe(load_recipe(args.recipe, args.overrides))
+    recipe = open_recipe(args.recipe, args.overrides)
     if not args.quiet:
         print(f"{args.recipe}: ok ({recipe.model.name} on {recipe.data.name}, {recipe.train.epochs} epochs)")
     return 0

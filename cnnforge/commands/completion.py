@@ -83,9 +83,7 @@ def mark_paths(parser: argparse.ArgumentParser, shtab: Any) -> None:
 def _completion(args: argparse.Namespace) -> int:
     import shtab
 
-    from cnnforge.cli import build_parser
-
-    parser = build_parser()
+    parser = args.root_parser
     mark_paths(parser, shtab)
     script = shtab.complete(parser, shell=args.shell, preamble={"bash": _YAML_BASH})
     if not args.install:

@@ -76,9 +76,9 @@ def _pack_recipe(path: str, root: str) -> Any:
     import inspect
 
     from cnnforge import registry
-    from cnnforge.recipe import check_recipe, load_recipe
+    from cnnforge.recipe import open_recipe
 
-    recipe = check_recipe(load_recipe(path, [f"data.root={root}"]))
+    recipe = open_recipe(path, [f"data.root={root}"])
     if "cache" in inspect.signature(registry.datasets.get(recipe.data.name).fn).parameters:
-        recipe = check_recipe(load_recipe(path, [f"data.root={root}", "data.cache=none"]))
+        recipe = open_recipe(path, [f"data.root={root}", "data.cache=none"])
     return recipe

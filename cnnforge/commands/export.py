@@ -46,7 +46,7 @@ def _export(args: argparse.Namespace) -> int:
         raise ConfigError(f"applies to --format onnx only (a {args.format} export takes uint8 or float pixels)",
                           where="--dtype")
     if args.format == "onnx":
-        from cnnforge.extras import require
+        from cnnforge.optional_deps import require
 
         require("onnx", where="cnnforge export --format onnx")
     predictor = load_predictor(args.run_dir, checkpoint=args.checkpoint, device="cpu")

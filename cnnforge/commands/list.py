@@ -49,7 +49,7 @@ def _list_plugins() -> int:
 
 
 def _list_recipes(pattern: str | None) -> int:
-    from cnnforge.recipe_catalog import packaged_recipes
+    from cnnforge.recipe.catalog import packaged_recipes
 
     rows = [(r.name, r.package, r.summary) for r in packaged_recipes()
             if not pattern or fnmatch.fnmatch(r.name, pattern)]

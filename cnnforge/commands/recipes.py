@@ -17,7 +17,7 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _copy(args: argparse.Namespace) -> int:
-    from cnnforge.recipe_catalog import copy_recipe
+    from cnnforge.recipe.catalog import copy_recipe
 
     target = copy_recipe(args.name, args.dst)
     if not args.quiet:

@@ -13,10 +13,10 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cnnforge.recipe import check_recipe, load_recipe
+    from cnnforge.recipe import open_recipe
     from cnnforge.training.run import train
 
-    recipe = check_recipe(load_recipe(args.recipe, args.overrides))
+    recipe = open_recipe(args.recipe, args.overrides)
     return report(train(recipe, quiet=args.quiet), args.quiet)
 
 

@@ -18,7 +18,7 @@ def _runs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cnnforge.errors import ConfigError
-    from cnnforge.run_list import as_json, list_runs
+    from cnnforge.rundir.table import as_json, list_runs
 
     if not Path(args.dir).is_dir():
         raise ConfigError("no such folder", where=args.dir, hint="give the train.out_dir of your runs")
@@ -38,7 +38,7 @@ def _print_table(rows: list[Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from cnnforge.run_list import duration
+    from cnnforge.rundir.table import duration
 
     colours = {"finished": "green", "failed": "red", "interrupted": "yellow"}
     table = Table(box=None, header_style="bold")

@@ -40,7 +40,7 @@ def recipe_schema() -> dict[str, Any]:
     from cnnforge import registry
     from cnnforge._version import __version__
     from cnnforge.recipe import Recipe
-    from cnnforge.tune_spec import SchedulerSpec
+    from cnnforge.recipe.tune import SchedulerSpec
 
     schema = Recipe.model_json_schema()
     defs = schema.setdefault("$defs", {})

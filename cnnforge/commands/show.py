@@ -15,9 +15,9 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from cnnforge.recipe import check_recipe, load_recipe
+    from cnnforge.recipe import open_recipe
 
-    recipe = check_recipe(load_recipe(args.recipe, args.overrides))
+    recipe = open_recipe(args.recipe, args.overrides)
     sys.stdout.write(recipe.to_yaml())
     if not args.no_model:
         print()

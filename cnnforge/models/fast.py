@@ -10,7 +10,7 @@ the default ``stem_width`` 24 is 2 x 3 x 2 x 2, what whitening RGB 2x2 patches n
 shifts' larger learning rate (``optim.bias_lr_mult``), lookahead (``train.lookahead``, which replaces
 an evaluation-only ``train.ema`` there, as in airbench) and flip test-time augmentation (``eval.tta``).
 
-Light at import (the module is registered by cnnforge.builtins): torch loads when a model is built.
+Light at import (the module is registered by cnnforge.bundled): torch loads when a model is built.
 """
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnforge.extras import require
 from cnnforge.models.params import Freeze
+from cnnforge.optional_deps import require
 
 OFFLINE_ENV = "CNNFORGE_OFFLINE"
 SUPPLY_HINT = "set model.pretrained to a weights file (.pth, .pt or .safetensors) or put the file at that path"

@@ -117,7 +117,7 @@ def parse_kernel(text: str) -> tuple[str, np.ndarray | None]:
     """``(name, matrix)`` for a kernel name or a YAML/JSON list of rows; ``sobel`` has no single matrix."""
     import yaml
 
-    from cnnforge.yaml_bounds import load_yaml
+    from cnnforge.recipe.bounds import load_yaml
 
     if text in KERNELS:
         return text, np.asarray(KERNELS[text], dtype=np.float32)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import signal
 import sys
@@ -23,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from cnnforge import rundir
 from cnnforge.errors import CnnforgeError, ConfigError
-from cnnforge.extras import require
-from cnnforge.recipe import Recipe, check_recipe, load_recipe
+from cnnforge.optional_deps import require
+from cnnforge.recipe import Recipe, open_recipe
+from cnnforge.recipe.tune import TuneConfig
 from cnnforge.sweep.results import TrialRow, collect_trials, report_results
-from cnnforge.tune_spec import TuneConfig
 
 if TYPE_CHECKING:
     from cnnforge.sweep.console import SweepConsole
@@ -70,7 +69,7 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     ``quiet`` hides progress and Ray's per-trial tracebacks. The results table and paths always print.
     """
     overrides = list(overrides)
-    recipe = check_recipe(load_recipe(recipe_or_path, overrides))
+    recipe = open_recipe(recipe_or_path, overrides)
     spec = check_sweep(recipe)
     if max_concurrent is not None and max_concurrent < 1:
         raise ConfigError(f"must be at least 1, got {max_concurrent}", where="--max-concurrent")
@@ -116,7 +115,7 @@ def _console(recipe: Recipe, spec: TuneConfig, quiet: bool, verbose: bool) -> Sw
     """The sweep's progress on stdout."""
     from cnnforge.sweep.console import SweepConsole, console_mode
 
-    total = math.prod(len(v) for v in spec.grid.values()) * spec.num_samples  # Ray's own count replaces it at setup
+    total = spec.trial_count()  # Ray's own count replaces it at setup
     return SweepConsole(metric=spec.metric, mode=spec.mode, keys=spec.swept_keys(), total=total,
                         epochs=recipe.train.epochs, console=console_mode(quiet, verbose, sys.stdout))
 
@@ -178,7 +177,7 @@ def _every_trial_ended(experiment: Path, spec: TuneConfig) -> bool:
     from ray.tune.experiment import Trial
 
     trials = ExperimentAnalysis(str(experiment)).trials
-    planned = spec.num_samples * math.prod(len(values) for values in spec.grid.values())
+    planned = spec.trial_count()
     return len(trials) == planned and all(t.status in (Trial.TERMINATED, Trial.ERROR) for t in trials)
 
 
@@ -339,7 +338,7 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     from ray import tune as ray_tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-    from cnnforge.recipe import yaml_value
+    from cnnforge.recipe.loading import yaml_value
     from cnnforge.sweep.console import ConsoleCallback
     from cnnforge.sweep.scheduler import checkpoints_to_keep, scheduler
     from cnnforge.sweep.search import search_space, searcher

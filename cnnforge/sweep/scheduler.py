@@ -13,8 +13,8 @@ import functools
 from typing import Any
 
 from cnnforge.recipe import Recipe
+from cnnforge.recipe.tune import SampleSpec, TuneConfig
 from cnnforge.sweep.search import distribution
-from cnnforge.tune_spec import SampleSpec, TuneConfig
 
 #: the result key that counts a trial's progress (the epochs cnnforge reports)
 TIME_ATTR = "epoch"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnforge.tune_spec import SampleSpec, TuneConfig
+from cnnforge.recipe.tune import SampleSpec, TuneConfig
 
 
 def search_space(spec: TuneConfig) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from typing import Any
 
 from cnnforge import rundir
 from cnnforge.errors import CnnforgeError
-from cnnforge.recipe import Recipe, load_recipe, yaml_value
+from cnnforge.recipe import Recipe, load_recipe
+from cnnforge.recipe.loading import yaml_value
 
 #: a trial's cnnforge runs go to ``<trial dir>/RUNS/<name>/<run id>``
 RUNS = "runs"
@@ -96,7 +97,7 @@ def run_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequence[str
 def _run_of(checkpoint: Path, trial_dir: Path) -> Path | None:
     """The trial's run directory that wrote ``checkpoint`` (None: another trial's, or a run that is gone); the
     newest one for a checkpoint that records no run (older cnnforge)."""
-    from cnnforge.checkpoint import read_manifest
+    from cnnforge.rundir.checkpoint import read_manifest
 
     run = read_manifest(checkpoint).run
     if run is None:
@@ -113,7 +114,7 @@ def _epochs_in(checkpoint: Any) -> int:
     """Epochs completed at a Ray checkpoint (0 without one); it holds cnnforge's ``state.json``."""
     if checkpoint is None:
         return 0
-    from cnnforge.checkpoint import STATE  # torch: trials import it anyway, the driver never does
+    from cnnforge.rundir.checkpoint import STATE  # torch: trials import it anyway, the driver never does
 
     with checkpoint.as_directory() as path:
         return int(json.loads((Path(path) / STATE).read_text())["epoch"])

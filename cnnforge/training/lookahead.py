@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnforge.tricks_spec import LookaheadConfig
+from cnnforge.recipe.tricks import LookaheadConfig
 
 
 class Lookahead:

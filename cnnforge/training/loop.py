@@ -20,14 +20,14 @@ import torch
 from pydantic import ConfigDict
 from torch import nn
 
-from cnnforge import checkpoint as ckpt
 from cnnforge import rundir
 from cnnforge.data.batch_augment import make_batch_augment
 from cnnforge.data.loading import DataInfo
 from cnnforge.data.normalize import Normalize
 from cnnforge.errors import NonFiniteLossError
 from cnnforge.recipe import Recipe
-from cnnforge.run_files import RunIdentity
+from cnnforge.rundir import checkpoint as ckpt
+from cnnforge.rundir.files import RunIdentity
 from cnnforge.training.batches import DeviceBatches, DeviceSplit, LoaderBatches
 from cnnforge.training.ema import make_ema
 from cnnforge.training.eval_step import EvalResult
@@ -328,7 +328,7 @@ class Trainer:
             state.best_value, state.best_epoch, state.best_tiebreak = float(value), epoch + 1, tiebreak
             if self.acc.is_main_process:
                 self.ckpt_dir.mkdir(exist_ok=True)
-                ckpt.save_weights(self.weights_module().state_dict(), self.ckpt_dir / "best.safetensors")
+                ckpt.save_weights(self.weights_module().state_dict(), self.ckpt_dir / rundir.BEST)
 
     # ------------------------------------------------------------------------------------ evaluation
     @torch.no_grad()

@@ -11,7 +11,8 @@ from torch import nn
 
 from cnnforge.data.loading import DataInfo
 from cnnforge.errors import CnnforgeError, ConfigError
-from cnnforge.recipe import OptimConfig, Recipe, ScheduleConfig, TrainConfig
+from cnnforge.recipe import Recipe
+from cnnforge.recipe.schema import OptimConfig, ScheduleConfig, TrainConfig
 
 log = logging.getLogger("cnnforge")
 

@@ -11,8 +11,8 @@ from typing import Any
 from cnnforge import rundir
 from cnnforge.atomic_write import atomic_write_text
 from cnnforge.errors import CnnforgeError, ConfigError, recipe_source
-from cnnforge.recipe import Recipe, check_recipe, load_recipe
-from cnnforge.run_files import RunIdentity
+from cnnforge.recipe import Recipe, open_recipe
+from cnnforge.rundir.files import RunIdentity
 
 
 @dataclass
@@ -47,7 +47,7 @@ def train(recipe: str | os.PathLike[str] | Recipe | dict[str, Any], overrides: I
     ``warm_start`` is another run's checkpoint folder to continue from with this recipe's hyperparameters
     (:meth:`Trainer.warm_start`: population-based training); ``manifest.json`` records it as ``started_from``.
     """
-    resolved = check_recipe(load_recipe(recipe, overrides))
+    resolved = open_recipe(recipe, overrides)
     start = Path(warm_start) if warm_start is not None else None
     return _execute(resolved, quiet=quiet, reporter=reporter, start=start)
 
@@ -59,13 +59,13 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
     ``checkpoint`` names another checkpoint folder to start from (Ray Tune restores a trial from the
     checkpoint Ray recorded, which may be older than the newest one in the run directory).
     """
-    from cnnforge import checkpoint as ckpt
     from cnnforge._version import __version__
+    from cnnforge.rundir import checkpoint as ckpt
 
     path = rundir.require_run_dir(run_dir)
     manifest = rundir.read_manifest(path)
     recipe_file = path / rundir.RECIPE
-    recipe = check_recipe(load_recipe(recipe_file))  # a damaged recipe.yaml is named before anything else
+    recipe = open_recipe(recipe_file)  # a damaged recipe.yaml is named before anything else
     if not force:
         if rundir.recipe_hash(recipe_file.read_text()) != manifest.recipe_sha256:
             raise ConfigError("recipe.yaml changed since the run started; the resumed run would not match",
@@ -100,7 +100,7 @@ def _rank_zero() -> bool:
 
 def _check_identity(start: Path, own: RunIdentity | None) -> None:
     """A checkpoint copied in from another run (other seed, other learning rate) is refused."""
-    from cnnforge import checkpoint as ckpt
+    from cnnforge.rundir import checkpoint as ckpt
 
     theirs = ckpt.read_manifest(start).run
     if theirs is None or own is None:
@@ -201,7 +201,7 @@ def _resuming_line(run_dir: Path, start: Path, state: Any, epochs: int, warm: bo
 
 def _interrupted_line(run_dir: Path) -> str:
     """What to do after Ctrl-C: resume from a checkpoint, or start again when none was saved yet."""
-    from cnnforge import checkpoint as ckpt
+    from cnnforge.rundir import checkpoint as ckpt
 
     if ckpt.list_checkpoints(run_dir / rundir.CHECKPOINTS):
         return f"interrupted; continue with: cnnforge resume {run_dir}"
@@ -273,17 +273,15 @@ def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *, data_
 
 def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any]:
     """Final weights, the test evaluation (with the best weights) and summary.json."""
-    from cnnforge import checkpoint as ckpt
+    from cnnforge.rundir import checkpoint as ckpt
 
     run_dir = trainer.run_dir
     if acc.is_main_process:
         ckpt.save_weights(trainer.weights_module().state_dict(), run_dir / rundir.WEIGHTS)
-    best_file = trainer.ckpt_dir / rundir.BEST
     acc.wait_for_everyone()
-    tested_with = "last"
-    if best_file.exists():
-        trainer.weights_module().load_state_dict(ckpt.load_weights(best_file))
-        tested_with = "best"
+    tested_with = rundir.tested_weights(run_dir)
+    if tested_with == "best":
+        trainer.weights_module().load_state_dict(ckpt.load_weights(rundir.weights_file(run_dir, "best")))
     test = trainer.evaluate("test")
     in_sync = _ranks_in_sync(trainer.bare_model(), acc)
     history = rundir.read_metrics(run_dir) if acc.is_main_process else []

@@ -21,7 +21,7 @@ from torch import nn
 from cnnforge.data.loading import DataInfo
 from cnnforge.data.normalize import Normalize
 from cnnforge.errors import ConfigError
-from cnnforge.tricks_spec import WhitenConfig
+from cnnforge.recipe.tricks import WhitenConfig
 
 
 def first_layer(model: nn.Module) -> nn.Module | None:

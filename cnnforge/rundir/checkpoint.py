@@ -19,7 +19,7 @@ import torch
 
 from cnnforge.atomic_write import atomic_write_text, fsync_path, save_file_atomic, sha256
 from cnnforge.errors import CnnforgeError
-from cnnforge.run_files import (
+from cnnforge.rundir.files import (
     CHECKPOINT_PREFIX,
     CHECKSUMS,
     LEGACY_CHECKSUMS,

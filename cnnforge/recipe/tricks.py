@@ -1,7 +1,7 @@
 """The recipe sections of airbench's switchable tricks: ``train.lookahead``, ``train.whiten_init`` and ``eval``.
 
 A trick section is ``null`` (off), a mapping of its settings, or ``true`` for its defaults
-(:func:`switch`). Beside :mod:`cnnforge.tune_spec`, below :mod:`cnnforge.recipe`, which composes them.
+(:func:`switch`). Beside :mod:`cnnforge.recipe.tune`, below :mod:`cnnforge.recipe.schema`, which composes them.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, Field, Strict
 
-from cnnforge.schema_base import Bool, Positive, Section
+from cnnforge.recipe.section import Bool, Positive, Section
 
 S = TypeVar("S", bound=BaseModel)
 

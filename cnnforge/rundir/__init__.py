@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from cnnforge.atomic_write import atomic_write_text
 from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.recipe import Recipe
-from cnnforge.run_files import DataInfoFile, RunIdentity, RunManifest, read_model
+from cnnforge.rundir.files import DataInfoFile, RunIdentity, RunManifest, read_model
 
 if TYPE_CHECKING:
     from cnnforge.data.loading import DataInfo
@@ -270,10 +270,15 @@ def load_data_info(run_dir: Path, recipe: Any) -> tuple[DataInfo, Shape]:
     return info, raw.stored_shape
 
 
+def tested_weights(run_dir: Path) -> str:
+    """The weights a run is tested with: ``best`` when it kept a best epoch's weights, else ``last``."""
+    return "best" if (run_dir / CHECKPOINTS / BEST).exists() else "last"
+
+
 def resolve_checkpoint(run_dir: Path, checkpoint: str | None) -> str:
-    """``best`` or ``last``; ``None`` means what the run was tested with (best when it was kept)."""
+    """``best`` or ``last``; ``None`` means what the run was tested with (:func:`tested_weights`)."""
     if checkpoint is None:
-        return "best" if (run_dir / CHECKPOINTS / BEST).exists() else "last"
+        return tested_weights(run_dir)
     if checkpoint not in WEIGHT_CHOICES:
         raise ConfigError(f"unknown checkpoint {checkpoint!r}", where="--checkpoint", hint="use best or last")
     return checkpoint
@@ -284,7 +289,7 @@ def weights_file(run_dir: Path, checkpoint: str) -> Path:
 
     ``last`` of an interrupted run, which has no final weights yet, is its newest complete checkpoint.
     """
-    from cnnforge import checkpoint as ckpt  # torch: only when weights are looked up
+    from cnnforge.rundir import checkpoint as ckpt  # torch: only when weights are looked up
 
     if checkpoint == "best":
         path = run_dir / CHECKPOINTS / BEST

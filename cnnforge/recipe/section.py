@@ -1,6 +1,6 @@
 """What every recipe section is built from: a strict pydantic base and the constrained number types.
 
-It sits below :mod:`cnnforge.recipe` and :mod:`cnnforge.tune_spec` so that both can describe sections
+It sits below :mod:`cnnforge.recipe.schema` and :mod:`cnnforge.recipe.tune` so that both can describe sections
 the same way without importing each other.
 """
 from __future__ import annotations

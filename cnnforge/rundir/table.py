@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from cnnforge import rundir
-from cnnforge.run_files import list_checkpoints
+from cnnforge.rundir.files import list_checkpoints
 
 
 @dataclass

@@ -3,8 +3,8 @@
 Every grid value, every sampled value and every value PBT may mutate to (the ends of a range) must give
 a valid recipe, so a sweep never fails after Ray has started, or "continues" into a trial with a value
 it cannot use.
-Checking one value builds the trial's recipe, which is :func:`cnnforge.recipe.check_swept_value`'s
-job; this module sits below ``recipe`` and hands it the values to check.
+Checking one value builds the trial's recipe, which is :func:`cnnforge.recipe.checks.check_swept_value`'s
+job; this module sits below ``checks`` and hands it the values to check.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cnnforge.errors import ConfigError
 
 if TYPE_CHECKING:
     from cnnforge.recipe import Recipe
-    from cnnforge.tune_spec import SampleSpec
+    from cnnforge.recipe.tune import SampleSpec
 
 
 def check_tune(recipe: Recipe) -> list[tuple[str, Any, str]]:

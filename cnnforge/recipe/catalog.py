@@ -8,7 +8,6 @@ exists always wins over a name, the way ultralytics resolves ``yolo train data=c
 """
 from __future__ import annotations
 
-import importlib.metadata as md
 import importlib.util
 import os
 import shutil
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnforge.errors import ConfigError, did_you_mean
-from cnnforge.plugins import GROUP, selected_entry_points
+from cnnforge.plugins import plugin_entry_points, selected_entry_points
 
 SUFFIX = ".yaml"
 
@@ -55,8 +54,8 @@ def _folder_of(package: str) -> Path | None:
 
 def _sources() -> list[tuple[str, Path]]:
     """(distribution, recipe folder) for cnnforge, then each selected plugin, in entry-point order."""
-    sources = [("cnnforge", Path(__file__).parent / "recipes")]
-    for ep in sorted(selected_entry_points(md.entry_points(group=GROUP)), key=lambda ep: ep.name):
+    sources = [("cnnforge", Path(__file__).parents[1] / "recipes")]
+    for ep in sorted(selected_entry_points(plugin_entry_points()), key=lambda ep: ep.name):
         dist = getattr(ep, "dist", None)
         package = dist.metadata["Name"] if dist is not None else ep.name
         folder = _folder_of(ep.module.split(".")[0])

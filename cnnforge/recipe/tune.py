@@ -1,15 +1,16 @@
 """The ``tune:`` section of a recipe: what a sweep varies, how Ray Tune schedules it, what a trial gets.
 
 Its checks that need the whole recipe (values that must give a valid trial, a scheduler that fits
-``train.epochs``) live in :mod:`cnnforge.tune_checks`; turning it into Ray objects is ``cnnforge.sweep``'s job.
+``train.epochs``) live in :mod:`cnnforge.recipe.tune_checks`; turning it into Ray objects is ``cnnforge.sweep``'s job.
 """
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, Strict, field_validator, model_validator
 
-from cnnforge.schema_base import Bool, Positive, Section
+from cnnforge.recipe.section import Bool, Positive, Section
 
 #: the settings that belong to each scheduler; setting one for another scheduler is an error
 SCHEDULER_KEYS = {"asha": ("grace_period", "reduction_factor"),
@@ -113,6 +114,10 @@ class TuneConfig(Section):
         spaces = {**{k: SampleSpec(choice=v) for k, v in self.grid.items()}, **self.sample}
         return {key: space for key, space in spaces.items()
                 if space.choice is None or (space.choice and all(_is_number(v) for v in space.choice))}
+
+    def trial_count(self) -> int:
+        """The trials the sweep plans: every grid combination, ``num_samples`` times over."""
+        return self.num_samples * math.prod(len(values) for values in self.grid.values())
 
     def swept_keys(self) -> list[str]:
         """Every key a trial's config holds: grid, sampled and (pbt) mutated keys, in that order."""

@@ -1,0 +1,7 @@
+"""cnnforge's own models, datasets and augmentations: importing this module registers them (all light).
+
+It is loaded the way plugins are, through cnnforge's own ``cnnforge.plugins`` entry point (pyproject.toml),
+so the registries at the bottom of the package never import the layers that fill them.
+"""
+from cnnforge.data import builtin_datasets, hf_datasets, idx, image_folder, named_pipelines, ops, tar_shards  # noqa: F401
+from cnnforge.models import fast, seed_models  # noqa: F401

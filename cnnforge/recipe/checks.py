@@ -1,0 +1,57 @@
+"""Checks a schema cannot make: registry names and builder params, reported metrics, a sweep's values (light:
+no torch, no data)."""
+from __future__ import annotations
+
+from typing import Any
+
+from cnnforge.errors import ConfigError, did_you_mean
+from cnnforge.optional_deps import require
+from cnnforge.recipe.loading import recipe_from_dict, set_key
+from cnnforge.recipe.schema import Recipe
+from cnnforge.recipe.tune_checks import check_tune
+
+#: metrics every run reports; a tune metric or best_metric must be one of these
+REPORTED_METRICS = ("val/acc", "val/loss", "train/loss", "train/acc", "lr")
+
+
+def check_recipe(recipe: Recipe) -> Recipe:
+    """Check every registry name and builder param in ``recipe`` (light: no torch, no data)."""
+    _check_names(recipe)
+    src = recipe.source
+    if recipe.tracking.backend in ("wandb", "tensorboard"):  # the two trackers that are extras
+        require(recipe.tracking.backend, where=f"{src}: tracking.backend")
+    for key, value, allowed in (("train.best_metric", recipe.train.best_metric, REPORTED_METRICS),
+                                ("tune.metric", recipe.tune.metric if recipe.tune else None, REPORTED_METRICS)):
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{value!r} is not a metric the trainer reports ({', '.join(allowed)})",
+                              where=f"{src}: {key}", hint=did_you_mean(value, allowed))
+    if recipe.tune is not None:  # `check` applies the sweep's checks too
+        for key, value, where in check_tune(recipe):
+            check_swept_value(recipe, key, value, where=where)
+    return recipe
+
+
+def check_swept_value(recipe: Recipe, key: str, value: Any, *, where: str) -> None:
+    """A grid or sampled ``value`` of ``key`` must give a valid recipe, names and params included."""
+    trial = {**set_key(recipe.to_dict(), key, value), "tune": None}
+    try:
+        check_recipe(recipe_from_dict(trial, recipe.source))
+    except ConfigError as exc:
+        raise ConfigError(f"value {value!r} is invalid: {exc.message}", where=where, hint=exc.hint) from None
+
+
+def _check_names(recipe: Recipe) -> None:
+    from cnnforge import registry
+    from cnnforge.data.pipeline import check_augment
+
+    src = recipe.source
+    for section, reg in (("model", registry.models), ("data", registry.datasets)):
+        spec = getattr(recipe, section)
+        try:
+            entry = reg.get(spec.name)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, where=f"{src}: {section}.name", hint=exc.hint) from None
+        registry.builder_kwargs(entry, spec.params, context=dict.fromkeys(reg.context), where=f"{src}: {section}")
+    check_augment(recipe.augment, src)
+
+

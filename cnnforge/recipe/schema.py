@@ -1,0 +1,141 @@
+"""The recipe's schema: the YAML that describes a run, validated by pydantic before anything heavy starts.
+
+Each top-level key is a section model; a section whose ``name`` picks a registered builder keeps its other
+keys as that builder's params (checked against the registry by :mod:`cnnforge.recipe.checks`).
+"""
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+
+from cnnforge.recipe.section import Bool, Fraction, Positive, Section
+from cnnforge.recipe.tricks import EvalConfig, LookaheadConfig, WhitenConfig, switch
+from cnnforge.recipe.tune import TuneConfig
+
+
+class _Named(BaseModel):
+    """A section whose ``name`` picks a registered builder and whose other keys are its params."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    name: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DataConfig(_Named):
+    name: str = "digits"
+    root: str = Field(default_factory=lambda: os.environ.get("CNNFORGE_DATA", "data"))
+    batch_size: Positive = 64
+    eval_batch_size: Positive | None = None
+    num_workers: Annotated[int, Strict(), Field(ge=0)] = 2
+    val_fraction: Fraction = 0.1
+    split: tuple[Fraction, Fraction, Fraction] = (0.6, 0.2, 0.2)
+    download: Bool = False
+    on_device: Literal["auto"] | Bool = "auto"  # hold the images on the device (training/batches.py)
+
+    @field_validator("split")
+    @classmethod
+    def _split_sums_to_one(cls, split: tuple[float, float, float]) -> tuple[float, float, float]:
+        if abs(sum(split) - 1.0) > 1e-6:
+            raise ValueError(f"split ratios must add up to 1, got {list(split)} (sum {sum(split):g})")
+        return split
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class OpSpec(_Named):
+    """One augmentation op: ``{name: rotate, limit: 20}``."""
+
+
+class AugmentConfig(Section):
+    train: list[OpSpec] | str | None = None
+    eval: list[OpSpec] | str | None = None
+    mode: Literal["sample", "batch"] = "sample"
+
+
+class ModelConfig(_Named):
+    name: str = "convnet"
+
+
+class OptimConfig(Section):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: Annotated[float, Field(gt=0)] = 0.01
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    nesterov: Bool = False
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    head_lr: Annotated[float, Field(gt=0)] | None = None
+    bias_lr_mult: Annotated[float, Field(gt=0)] = 1.0  # lr x this for biases and norm params (training/parts.py)
+
+
+class ScheduleConfig(Section):
+    name: Literal["none", "step", "cosine", "onecycle"] = "none"
+    step_size: Positive = 2
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+
+
+class TrainConfig(Section):
+    epochs: Positive = 10
+    precision: Literal["no", "bf16", "fp16"] = "no"
+    parallel: Literal["auto", "ddp", "dp", "none"] = "auto"
+    grad_accum: Positive = 1
+    clip_grad_norm: Annotated[float, Field(gt=0)] | None = None
+    label_smoothing: Fraction = 0.0
+    # decay of a moving average of the weights that evaluation uses
+    ema: Annotated[float, Field(gt=0, lt=1)] | None = None
+    lookahead: switch(LookaheadConfig) = None  # pulls the training weights to a slow average (training/lookahead.py)
+    whiten_init: switch(WhitenConfig) = None  # the first conv from data patches (training/whiten.py)
+    checkpoint_every: Annotated[int, Strict(), Field(ge=0)] = 1
+    checkpoint_every_steps: Annotated[int, Strict(), Field(ge=0)] = 0
+    keep_checkpoints: Positive = 2
+    best_metric: str = "val/acc"
+    best_mode: Literal["max", "min"] = "max"
+    on_nan: Literal["stop", "skip", "rollback"] = "stop"
+    channels_last: Bool | None = None  # None: auto, on for conv nets on a CPU (benchmarks/speed_knobs.py)
+    compile: Bool = False
+    plots: Bool = True  # the report's PNGs; metrics.json, summary.md and predictions.csv are always written
+    out_dir: str = "runs"
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML reads a bare `no` (train.precision=no) as false
+
+
+class TrackingConfig(Section):
+    backend: Literal["wandb", "tensorboard", "csv", "none"] = "none"
+    project: str = "cnnforge"
+    entity: str | None = None
+    group: str | None = None
+    log_model: Bool = False
+
+
+class Recipe(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: Annotated[int, Strict(), Field(ge=0, lt=2**32)] = 0  # NumPy seeds are 32-bit
+    data: DataConfig = Field(default_factory=DataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tune: TuneConfig | None = None
+
+    #: where the recipe came from, for error messages (not part of the YAML)
+    source: str = Field(default="<recipe>", exclude=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=False)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
