@@ -22,6 +22,9 @@ GROUP = "cnnforge.plugins"
 ENV = "CNNFORGE_PLUGINS"
 #: the plugins that live in this repository: they load first, so a third-party plugin can never take their names
 FIRST_PARTY = ("cnnforge-timm", "cnnforge-torchvision", "cnnforge-example")
+#: the modules whose import registers cnnforge's own entries (each light: no torch at import)
+BUILTINS = ("cnnforge.builtins", "cnnforge.training.losses", "cnnforge.training.optimizers",
+            "cnnforge.training.schedules", "cnnforge.callbacks")
 
 
 @dataclass
@@ -170,9 +173,10 @@ def load_plugins() -> list[PluginInfo]:
         if _loaded is not None:
             return _loaded
         _loaded = []  # set first: a plugin that looks a name up while loading must not recurse
-        # cnnforge's own models, datasets and augmentations register on import; by name, so that the
-        # bottom layer (registry, plugins) has no static import of the data and model layers above it
-        importlib.import_module("cnnforge.builtins")
+        # cnnforge's own models, datasets, augmentations, losses, optimizers, schedules and callbacks register
+        # on import; by name, so that the bottom layer (registry, plugins) has no static import of the layers above
+        for module in BUILTINS:
+            importlib.import_module(module)
 
         _loaded.extend(_load_one(ep) for ep in load_order(selected_entry_points(md.entry_points(group=GROUP))))
         return _loaded
