@@ -53,6 +53,7 @@ class Registry:
 
     def __init__(self, kind: str, context: tuple[str, ...] = ()) -> None:
         self.kind, self.context = kind, context
+        self.noun = kind.removesuffix("es") if kind.endswith("sses") else kind[:-1]  # "loss", "model"
         self._entries: dict[str, Entry] = {}
         self._prefixes: dict[str, Entry] = {}  # "timm/" -> resolver for open-ended name families
 
@@ -68,7 +69,7 @@ class Registry:
         old = table.get(name)
         if old is not None and (old.package != package or old.fn.__module__ != fn.__module__) and old.fn is not fn:
             raise ConfigError(
-                f"{self.kind[:-1]} {name!r} is registered twice: by {old.package} {old.version} "
+                f"{self.noun} {name!r} is registered twice: by {old.package} {old.version} "
                 f"({old.fn.__module__}) and by {package} {version} ({fn.__module__})",
                 where=f"cnnforge.plugins/{package}",
             )
@@ -87,7 +88,7 @@ class Registry:
                 return Entry(name, functools.partial(entry.fn, name[len(prefix):]), entry.package, entry.version)
         hint = did_you_mean(name, list(self._entries) + [p + "*" for p in self._prefixes])
         hints = [hint or f"see `cnnforge list {self.kind}`", selection_hint()]
-        raise ConfigError(f"unknown {self.kind[:-1]} {name!r}", hint="; ".join(h for h in hints if h))
+        raise ConfigError(f"unknown {self.noun} {name!r}", hint="; ".join(h for h in hints if h))
 
     def names(self) -> list[str]:
         from cnnforge.plugins import load_plugins
@@ -264,6 +265,9 @@ def builder_kwargs(entry: Entry, params: dict[str, Any], *, context: dict[str, A
         if key not in accepted and not takes_any:
             hint = did_you_mean(key, [*options, *known]) or f"{entry.name} accepts: {', '.join(options) or 'no params'}"
             raise ConfigError(f"unknown parameter of {entry.name!r}", where=f"{where}.{key}", hint=hint)
+    for key, param in accepted.items():
+        if param.default is param.empty and key not in params and key not in context:
+            raise ConfigError(f"required parameter of {entry.name!r} is missing", where=f"{where}.{key}")
     checked = _validate_types(entry, {k: v for k, v in params.items() if k in accepted}, accepted, where)
     kwargs = {k: v for k, v in context.items() if takes_any or k in accepted}
     kwargs.update(params)

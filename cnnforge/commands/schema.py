@@ -86,7 +86,7 @@ def _by_name(section: dict[str, Any], reg: Registry, defs: dict[str, Any]) -> No
     name = section["properties"]["name"]
     name.pop("type", None)
     name.update(_names(reg))
-    name["description"] = f"a registered {reg.kind[:-1]} (`cnnforge list {reg.kind}`)"
+    name["description"] = f"a registered {reg.noun} (`cnnforge list {reg.kind}`)"
     rules = []
     own = set(section["properties"])  # the section's own keys (optim.lr ...) stay allowed beside the builder's
     for entry in reg.entries():
