@@ -101,7 +101,10 @@ class CallbackList:
 
     def _run(self, a: Attached, hook: str, *args: Any, error: type[CnnforgeError] = CnnforgeError,
              detail: str = "") -> Any:
-        """``a``'s ``hook(*args)``; when it raises, the failure is noted and the callback is not called again."""
+        """``a``'s ``hook(*args)``; when it raises, the failure is noted (and a per-step hook is not called again).
+
+        The callback stays attached: the checkpoint the run then writes keeps its state, so a resume continues it.
+        """
         from cnnforge.plugins import PluginFailure, guarded
 
         try:
@@ -112,13 +115,12 @@ class CallbackList:
                 else f"{type(exc).__name__}: {exc}"
             kind = ConfigError if isinstance(exc, ConfigError) else error  # a bad setting stays one (exit 2)
             self.failures.append(kind(f"{hook}{detail} failed: {reason}", where=a.where))
-            self.attached = [other for other in self.attached if other is not a]
             self.per_step = [other for other in self.per_step if other is not a]
             return None
 
     def call(self, hook: str, *args: Any) -> None:
         """``hook(*args)`` of every callback, in order."""
-        for a in list(self.attached):
+        for a in self.attached:
             self._run(a, hook, *args)
 
     def after_step(self, ctx: FitContext) -> None:
@@ -128,12 +130,12 @@ class CallbackList:
 
     def states(self, ctx: FitContext) -> dict[str, Any]:
         """``{key: state}`` of every callback with a state to save."""
-        states = {a.key: self._run(a, "on_checkpoint", ctx) for a in list(self.attached)}
+        states = {a.key: self._run(a, "on_checkpoint", ctx) for a in self.attached}
         return {key: state for key, state in states.items() if state is not None}
 
     def restore(self, ctx: FitContext, states: dict[str, Any], checkpoint: Path) -> None:
         """Hand each callback its state from ``checkpoint``; one that cannot take it is a configuration error."""
-        for a in list(self.attached):
+        for a in self.attached:
             if a.key in states:
                 self._run(a, "on_restore", ctx, states[a.key], error=ConfigError,
                           detail=f" with its state in {checkpoint}")
