@@ -44,8 +44,8 @@ def focal_loss(logits: Any, target: Any, *, gamma: float, weight: Any = None, la
 
     log_p = torch.log_softmax(logits.float(), dim=1)
     classes = logits.shape[1]
-    if target.ndim == 1:
-        target = torch.nn.functional.one_hot(target, classes).to(log_p.dtype)
+    if target.ndim == 1:  # one-hot by scatter: F.one_hot checks the labels' range with two host reads
+        target = torch.zeros_like(log_p).scatter_(1, target[:, None], 1.0)
     if label_smoothing:
         target = target * (1.0 - label_smoothing) + label_smoothing / classes
     terms = -target * (1.0 - log_p.exp()).pow(gamma) * log_p

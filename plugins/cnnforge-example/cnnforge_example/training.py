@@ -17,8 +17,8 @@ def poly1_loss(logits: Any, target: Any, *, epsilon: float, weight: Any, label_s
 
     ce = F.cross_entropy(logits, target, weight=weight, label_smoothing=label_smoothing)
     probs = logits.float().softmax(dim=1)
-    if target.ndim == 1:
-        target = F.one_hot(target, logits.shape[1]).to(probs.dtype)
+    if target.ndim == 1:  # one-hot by scatter: F.one_hot reads the labels' range from the device every step
+        target = torch.zeros_like(probs).scatter_(1, target[:, None], 1.0)
     return ce + epsilon * (1.0 - torch.sum(target * probs, dim=1)).mean()
 
 
