@@ -8,12 +8,20 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-# registry.models / .datasets / .augmentations (not top-level names: cnnforge.models is the zoo)
+# registry.models / .datasets / .losses ... (not top-level names: cnnforge.models is the zoo)
 from cnnforge import registry
 from cnnforge._version import __version__
 from cnnforge.errors import CnnforgeError, ConfigError, DataError
 from cnnforge.recipe import Recipe, check_recipe, load_recipe
-from cnnforge.registry import register_augmentation, register_dataset, register_model
+from cnnforge.registry import (
+    register_augmentation,
+    register_callback,
+    register_dataset,
+    register_loss,
+    register_model,
+    register_optimizer,
+    register_schedule,
+)
 
 # OpenCV (the fallback image decoder) reads its pixel limit once, when it loads: Pillow's decompression-bomb
 # limit (2 x PIL.Image.MAX_IMAGE_PIXELS) must hold for it too, checked from the header before decoding
@@ -46,6 +54,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "__version__", "CnnforgeError", "ConfigError", "DataError", "Recipe", "load_recipe", "check_recipe",
-    "registry", "register_model", "register_dataset", "register_augmentation",
+    "registry", "register_model", "register_dataset", "register_augmentation", "register_loss", "register_optimizer",
+    "register_schedule", "register_callback",
     *_LAZY,
 ]

@@ -1,4 +1,4 @@
-"""Name -> builder registries for models, datasets and augmentations, with provenance.
+"""Name -> builder registries (models, datasets, augmentations, losses, optimizers, schedules, callbacks).
 
 A registry is a plain dict behind four operations (register, get, names, entries). Every entry
 remembers which installed distribution registered it, so `cnnforge list` can say where a name
@@ -44,7 +44,7 @@ def _provider_of(fn: Callable[..., Any]) -> tuple[str, str]:
 
 
 class Registry:
-    """Builders of one kind (``models``, ``datasets`` or ``augmentations``).
+    """Builders of one kind (``models``, ``datasets``, ``losses`` ...).
 
     ``context`` names the keyword arguments cnnforge passes to every builder of the kind itself (a
     model's class count, a dataset's root ...); a builder receives those it declares, and the recipe
@@ -53,6 +53,7 @@ class Registry:
 
     def __init__(self, kind: str, context: tuple[str, ...] = ()) -> None:
         self.kind, self.context = kind, context
+        self.noun = kind.removesuffix("es") if kind.endswith("sses") else kind[:-1]  # "loss", "model"
         self._entries: dict[str, Entry] = {}
         self._prefixes: dict[str, Entry] = {}  # "timm/" -> resolver for open-ended name families
 
@@ -68,7 +69,7 @@ class Registry:
         old = table.get(name)
         if old is not None and (old.package != package or old.fn.__module__ != fn.__module__) and old.fn is not fn:
             raise ConfigError(
-                f"{self.kind[:-1]} {name!r} is registered twice: by {old.package} {old.version} "
+                f"{self.noun} {name!r} is registered twice: by {old.package} {old.version} "
                 f"({old.fn.__module__}) and by {package} {version} ({fn.__module__})",
                 where=f"cnnforge.plugins/{package}",
             )
@@ -87,7 +88,7 @@ class Registry:
                 return Entry(name, functools.partial(entry.fn, name[len(prefix):]), entry.package, entry.version)
         hint = did_you_mean(name, list(self._entries) + [p + "*" for p in self._prefixes])
         hints = [hint or f"see `cnnforge list {self.kind}`", selection_hint()]
-        raise ConfigError(f"unknown {self.kind[:-1]} {name!r}", hint="; ".join(h for h in hints if h))
+        raise ConfigError(f"unknown {self.noun} {name!r}", hint="; ".join(h for h in hints if h))
 
     def names(self) -> list[str]:
         from cnnforge.plugins import load_plugins
@@ -144,7 +145,12 @@ def _expand(entry: Entry, pattern: str | None, expand: bool) -> list[Entry]:
 models = Registry("models", context=("num_classes", "in_channels", "image_size"))
 datasets = Registry("datasets", context=("root", "split", "download"))
 augmentations = Registry("augmentations")
-REGISTRIES = {"models": models, "datasets": datasets, "augmentations": augmentations}
+losses = Registry("losses", context=("weight", "label_smoothing"))
+optimizers = Registry("optimizers", context=("params", "lr", "weight_decay"))
+schedules = Registry("schedules", context=("optimizer", "epochs", "steps_per_epoch"))
+callbacks = Registry("callbacks")
+REGISTRIES = {"models": models, "datasets": datasets, "augmentations": augmentations, "losses": losses,
+              "optimizers": optimizers, "schedules": schedules, "callbacks": callbacks}
 
 
 @overload
@@ -190,12 +196,66 @@ def register_augmentation(name_or_fn: Any = None, *, prefix: bool = False) -> An
     return augmentations.decorator(name_or_fn, prefix=prefix)
 
 
-def builder_kwargs(entry: Entry, params: dict[str, Any], *, context: dict[str, Any], where: str) -> dict[str, Any]:
+@overload
+def register_loss(name_or_fn: F) -> F: ...
+@overload
+def register_loss(name_or_fn: str | None = None, *, prefix: bool = False) -> Callable[[F], F]: ...
+def register_loss(name_or_fn: Any = None, *, prefix: bool = False) -> Any:
+    """Register a loss ``fn(*, weight=None, label_smoothing=0.0, **params)`` returning ``loss(logits, target)``.
+
+    ``weight`` is a float tensor of per-class weights on the device (or None); ``target`` is either class
+    indices (N,) or class probabilities (N, C) (mixup, cutmix, distillation): a loss must take both.
+    """
+    return losses.decorator(name_or_fn, prefix=prefix)
+
+
+@overload
+def register_optimizer(name_or_fn: F) -> F: ...
+@overload
+def register_optimizer(name_or_fn: str | None = None, *, prefix: bool = False) -> Callable[[F], F]: ...
+def register_optimizer(name_or_fn: Any = None, *, prefix: bool = False) -> Any:
+    """Register an optimizer ``fn(params, *, lr, weight_decay, **params) -> torch.optim.Optimizer``.
+
+    ``params`` are cnnforge's parameter groups (``optim.head_lr``, ``optim.bias_lr_mult``), each of which
+    may carry its own ``lr`` and ``weight_decay``: pass them to the optimizer as they are.
+    """
+    return optimizers.decorator(name_or_fn, prefix=prefix)
+
+
+@overload
+def register_schedule(name_or_fn: F) -> F: ...
+@overload
+def register_schedule(name_or_fn: str | None = None, *, prefix: bool = False) -> Callable[[F], F]: ...
+def register_schedule(name_or_fn: Any = None, *, prefix: bool = False) -> Any:
+    """Register an LR schedule ``fn(optimizer, *, epochs, steps_per_epoch, **params)`` returning a torch
+    ``LRScheduler`` that the trainer steps after every optimizer step (so a mid-epoch resume is exact)."""
+    return schedules.decorator(name_or_fn, prefix=prefix)
+
+
+@overload
+def register_callback(name_or_fn: F) -> F: ...
+@overload
+def register_callback(name_or_fn: str | None = None, *, prefix: bool = False) -> Callable[[F], F]: ...
+def register_callback(name_or_fn: Any = None, *, prefix: bool = False) -> Any:
+    """Register a callback: a ``cnnforge.training.callbacks.Callback`` subclass (or a function returning one)
+    whose keyword arguments are the recipe's ``callbacks: [{name, ...}]`` params."""
+    return callbacks.decorator(name_or_fn, prefix=prefix)
+
+
+def signature_target(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What holds a builder's parameters and their type hints: a class's ``__init__``, a partial's function."""
+    fn = fn.func if isinstance(fn, functools.partial) else fn
+    return fn.__init__ if isinstance(fn, type) else fn
+
+
+def builder_kwargs(entry: Entry, params: dict[str, Any], *, context: dict[str, Any], where: str,
+                   known: tuple[str, ...] = ()) -> dict[str, Any]:
     """The keyword arguments for a builder: validated recipe ``params`` plus the ``context`` it declares.
 
     Params are checked against the builder's signature and type hints with pydantic, so a typo or a
     wrong type is a ConfigError at ``where.<param>`` before anything heavy (torch, data) is touched.
     The context (num_classes, in_channels, image_size, root, split ...) is passed only when declared.
+    ``known`` are the section's own keys (``optim.head_lr``), offered with the builder's params when a key is mistyped.
     """
     sig = inspect.signature(entry.fn)
     takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
@@ -203,8 +263,11 @@ def builder_kwargs(entry: Entry, params: dict[str, Any], *, context: dict[str, A
     options = [n for n in accepted if n not in context]
     for key in params:
         if key not in accepted and not takes_any:
-            hint = did_you_mean(key, options) or f"{entry.name} accepts: {', '.join(options) or 'no params'}"
+            hint = did_you_mean(key, [*options, *known]) or f"{entry.name} accepts: {', '.join(options) or 'no params'}"
             raise ConfigError(f"unknown parameter of {entry.name!r}", where=f"{where}.{key}", hint=hint)
+    for key, param in accepted.items():
+        if param.default is param.empty and key not in params and key not in context:
+            raise ConfigError(f"required parameter of {entry.name!r} is missing", where=f"{where}.{key}")
     checked = _validate_types(entry, {k: v for k, v in params.items() if k in accepted}, accepted, where)
     kwargs = {k: v for k, v in context.items() if takes_any or k in accepted}
     kwargs.update(params)
@@ -243,8 +306,7 @@ def _validate_types(entry: Entry, params: dict[str, Any], accepted: dict[str, in
     from pydantic import ConfigDict, ValidationError, create_model
 
     try:
-        hints = typing.get_type_hints(entry.fn.func if isinstance(entry.fn, functools.partial) else entry.fn,
-                                      include_extras=True)
+        hints = typing.get_type_hints(signature_target(entry.fn), include_extras=True)
     except Exception:  # unresolvable annotations: nothing to check against
         return params
     fields = {k: (hints[k], ...) for k in params if k in hints}
@@ -269,6 +331,7 @@ def _choice_hint(err: dict[str, Any], value: Any) -> str | None:
 
 __all__ = [
     "Entry", "Registry", "models", "datasets", "augmentations", "REGISTRIES",
-    "register_model", "register_dataset", "register_augmentation", "builder_kwargs", "call_builder",
-    "declared",
+    "losses", "optimizers", "schedules", "callbacks", "register_model", "register_dataset", "register_augmentation",
+    "register_loss", "register_optimizer", "register_schedule", "register_callback", "builder_kwargs",
+    "call_builder", "declared", "signature_target",
 ]

@@ -143,3 +143,9 @@ def test_data_scale_measures_memory_throughput_startup_and_wait() -> None:
     assert r["throughput"]["ratio"] == pytest.approx(rate["cnnforge"] / rate["torchvision"])
     assert r["startup"]["ratio"] == pytest.approx(r["startup"]["first_s"] / r["startup"]["second_s"])
     assert 0 <= r["data_wait"]["fraction"] <= 1
+
+
+def test_distill_compares_the_taught_student_with_the_student_alone() -> None:
+    r = bench("distill")
+    assert set(r["test_acc_per_seed"]) == {"student alone", "student + distill"}
+    assert all(0.0 <= acc <= 1.0 for accs in r["test_acc_per_seed"].values() for acc in accs)

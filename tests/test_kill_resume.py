@@ -157,6 +157,26 @@ def test_resume_after_sigkill_is_bit_exact_with_the_training_tricks(tmp_path: Pa
 
 
 @pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished digits run for ``distill`` to learn from."""
+    out = tmp_path_factory.mktemp("teacher")
+    proc = cli("run", DIGITS, "train.epochs=1", "data.num_workers=0", f"train.out_dir={out}", "-q")
+    assert proc.returncode == 0, proc.stderr
+    return next(out.rglob("summary.json")).parent
+
+
+@pytest.mark.parametrize("part", ["swa", "distill", "timm"])
+def test_resume_after_sigkill_is_bit_exact_with_extension_points(tmp_path: Path, part: str, teacher_run: Path,
+                                                                 held: tuple[Path, dict[str, str]]) -> None:
+    """swa's average (in callbacks.pt), distill's objective, and timm's LAMB with timm's cosine schedule."""
+    extra = {"swa": ["callbacks=[{name: swa, start_epoch: 2}]"],
+             "distill": [f"callbacks=[{{name: distill, teacher: '{teacher_run}', alpha: 0.7}}]"],
+             "timm": ["optim={name: timm/lamb, lr: 0.01}",
+                      "schedule={name: timm/cosine, warmup_epochs: 1, cycle_limit: 2}"]}[part]
+    _assert_resume_is_bit_exact(tmp_path, extra, 0, part, held)
+
+
+@pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.datafiles import write_image_folder
 

@@ -121,3 +121,13 @@ def test_ddp_step_has_no_host_sync_or_extra_collective(tmp_path: Path) -> None:
     assert len(steps) == 2 * per_rank
     steady = _steady(steps, per_rank)
     assert all(not counts for counts in steady), [c for c in steady if c][:3]
+
+
+def test_registered_parts_and_an_epoch_level_callback_add_no_sync_to_a_step(tmp_path: Path) -> None:
+    """Loss, optimizer and schedule come from the registries; swa's work happens at the epoch ends (sync points)."""
+    steps = _counts(tmp_path, "train.loss={name: focal}", "optim={name: sgd, lr: 0.05}",
+                    "schedule={name: cosine_restarts}", "callbacks=[{name: swa, start_epoch: 1}]")
+    assert len(steps) == 2 * STEPS_PER_EPOCH
+    steady = _steady(steps, STEPS_PER_EPOCH)
+    assert all(not counts for counts in steady), [c for c in steady if c][:3]
+    assert any(steps[STEPS_PER_EPOCH - 1].values())

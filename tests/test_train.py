@@ -89,7 +89,7 @@ def test_ema_weights_are_evaluated_and_saved(tmp_path: Path) -> None:
                                            "train.best_mode=min"), quiet=True)
     run = result.run_dir
     [last] = [p for p in sorted((run / "checkpoints").glob("ckpt-*")) if p.name.startswith("ckpt-e0002")]
-    average = torch.load(last / "ema.pt", weights_only=True)
+    average = torch.load(last / "callbacks.pt", weights_only=True)["train.ema"]  # the ema callback's state
     raw, saved = load_file(last / "model.safetensors"), weights(run)
     assert int(average["n_averaged"]) == result["steps"] > 1
     for key, value in saved.items():

@@ -6,12 +6,13 @@ import fnmatch
 import os
 from typing import Any
 
-KINDS = ("models", "datasets", "augmentations", "plugins", "recipes")
+KINDS = ("models", "datasets", "augmentations", "losses", "optimizers", "schedules", "callbacks", "plugins", "recipes")
 
 
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("list", parents=[common],
-                       help="registered models, datasets, augmentations, plugins or packaged recipes")
+                       help="registered models, datasets, augmentations, losses, optimizers, schedules, callbacks, "
+                            "plugins or packaged recipes")
     p.add_argument("kind", choices=KINDS)
     p.add_argument("pattern", nargs="?", help="glob over names, e.g. 'timm/resnet*'")
     p.add_argument("--all", action="store_true", help="expand name families such as timm/* and tv/*")

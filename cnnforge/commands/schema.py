@@ -14,16 +14,16 @@ import sys
 import typing
 from typing import Any
 
-from cnnforge.registry import REGISTRIES, Entry, Registry
+from cnnforge.registry import REGISTRIES, Entry, Registry, signature_target
 
 #: keys of the builders' context (``Registry.context``) that a recipe may still state (checked against the data)
-_RECIPE_MAY_SET = {"models": {"num_classes", "in_channels"}, "datasets": set(), "augmentations": {"p"}}
+_RECIPE_MAY_SET = {"models": {"num_classes", "in_channels"}, "augmentations": {"p"}}
 
 
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("schema", parents=[common], help="print the recipe JSON Schema (for editor completion)",
                        description="Print the JSON Schema of recipes, with the names of every installed model, "
-                                   "dataset and augmentation, on stdout.",
+                                   "dataset, augmentation, loss, optimizer, schedule and callback, on stdout.",
                        epilog="cnnforge schema > cnnforge.schema.json, then in a recipe: "
                               "# yaml-language-server: $schema=cnnforge.schema.json")
     p.set_defaults(func=_schema)
@@ -55,6 +55,9 @@ def recipe_schema() -> dict[str, Any]:
     _by_name(defs["ModelConfig"], registry.models, defs)
     _by_name(defs["DataConfig"], registry.datasets, defs)
     _by_name(defs["OpSpec"], registry.augmentations, defs)
+    for section, reg in (("OptimConfig", registry.optimizers), ("ScheduleConfig", registry.schedules),
+                         ("LossConfig", registry.losses), ("CallbackSpec", registry.callbacks)):
+        _by_name(defs[section], reg, defs)
     for split in ("train", "eval"):  # a string names one registered augmentation (often a whole pipeline)
         for branch in defs["AugmentConfig"]["properties"][split]["anyOf"]:
             if branch.get("type") == "string":
@@ -83,19 +86,20 @@ def _by_name(section: dict[str, Any], reg: Registry, defs: dict[str, Any]) -> No
     name = section["properties"]["name"]
     name.pop("type", None)
     name.update(_names(reg))
-    name["description"] = f"a registered {reg.kind[:-1]} (`cnnforge list {reg.kind}`)"
+    name["description"] = f"a registered {reg.noun} (`cnnforge list {reg.kind}`)"
     rules = []
+    own = set(section["properties"])  # the section's own keys (optim.lr ...) stay allowed beside the builder's
     for entry in reg.entries():
         if entry.name.endswith("*"):
             continue
-        params = _params_schema(entry, reg.kind, defs)
+        params = _params_schema(entry, reg.kind, defs, own)
         if params is not None:
             rules.append({"if": {"properties": {"name": {"const": entry.name}}, "required": ["name"]}, "then": params})
     if rules:
         section["allOf"] = rules
 
 
-def _params_schema(entry: Entry, kind: str, defs: dict[str, Any]) -> dict[str, Any] | None:
+def _params_schema(entry: Entry, kind: str, defs: dict[str, Any], own: set[str]) -> dict[str, Any] | None:
     """The builder's keyword params as schema properties (None when its signature cannot be described).
 
     Only sections whose keys are all builder params (models, augmentation ops) forbid other keys; the
@@ -105,7 +109,7 @@ def _params_schema(entry: Entry, kind: str, defs: dict[str, Any]) -> dict[str, A
 
     try:
         sig = inspect.signature(entry.fn)
-        hints = typing.get_type_hints(entry.fn, include_extras=True)
+        hints = typing.get_type_hints(signature_target(entry.fn), include_extras=True)
         fields = {n: (hints.get(n, Any), ... if p.default is p.empty else p.default)
                   for n, p in sig.parameters.items()
                   if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n not in REGISTRIES[kind].context}
@@ -120,5 +124,5 @@ def _params_schema(entry: Entry, kind: str, defs: dict[str, Any]) -> dict[str, A
     if kind == "datasets":
         return {"properties": props}
     takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    allowed = {"name": {}, **{k: {} for k in _RECIPE_MAY_SET[kind]}, **props}
+    allowed = {**{k: {} for k in own | _RECIPE_MAY_SET.get(kind, set())}, **props}
     return {"properties": allowed, **({} if takes_any else {"additionalProperties": False})}

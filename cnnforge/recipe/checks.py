@@ -45,13 +45,21 @@ def _check_names(recipe: Recipe) -> None:
     from cnnforge.data.pipeline import check_augment
 
     src = recipe.source
-    for section, reg in (("model", registry.models), ("data", registry.datasets)):
-        spec = getattr(recipe, section)
+    named = [("model", recipe.model, registry.models), ("data", recipe.data, registry.datasets),
+             ("optim", recipe.optim, registry.optimizers), ("schedule", recipe.schedule, registry.schedules),
+             ("train.loss", recipe.train.loss, registry.losses),
+             *((f"callbacks[{i}]", spec, registry.callbacks) for i, spec in enumerate(recipe.callbacks))]
+    for key, spec, reg in named:
         try:
             entry = reg.get(spec.name)
         except ConfigError as exc:
-            raise ConfigError(exc.message, where=f"{src}: {section}.name", hint=exc.hint) from None
-        registry.builder_kwargs(entry, spec.params, context=dict.fromkeys(reg.context), where=f"{src}: {section}")
+            raise ConfigError(exc.message, where=f"{src}: {key}.name", hint=exc.hint) from None
+        own = tuple(f for f in type(spec).model_fields if f != "name")
+        kwargs = registry.builder_kwargs(entry, spec.params, context=dict.fromkeys(reg.context),
+                                         where=f"{src}: {key}", known=own)
+        if key == "train.loss" and recipe.train.label_smoothing and "label_smoothing" not in kwargs:
+            raise ConfigError(f"loss {spec.name!r} ({entry.package}) takes no label smoothing",
+                              where=f"{src}: train.label_smoothing")
     check_augment(recipe.augment, src)
 
 

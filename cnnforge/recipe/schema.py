@@ -64,22 +64,33 @@ class ModelConfig(_Named):
     name: str = "convnet"
 
 
-class OptimConfig(Section):
-    name: Literal["sgd", "adam", "adamw"] = "sgd"
+class OptimConfig(_Named):
+    """``optim``: ``name`` is a registered optimizer (``cnnforge list optimizers``); the keys here are cnnforge's
+    and apply to any optimizer (the parameter groups of training/parts.py), every other key is the optimizer's."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
+    name: str = "sgd"
     lr: Annotated[float, Field(gt=0)] = 0.01
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    nesterov: Bool = False
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
     head_lr: Annotated[float, Field(gt=0)] | None = None
     bias_lr_mult: Annotated[float, Field(gt=0)] = 1.0  # lr x this for biases and norm params (training/parts.py)
 
 
-class ScheduleConfig(Section):
-    name: Literal["none", "step", "cosine", "onecycle"] = "none"
-    step_size: Positive = 2
-    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
-    warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+class ScheduleConfig(_Named):
+    """``schedule``: a registered LR schedule (``cnnforge list schedules``) and its params."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
+    name: str = "none"
+
+
+class LossConfig(_Named):
+    """``train.loss``: a registered loss (``cnnforge list losses``) and its params."""
+
+    name: str = "cross_entropy"
+
+
+class CallbackSpec(_Named):
+    """One of ``callbacks:``, a registered callback (``cnnforge list callbacks``) and its params."""
 
 
 class TrainConfig(Section):
@@ -88,7 +99,8 @@ class TrainConfig(Section):
     parallel: Literal["auto", "ddp", "dp", "none"] = "auto"
     grad_accum: Positive = 1
     clip_grad_norm: Annotated[float, Field(gt=0)] | None = None
-    label_smoothing: Fraction = 0.0
+    label_smoothing: Fraction = 0.0  # given to the loss, when it takes it
+    loss: LossConfig = Field(default_factory=LossConfig)
     # decay of a moving average of the weights that evaluation uses
     ema: Annotated[float, Field(gt=0, lt=1)] | None = None
     lookahead: switch(LookaheadConfig) = None  # pulls the training weights to a slow average (training/lookahead.py)
@@ -130,6 +142,7 @@ class Recipe(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tune: TuneConfig | None = None
+    callbacks: list[CallbackSpec] = Field(default_factory=list)
 
     #: where the recipe came from, for error messages (not part of the YAML)
     source: str = Field(default="<recipe>", exclude=True)

@@ -1,7 +1,7 @@
 """Crash-proof checkpoints: a folder per checkpoint, written under a temporary name, fsynced, renamed.
 
 A checkpoint folder holds ``model.safetensors``, ``optimizer.pt``/``scheduler.pt``/``ranks.pt`` (every
-rank's RNG states and metric sums) and, when used, ``scaler.pt``/``ema.pt``/``lookahead.pt`` (plain
+rank's RNG states and metric sums) and, when used, ``scaler.pt``/``callbacks.pt``/``lookahead.pt`` (plain
 tensors and numbers, loaded with ``weights_only=True``), ``state.json`` and ``checksums.json``
 with a SHA-256 of every file. Only complete folders with matching checksums are ever loaded, and
 older ones are deleted only after the new one is in place.

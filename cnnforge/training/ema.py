@@ -1,5 +1,7 @@
 """``train.ema``: an exponential moving average of the weights, which evaluation and the saved weights use.
 
+The ``ema`` callback (cnnforge/callbacks/ema.py) keeps one and updates it after every optimizer step.
+
 torch's ``AveragedModel`` keeps the copy, its count and its state dict. Added here is the warm-up
 timm and YOLO use: step ``t`` averages with ``min(decay, (1 + t) / (10 + t))``. With a fixed 0.99,
 the average after 30 steps would still be 74 % the random initial weights. The step is the
@@ -15,8 +17,6 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
-
-from cnnforge.recipe import Recipe
 
 WARMUP = 10  # timm's constant: the decay (1 + t) / (WARMUP + t) is 0.5 at step 8 and 0.9 at step 80
 
@@ -55,7 +55,3 @@ class WeightEMA(AveragedModel):
         self.started = bool(self.n_averaged > 0)  # one read, when a checkpoint is loaded
         return result
 
-
-def make_ema(model: nn.Module, recipe: Recipe) -> WeightEMA | None:
-    """The moving average of ``model`` that ``train.ema`` asks for (None without it); checkpoints keep it."""
-    return None if recipe.train.ema is None else WeightEMA(model, recipe.train.ema)

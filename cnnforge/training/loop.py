@@ -24,16 +24,23 @@ from cnnforge import rundir
 from cnnforge.data.batch_augment import make_batch_augment
 from cnnforge.data.loading import DataInfo
 from cnnforge.data.normalize import Normalize
-from cnnforge.errors import NonFiniteLossError
+from cnnforge.errors import NonFiniteLossError, recipe_source
 from cnnforge.recipe import Recipe
 from cnnforge.rundir import checkpoint as ckpt
 from cnnforge.rundir.files import RunIdentity
 from cnnforge.training.batches import DeviceBatches, DeviceSplit, LoaderBatches
-from cnnforge.training.ema import make_ema
+from cnnforge.training.callbacks import FitContext, attach_callbacks
 from cnnforge.training.eval_step import EvalResult
 from cnnforge.training.lookahead import make_lookahead
 from cnnforge.training.nonfinite import NonFiniteGuard
-from cnnforge.training.parts import adopt_hyperparameters, constant_lr, scale_lr, steps_per_epoch, use_channels_last
+from cnnforge.training.parts import (
+    adopt_hyperparameters,
+    constant_lr,
+    make_loss,
+    scale_lr,
+    steps_per_epoch,
+    use_channels_last,
+)
 from cnnforge.training.progress import Progress
 from cnnforge.training.step_log import StepLog
 
@@ -54,6 +61,7 @@ class TrainState:
     rollbacks: int = 0
     lr_scale: float = 1.0
     train_time: float = 0.0
+    stop_reason: str | None = None  # a callback ended training early (a resumed run has nothing left to train)
 
 
 def tie_breaker(metric: str) -> tuple[str, str]:
@@ -98,7 +106,6 @@ class TrainParts:
     info: DataInfo
     run_dir: Path
     progress: Progress
-    tracking: bool = False
     reporter: Any = None  # reporter(row, checkpoint_dir) after every epoch (Ray Tune)
     identity: RunIdentity | None = None  # recorded in every checkpoint; resume refuses another run's
 
@@ -115,11 +122,11 @@ class TrainStep:
     step (metrics, EMA, checkpoints, progress) happens around this call.
     """
 
-    def __init__(self, parts: TrainParts, criterion: nn.Module, guard: NonFiniteGuard, *,
+    def __init__(self, parts: TrainParts, objective: Any, guard: NonFiniteGuard, *,
                  clip_grad_norm: float | None, constant_lr: bool) -> None:
         acc = parts.acc
         self.acc, self.model, self.optimizer = acc, parts.model, parts.optimizer
-        self.criterion, self.guard, self.clip_grad_norm = criterion, guard, clip_grad_norm
+        self.objective, self.guard, self.clip_grad_norm = objective, guard, clip_grad_norm  # objective(x, logits, y)
         self.schedule = None if constant_lr else parts.schedule
         self.accumulating = acc.gradient_accumulation_steps > 1
         self.autocast = acc.autocast if acc.native_amp else contextlib.nullcontext
@@ -130,7 +137,7 @@ class TrainStep:
         with acc.accumulate(model) if self.accumulating else contextlib.nullcontext():
             with self.autocast():
                 logits = model(x)
-                loss = self.criterion(logits, y)
+                loss = self.objective(x, logits, y)
             if self.accelerated_backward:
                 acc.backward(loss)
             else:
@@ -154,17 +161,20 @@ class Trainer:
         self.acc, self.model, self.optimizer, self.schedule = parts.acc, parts.model, parts.optimizer, parts.schedule
         self.loaders, self.info, self.run_dir, self.progress = parts.loaders, parts.info, parts.run_dir, parts.progress
         device = self.acc.device
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.train.label_smoothing)
+        with recipe_source(recipe.source):
+            self.criterion = make_loss(recipe.train)
+            self.callbacks = attach_callbacks(recipe, self.acc)
         self.normalize = Normalize.from_info(self.info).to(device)  # the same arithmetic as predict and export
         channels_last = use_channels_last(recipe, self.model, device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.batch_augment = make_batch_augment(recipe)  # augment.mode: batch -> train ops run here, on the device
-        self.ema = make_ema(self.bare_model(), recipe)
         steps = steps_per_epoch(len(parts.batches), recipe.train.grad_accum)
         self.lookahead = make_lookahead(recipe.train.lookahead, steps * recipe.train.epochs)
         torch_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # under Accelerate's wrapper (fp16)
         self.guard = NonFiniteGuard(torch_optimizer, device, scaled=self.acc.scaler is not None)
-        self.step = TrainStep(parts, self.criterion, self.guard, clip_grad_norm=recipe.train.clip_grad_norm,
+        self.ctx = FitContext(recipe, self.run_dir, self.acc, self.bare_model(), self.optimizer, self.info,
+                              _objective(self.criterion), self.evaluate, self.train_inputs)
+        self.step = TrainStep(parts, self.ctx.objective, self.guard, clip_grad_norm=recipe.train.clip_grad_norm,
                               constant_lr=constant_lr(recipe.schedule))
         self.ckpt_dir = self.run_dir / rundir.CHECKPOINTS
         self.log = StepLog(len(parts.batches), device)
@@ -185,12 +195,29 @@ class Trainer:
         return self.acc.unwrap_model(self.model)
 
     def weights_module(self) -> nn.Module:
-        """The weights that are evaluated and saved as best and final: the moving average's with ``train.ema``."""
-        return self.bare_model() if self.ema is None else self.ema.module
+        """The weights evaluated and saved as best and final: a callback's (``train.ema``) when it sets them."""
+        return self.bare_model() if self.ctx.eval_model is None else self.ctx.eval_model
+
+    def train_inputs(self, epoch: int) -> Iterator[torch.Tensor]:
+        """Epoch ``epoch``'s training inputs as the step sees them (for callbacks such as SWA's BatchNorm update)."""
+        for x, _ in self.parts.batches.epoch(epoch, 0):
+            yield self.prepare_input(x)
 
     # ------------------------------------------------------------------------------------ training
+    def start(self) -> None:
+        """The callbacks' ``on_fit_start`` (before a checkpoint is loaded: they may set what it restores)."""
+        self.callbacks.call("on_fit_start", self.ctx)
+        self.step.objective = self.ctx.objective
+        self.callbacks.settle(self.acc)
+
+    def end(self, summary: dict[str, Any]) -> None:
+        """The callbacks' ``on_fit_end``, after the test evaluation and the reports."""
+        self.ctx.epoch = int(summary.get("epochs") or 0)
+        self.callbacks.call("on_fit_end", self.ctx, summary)
+        self.callbacks.settle(self.acc)
+
     def fit(self, state: TrainState) -> TrainState:
-        while state.epoch < self.recipe.train.epochs:
+        while state.epoch < self.recipe.train.epochs and state.stop_reason is None:
             try:
                 row = self._epoch(state)
             except _Rollback as rollback:
@@ -244,9 +271,10 @@ class Trainer:
         if not self.step.accumulating or self.acc.sync_gradients:
             if self.lookahead is not None:
                 self.lookahead.after_step(self.bare_model(), state.global_step + 1, state.epoch)
-            if self.ema is not None:
-                self.ema.update(self.bare_model(), state.global_step)
             state.global_step += 1
+            if self.callbacks.per_step:
+                self.ctx.global_step = state.global_step
+                self.callbacks.after_step(self.ctx)
             every = self.recipe.train.checkpoint_every_steps
             if every and state.global_step % every == 0:
                 self._sync(state)
@@ -304,18 +332,31 @@ class Trainer:
         epoch = state.epoch
         state.epoch, state.batch = epoch + 1, 0
         self._sums.zero_()
+        failure = self._epoch_callbacks(state, row)
         self._track_best(state, row, epoch)
         if self.acc.is_main_process:
             rundir.append_metrics(self.run_dir, row)
-            if self.parts.tracking:
-                self.acc.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
         self.progress.end_epoch(epoch, row)
         every = self.recipe.train.checkpoint_every
         saved = None
-        if (every and (epoch + 1) % every == 0) or state.epoch == self.recipe.train.epochs:
+        if (every and (epoch + 1) % every == 0) or state.epoch == self.recipe.train.epochs or state.stop_reason \
+                or failure is not None:
             saved = self.save_checkpoint(state)
+        if failure is not None:
+            raise type(failure)(f"{failure.message}; training stopped with checkpoint {saved or 'written'}")
         if self.parts.reporter is not None and self.acc.is_main_process:
             self.parts.reporter(row, saved)
+
+    def _epoch_callbacks(self, state: TrainState, row: dict[str, Any]) -> Any:
+        """The callbacks' ``on_epoch_end``: a stop request becomes the run's; a failure is returned (ranks agree)."""
+        if not self.callbacks.present:
+            return None
+        self.ctx.epoch, self.ctx.global_step = state.epoch, state.global_step
+        self.callbacks.call("on_epoch_end", self.ctx, row)
+        state.stop_reason, failure = self.callbacks.agree(self.acc, self.ctx.stop_reason)
+        if state.stop_reason and self.acc.is_main_process:
+            self.progress.print(f"stopping after epoch {state.epoch}: {state.stop_reason}")
+        return failure
 
     def _track_best(self, state: TrainState, row: dict[str, Any], epoch: int) -> None:
         value = row.get(self.recipe.train.best_metric)
@@ -335,7 +376,7 @@ class Trainer:
     def evaluate(self, split: str) -> EvalResult:
         from cnnforge.training.eval_step import eval_result, gather_outputs, tta_logits
 
-        model, tta = (self.model if self.ema is None else self.ema.module), self.recipe.eval.tta
+        model, tta = (self.model if self.ctx.eval_model is None else self.ctx.eval_model), self.recipe.eval.tta
         model.eval()
         logits, y = gather_outputs(lambda x: tta_logits(model, self.prepare_input(x), tta), self.parts.evals[split],
                                    self.acc)
@@ -356,8 +397,9 @@ class Trainer:
                                        "scheduler": self.schedule.state_dict(), "ranks": ranks}
             if self.acc.scaler is not None:
                 tensors["scaler"] = self.acc.scaler.state_dict()
-            if self.ema is not None:
-                tensors["ema"] = self.ema.state_dict()
+            states = self.callbacks.states(self.ctx)
+            if states:
+                tensors["callbacks"] = states
             if self.lookahead is not None and self.lookahead.state_dict() is not None:
                 tensors["lookahead"] = self.lookahead.state_dict()
             tag = f"e{state.epoch:04d}-b{state.batch:06d}"
@@ -388,8 +430,6 @@ class Trainer:
         self.schedule.load_state_dict(tensors["scheduler"])
         if "scaler" in tensors and self.acc.scaler is not None:
             self.acc.scaler.load_state_dict(tensors["scaler"])
-        if "ema" in tensors and self.ema is not None:  # without one (resume --force) the average restarts here
-            self.ema.load_state_dict(tensors["ema"])
         if self.lookahead is not None:  # absent from the checkpoint: it had not started there
             self.lookahead.load_state_dict(tensors.get("lookahead"), self.acc.device)
         ranks = tensors["ranks"]
@@ -404,4 +444,15 @@ class Trainer:
         if "cuda" in mine and torch.cuda.is_available():
             torch.cuda.set_rng_state(mine["cuda"], self.acc.device)
         self._sums = mine["sums"].to(self.acc.device)
+        self.ctx.epoch, self.ctx.global_step = state.epoch, state.global_step
+        self.callbacks.restore(self.ctx, tensors.get("callbacks", {}), path)  # none saved (resume --force): start over
+        self.callbacks.settle(self.acc)
         return state
+
+
+def _objective(criterion: Any) -> Any:
+    """The step's default objective: the recipe's loss of the logits (callbacks such as ``distill`` replace it)."""
+    def objective(x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return criterion(logits, y)
+
+    return objective

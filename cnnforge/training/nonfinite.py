@@ -22,6 +22,8 @@ class NonFiniteGuard:
         self.optimizer, self.scaled = optimizer, scaled
         self._params = [p for group in optimizer.param_groups for p in group["params"]]
         self._one = torch.ones((), device=device)
+        # only fused optimizers read found_inf (others assert it is None): with one, a bad step is still counted
+        self._skips = bool(optimizer.defaults.get("fused"))
 
     def check(self, loss: torch.Tensor, found: torch.Tensor) -> None:
         """After the backward of a batch that ends an accumulation, before ``optimizer.step()``: set ``found``
@@ -31,4 +33,5 @@ class NonFiniteGuard:
             return
         grads = [p.grad for p in self._params if p.grad is not None]
         torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._one)  # x * 1.0 leaves grads as they are
-        self.optimizer.found_inf = found  # read by the fused step: skip when > 0
+        if self._skips:
+            self.optimizer.found_inf = found  # read by the fused step: skip when > 0

@@ -1,4 +1,4 @@
-"""Everything the loop needs, built from a recipe: accelerator, model, optimizer and LR schedule."""
+"""Everything the loop needs, built from a recipe: accelerator, model, optimizer, LR schedule and loss."""
 from __future__ import annotations
 
 import logging
@@ -175,18 +175,27 @@ def _head_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
-    """The recipe's ``optim:`` optimizer over ``model``'s trainable parameters, in torch's fused implementation.
+    """The registered optimizer ``optim.name`` over ``model``'s trainable parameters, in cnnforge's parameter groups."""
+    from cnnforge.training.builders import build_part
 
-    One kernel per step, and the only implementation that can skip a step on the device
-    (``found_inf``, training/nonfinite.py), so ``train.on_nan`` needs no host sync.
-    """
-    o = optim
-    groups = param_groups(model, optim)
-    if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-                               weight_decay=o.weight_decay, fused=True)
-    cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
-    return cls(groups, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay, fused=True)
+    context = {"params": param_groups(model, optim), "lr": optim.lr, "weight_decay": optim.weight_decay}
+    return build_part("optimizers", optim.name, optim.params, context, "optim", torch.optim.Optimizer)
+
+
+def make_loss(train: TrainConfig, weight: torch.Tensor | None = None) -> Any:
+    """``train.loss``: the registered loss, given the class weights and ``train.label_smoothing``."""
+    from cnnforge.training.builders import build_part
+
+    context = {"weight": weight, "label_smoothing": train.label_smoothing}
+    return build_part("losses", train.loss.name, train.loss.params, context, "train.loss", None,
+                      required=("weight",) if weight is not None else ())
+
+
+def check_skippable(optimizer: torch.optim.Optimizer, train: TrainConfig) -> None:
+    """``train.on_nan: skip`` needs an optimizer that honours ``found_inf`` (torch's fused ones) to skip a step."""
+    if train.on_nan == "skip" and not optimizer.defaults.get("fused"):
+        raise ConfigError(f"skip needs a fused optimizer (sgd, adam, adamw); {type(optimizer).__name__} would "
+                          "apply the non-finite step", where="train.on_nan", hint="use stop or rollback")
 
 
 def stepped_optimizer(prepared: Any, acc: Any) -> Any:
@@ -205,47 +214,33 @@ def steps_per_epoch(batches: int, grad_accum: int) -> int:
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, schedule: ScheduleConfig, epochs: int,
-                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """An LR multiplier per optimizer step (so a mid-epoch resume restores it exactly).
+                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The registered LR schedule ``schedule.name``, stepped after every optimizer step (training/schedules.py)."""
+    from cnnforge.training.builders import build_part
 
-    ``step`` and ``cosine`` follow the seeds (StepLR counts epochs); ``onecycle`` warms up linearly
-    from lr/25 over 30 % of training, then anneals with a cosine to zero, peaking at ``optim.lr``.
-    """
-    s, total = schedule, max(1, epochs * steps_per_epoch)
-    warmup = s.warmup_epochs * steps_per_epoch
-
-    def factor(step: int) -> float:
-        if s.name == "onecycle":
-            peak = 0.3 * total
-            if step < peak:
-                return 1 / 25 + (1 - 1 / 25) * step / peak
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - peak) / max(1.0, total - peak))))
-        if step < warmup:
-            return (step + 1) / warmup
-        if s.name == "step":
-            return s.gamma ** ((step // steps_per_epoch) // s.step_size)
-        if s.name == "cosine":
-            progress = (step - warmup) / max(1.0, total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    context = {"optimizer": optimizer, "epochs": epochs, "steps_per_epoch": steps_per_epoch}
+    return build_part("schedules", schedule.name, schedule.params, context, "schedule",
+                      torch.optim.lr_scheduler.LRScheduler)
 
 
 def constant_lr(schedule: ScheduleConfig) -> bool:
-    """Whether :func:`make_schedule`'s factor is 1 at every step (``none`` without warmup): nothing to step then."""
-    return schedule.name == "none" and schedule.warmup_epochs == 0
+    """Whether the schedule's factor is 1 at every step (``none`` without warmup): nothing to step then."""
+    return schedule.name == "none" and not schedule.params.get("warmup_epochs")
 
 
-def scale_lr(schedule: torch.optim.lr_scheduler.LambdaLR, scale: float) -> None:
-    """Multiply the schedule's base learning rates by ``scale`` (relative to the recipe's), keeping its position."""
+def scale_lr(schedule: torch.optim.lr_scheduler.LRScheduler, scale: float) -> None:
+    """Multiply the schedule's base learning rates by ``scale`` (relative to the recipe's), keeping its position.
+
+    A ``LambdaLR`` recomputes each LR from its factor; another schedule's LRs scale with their base.
+    """
     groups = schedule.optimizer.param_groups
-    schedule.base_lrs = [g["initial_lr"] * scale for g in groups]
-    for group, base, fn in zip(groups, schedule.base_lrs, schedule.lr_lambdas, strict=False):
-        group["lr"] = base * fn(schedule.last_epoch)
+    old, schedule.base_lrs = schedule.base_lrs, [g["initial_lr"] * scale for g in groups]
+    factors = getattr(schedule, "lr_lambdas", None)
+    for i, (group, base) in enumerate(zip(groups, schedule.base_lrs, strict=False)):
+        group["lr"] = base * factors[i](schedule.last_epoch) if factors else group["lr"] * base / old[i]
 
 
-def adopt_hyperparameters(schedule: torch.optim.lr_scheduler.LambdaLR, groups: list[dict[str, Any]],
+def adopt_hyperparameters(schedule: torch.optim.lr_scheduler.LRScheduler, groups: list[dict[str, Any]],
                           lr_scale: float) -> None:
     """Put ``groups`` (the optimizer's param-group settings as this recipe built them) back after loading another
     run's checkpoint, keeping the loaded optimizer state and the schedule's position; ``lr_scale`` as in

@@ -128,7 +128,6 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     from cnnforge.training.loop import Trainer, TrainParts
     from cnnforge.training.parts import make_accelerator
     from cnnforge.training.progress import Progress
-    from cnnforge.training.tracking import start_tracking
 
     if run_dir is None:
         rundir.check_writable(recipe)
@@ -139,13 +138,12 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     warm = run_dir is None and start is not None  # a new run from another run's checkpoint
     if run_dir is None:
         run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache, started_from=start)
-    tracking = start_tracking(acc, recipe, run_dir) if acc.is_main_process else False
     progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
                         quiet=quiet)
     batches = train_batches(recipe, splits.train, loaders["train"], sampler, acc)
     evals = eval_batches(recipe, splits, loaders, batches, acc)
     trainer = Trainer(recipe, TrainParts(acc, model, optimizer, schedule, batches, evals, loaders, splits.info,
-                                         run_dir, progress, tracking, reporter, identity))
+                                         run_dir, progress, reporter, identity))
     return _fit(trainer, recipe, start, quiet=quiet, warm=warm)
 
 
@@ -153,10 +151,10 @@ def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool, warm:
     """Train from ``start`` (or from scratch; ``warm``: another run's checkpoint) and test; a run that stops on an
     error leaves ``failed.json``."""
     from cnnforge.training.loop import TrainState
-    from cnnforge.training.tracking import finish_tracking
 
     acc, run_dir, progress = trainer.acc, trainer.run_dir, trainer.progress
     state = TrainState()
+    trainer.start()  # the callbacks' on_fit_start, before they restore their state
     if start is not None:
         state = trainer.warm_start(start) if warm else trainer.load_checkpoint(start)
         if acc.is_main_process:
@@ -165,8 +163,7 @@ def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool, warm:
     try:
         state = trainer.fit(state)
         summary = _finish(trainer, state, recipe, acc)
-        if trainer.parts.tracking:
-            finish_tracking(acc, recipe, run_dir, summary)
+        trainer.end(summary)
         acc.wait_for_everyone()  # tear down together: a gloo rank whose peer is still busy can abort at exit
     except KeyboardInterrupt:
         progress.close()
@@ -213,6 +210,7 @@ def _parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any
     """(model, optimizer, schedule, loaders, the train sampler, the splits); Accelerate has prepared the first four."""
     from cnnforge.data.loading import build_splits, split_loader
     from cnnforge.training.parts import (
+        check_skippable,
         make_optimizer,
         make_schedule,
         model_for,
@@ -234,11 +232,13 @@ def _parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any
         model = speed_up(model, recipe, acc.device)
         model = wrap_parallel(model, recipe.train, acc.num_processes)
         optimizer = make_optimizer(model, recipe.optim)
+        check_skippable(optimizer, recipe.train)
     model, optimizer, loaders["train"], loaders["val"], loaders["test"] = acc.prepare(
         model, optimizer, loaders["train"], loaders["val"], loaders["test"])
     optimizer = stepped_optimizer(optimizer, acc)
-    schedule = make_schedule(optimizer, recipe.schedule, recipe.train.epochs,
-                             steps_per_epoch(len(loaders["train"]), recipe.train.grad_accum))
+    with recipe_source(recipe.source):
+        schedule = make_schedule(optimizer, recipe.schedule, recipe.train.epochs,
+                                 steps_per_epoch(len(loaders["train"]), recipe.train.grad_accum))
     return model, optimizer, schedule, loaders, sampler, splits
 
 
@@ -296,6 +296,8 @@ def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any
     }
     if history:
         summary.update({f"final/{k}": v for k, v in history[-1].items() if k.startswith(("train/", "val/"))})
+    if state.stop_reason:
+        summary["train/stopped"] = state.stop_reason
     if recipe.train.on_nan != "stop":
         summary["train/skipped_steps"] = state.skipped_steps
         summary["train/rollbacks"] = state.rollbacks

@@ -22,6 +22,7 @@ from cnnforge import rundir
 from cnnforge.atomic_write import atomic_write_text
 from cnnforge.errors import CnnforgeError
 from cnnforge.recipe import Recipe
+from cnnforge.training.callbacks import Callback, FitContext
 
 #: the report image sent to the trackers at the end of a run (written by cnnforge.reports)
 CONFUSION_MATRIX = Path(rundir.REPORTS) / "confusion_matrix.png"
@@ -182,3 +183,17 @@ def finish_tracking(acc: Any, recipe: Recipe, run_dir: Path, summary: dict[str, 
         artifact.add_file(str(run_dir / rundir.WEIGHTS))
         artifact.add_file(str(run_dir / rundir.RECIPE))  # the weights alone cannot be rebuilt into a model
         acc.get_tracker("wandb", unwrap=True).log_artifact(artifact)
+
+
+class TrackingCallback(Callback):
+    """``tracking.backend`` as a callback (main process only): the trackers start with the fit, log every epoch's
+    metrics (those other callbacks added included: it runs last) and, at the end, the final metrics and report."""
+
+    def on_fit_start(self, ctx: FitContext) -> None:
+        start_tracking(ctx.acc, ctx.recipe, ctx.run_dir)
+
+    def on_epoch_end(self, ctx: FitContext, metrics: dict[str, Any]) -> None:
+        ctx.acc.log({k: v for k, v in metrics.items() if k != "epoch"}, step=ctx.epoch)
+
+    def on_fit_end(self, ctx: FitContext, summary: dict[str, Any]) -> None:
+        finish_tracking(ctx.acc, ctx.recipe, ctx.run_dir, summary)

@@ -1,4 +1,4 @@
-"""cnnforge-example: a template plugin with one model, one dataset and one augmentation.
+"""cnnforge-example: a template plugin with one model, dataset, augmentation, loss and callback.
 
 cnnforge imports this module through the ``cnnforge.plugins`` entry point (see pyproject.toml)
 the first time a recipe or command looks a name up, so it must stay light: the decorated
@@ -56,3 +56,22 @@ def example_jitter(*, shift: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1,
     import albumentations as A  # cnnforge sets NO_ALBUMENTATIONS_UPDATE before calling augmentations
 
     return A.Affine(translate_percent=(-shift, shift), rotate=(-degrees, degrees), fill=0, p=p)
+
+
+@cnnforge.register_loss
+def example_poly1(*, weight: Any = None, label_smoothing: float = 0.0,
+                  epsilon: Annotated[float, Field(ge=-1.0)] = 1.0) -> Any:
+    """Poly-1 loss (Leng et al. 2022): cross-entropy plus epsilon * (1 - p_target)."""
+    import functools
+
+    from cnnforge_example.training import poly1_loss
+
+    return functools.partial(poly1_loss, epsilon=epsilon, weight=weight, label_smoothing=label_smoothing)
+
+
+@cnnforge.register_callback
+def example_stop_at_accuracy(*, target: Probability = 0.99) -> Any:
+    """Stop training once val/acc reaches target; logs example/gap, how far it still is."""
+    from cnnforge_example.training import StopAtAccuracy
+
+    return StopAtAccuracy(target)

@@ -19,7 +19,8 @@ RECIPE = Path(__file__).resolve().parents[1] / "cnnforge_example" / "recipes" / 
 
 
 @pytest.mark.parametrize("kind,name", [("models", "example_gap_net"), ("datasets", "example_shapes"),
-                                       ("augmentations", "example_jitter")])
+                                       ("augmentations", "example_jitter"), ("losses", "example_poly1"),
+                                       ("callbacks", "example_stop_at_accuracy")])
 def test_cnnforge_finds_each_component_through_the_entry_point(kind: str, name: str) -> None:
     entry = cnnforge.registry.REGISTRIES[kind].get(name)
     assert entry.package == "cnnforge-example"
@@ -66,3 +67,23 @@ def test_recipe_trains_with_all_three_components(tmp_path: Path) -> None:
     result = cnnforge.train(RECIPE, ["data.samples=90", "train.epochs=1", f"train.out_dir={tmp_path}"], quiet=True)
     assert 0.0 <= result["test/acc"] <= 1.0
     assert (result.run_dir / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("target", [torch.tensor([0, 2, 1]), torch.tensor([[0.8, 0.1, 0.1], [0.0, 0.0, 1.0],
+                                                                           [0.2, 0.7, 0.1]])])
+def test_poly1_is_cross_entropy_plus_epsilon_times_the_missed_probability(target: torch.Tensor) -> None:
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-1.0, 1.0, 0.0]])
+    build = cnnforge.registry.losses.get("example_poly1").fn
+    ce = torch.nn.functional.cross_entropy(logits, target)
+    assert torch.allclose(build(epsilon=0.0)(logits, target), ce)
+    soft = target if target.ndim == 2 else torch.nn.functional.one_hot(target, 3).float()
+    missed = (1 - (soft * logits.softmax(1)).sum(1)).mean()
+    assert torch.allclose(build(epsilon=2.0)(logits, target), ce + 2.0 * missed)
+
+
+def test_packaged_recipe_with_the_loss_and_the_callback_stops_at_its_target(tmp_path: Path) -> None:
+    recipe = RECIPE.with_name("shapes_poly1_stop.yaml")
+    result = cnnforge.train(recipe, ["data.samples=90", "train.epochs=3", f"train.out_dir={tmp_path}",
+                                     "callbacks=[{name: example_stop_at_accuracy, target: 0.01}]"], quiet=True)
+    assert result["epochs"] == 1 and "reached 0.01" in result["train/stopped"]
+    assert result.history[0]["example/gap"] == 0.0
