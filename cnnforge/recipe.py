@@ -19,6 +19,7 @@ from cnnforge.errors import ConfigError, did_you_mean
 from cnnforge.extras import require
 from cnnforge.recipe_catalog import find_recipe, resolve_recipe
 from cnnforge.schema_base import Bool, Fraction, Positive, Section
+from cnnforge.stopping_spec import Duration, EarlyStopConfig
 from cnnforge.tricks_spec import EvalConfig, LookaheadConfig, WhitenConfig, switch
 from cnnforge.tune_checks import check_tune
 from cnnforge.tune_spec import TuneConfig
@@ -46,6 +47,7 @@ class DataConfig(_Named):
     split: tuple[Fraction, Fraction, Fraction] = (0.6, 0.2, 0.2)
     download: Bool = False
     on_device: Literal["auto"] | Bool = "auto"  # hold the images on the device (training/batches.py)
+    balance: Literal["none", "loss", "sampler"] = "none"  # class imbalance (data/balance.py)
 
     @field_validator("split")
     @classmethod
@@ -98,6 +100,7 @@ class TrainConfig(Section):
     grad_accum: Positive = 1
     clip_grad_norm: Annotated[float, Field(gt=0)] | None = None
     label_smoothing: Fraction = 0.0
+    class_weights: list[Annotated[float, Field(gt=0)]] | None = None  # the loss's weight per class (data/balance.py)
     # decay of a moving average of the weights that evaluation uses
     ema: Annotated[float, Field(gt=0, lt=1)] | None = None
     lookahead: switch(LookaheadConfig) = None  # pulls the training weights to a slow average (training/lookahead.py)
@@ -107,6 +110,8 @@ class TrainConfig(Section):
     keep_checkpoints: Positive = 2
     best_metric: str = "val/acc"
     best_mode: Literal["max", "min"] = "max"
+    early_stop: switch(EarlyStopConfig) = None  # training/stopping.py
+    max_time: Duration | None = None  # seconds, or "1h30m": training ends at the last epoch boundary that fits
     on_nan: Literal["stop", "skip", "rollback"] = "stop"
     channels_last: Bool | None = None  # None: auto, on for conv nets on a CPU (benchmarks/speed_knobs.py)
     compile: Bool = False
@@ -306,7 +311,7 @@ def load_recipe(path: str | os.PathLike[str] | Recipe | dict[str, Any], override
 
 
 #: metrics every run reports; a tune metric or best_metric must be one of these
-REPORTED_METRICS = ("val/acc", "val/loss", "train/loss", "train/acc", "lr")
+REPORTED_METRICS = ("val/acc", "val/loss", "val/balanced_acc", "val/macro_f1", "train/loss", "train/acc", "lr")
 
 
 def check_recipe(recipe: Recipe) -> Recipe:
@@ -315,11 +320,16 @@ def check_recipe(recipe: Recipe) -> Recipe:
     src = recipe.source
     if recipe.tracking.backend in ("wandb", "tensorboard"):  # the two trackers that are extras
         require(recipe.tracking.backend, where=f"{src}: tracking.backend")
+    stop = recipe.train.early_stop
     for key, value, allowed in (("train.best_metric", recipe.train.best_metric, REPORTED_METRICS),
+                                ("train.early_stop.metric", stop.metric if stop else None, REPORTED_METRICS),
                                 ("tune.metric", recipe.tune.metric if recipe.tune else None, REPORTED_METRICS)):
         if value is not None and value not in allowed:
             raise ConfigError(f"{value!r} is not a metric the trainer reports ({', '.join(allowed)})",
                               where=f"{src}: {key}", hint=did_you_mean(value, allowed))
+    if recipe.train.class_weights is not None and recipe.data.balance == "sampler":
+        raise ConfigError("weight the loss, and data.balance: sampler already draws balanced batches",
+                          where=f"{src}: train.class_weights", hint="use data.balance: loss with class weights")
     if recipe.tune is not None:  # `check` applies the sweep's checks too
         for key, value, where in check_tune(recipe):
             check_swept_value(recipe, key, value, where=where)

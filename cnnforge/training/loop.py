@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import ConfigDict
@@ -36,6 +36,7 @@ from cnnforge.training.nonfinite import NonFiniteGuard
 from cnnforge.training.parts import adopt_hyperparameters, constant_lr, scale_lr, steps_per_epoch, use_channels_last
 from cnnforge.training.progress import Progress
 from cnnforge.training.step_log import StepLog
+from cnnforge.training.stopping import Stopping
 
 
 @dataclass
@@ -54,6 +55,10 @@ class TrainState:
     rollbacks: int = 0
     lr_scale: float = 1.0
     train_time: float = 0.0
+    eval_time: float = 0.0  # validation; with train_time, what train.max_time counts
+    stop_best: float | None = None  # train.early_stop: the metric's best value
+    stale_evals: int = 0  # evaluations since it improved
+    stopped: Literal["early_stop", "max_time"] | None = None  # why training ended before train.epochs
 
 
 def tie_breaker(metric: str) -> tuple[str, str]:
@@ -101,6 +106,7 @@ class TrainParts:
     tracking: bool = False
     reporter: Any = None  # reporter(row, checkpoint_dir) after every epoch (Ray Tune)
     identity: RunIdentity | None = None  # recorded in every checkpoint; resume refuses another run's
+    class_weights: torch.Tensor | None = None  # the loss's weight per class (data/balance.py)
 
 
 class TrainStep:
@@ -154,7 +160,8 @@ class Trainer:
         self.acc, self.model, self.optimizer, self.schedule = parts.acc, parts.model, parts.optimizer, parts.schedule
         self.loaders, self.info, self.run_dir, self.progress = parts.loaders, parts.info, parts.run_dir, parts.progress
         device = self.acc.device
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.train.label_smoothing)
+        self.criterion = nn.CrossEntropyLoss(weight=parts.class_weights, label_smoothing=recipe.train.label_smoothing)
+        self.criterion.to(device)
         self.normalize = Normalize.from_info(self.info).to(device)  # the same arithmetic as predict and export
         channels_last = use_channels_last(recipe, self.model, device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -170,6 +177,7 @@ class Trainer:
         self.log = StepLog(len(parts.batches), device)
         self._sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n of the folded batches
         self._data_wait = 0.0
+        self.stopping = Stopping(recipe.train.early_stop, recipe.train.max_time, self.acc)
 
     # ------------------------------------------------------------------------------------ inputs
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,7 +198,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ training
     def fit(self, state: TrainState) -> TrainState:
-        while state.epoch < self.recipe.train.epochs:
+        while state.epoch < self.recipe.train.epochs and state.stopped is None:
             try:
                 row = self._epoch(state)
             except _Rollback as rollback:
@@ -297,8 +305,11 @@ class Trainer:
         return restored
 
     def _after_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
+        start = time.perf_counter()
         val = self.evaluate("val")
-        row.update({"val/loss": val.loss, "val/acc": val.acc})
+        state.eval_time += time.perf_counter() - start
+        row.update({"val/loss": val.loss, "val/acc": val.acc, "val/balanced_acc": val.balanced_acc,
+                    "val/macro_f1": val.macro_f1})
         if self.recipe.train.on_nan == "skip":
             row["train/skipped_steps"] = state.skipped_steps
         epoch = state.epoch
@@ -310,12 +321,15 @@ class Trainer:
             if self.parts.tracking:
                 self.acc.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
         self.progress.end_epoch(epoch, row)
+        stop_line = self.stopping.after_epoch(state, row, time.perf_counter() - start + row["time/epoch_s"])
+        if stop_line is not None:
+            self.progress.print(stop_line)
         every = self.recipe.train.checkpoint_every
         saved = None
-        if (every and (epoch + 1) % every == 0) or state.epoch == self.recipe.train.epochs:
+        if (every and (epoch + 1) % every == 0) or state.epoch == self.recipe.train.epochs or state.stopped:
             saved = self.save_checkpoint(state)
         if self.parts.reporter is not None and self.acc.is_main_process:
-            self.parts.reporter(row, saved)
+            self.parts.reporter({**row, "stopped": state.stopped} if state.stopped else row, saved)
 
     def _track_best(self, state: TrainState, row: dict[str, Any], epoch: int) -> None:
         value = row.get(self.recipe.train.best_metric)
@@ -372,13 +386,14 @@ class Trainer:
 
         The weights, the optimizer's state (momentum, Adam's moments), the schedule's position and the epoch
         are the checkpoint's; the learning rate, weight decay and the like are this recipe's, or the perturbed
-        values would be overwritten by the ones the checkpoint was trained with. The best epoch is this run's
-        own: the other run's best weights are not in its checkpoint.
+        values would be overwritten by the ones the checkpoint was trained with. The best epoch and the early
+        stop's count are this run's own: the other run's best weights are not in its checkpoint.
         """
         own = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         state = self.load_checkpoint(path)
         adopt_hyperparameters(self.schedule, own, state.lr_scale)
-        return replace(state, best_value=None, best_epoch=None, best_tiebreak=None)
+        return replace(state, best_value=None, best_epoch=None, best_tiebreak=None, stop_best=None, stale_evals=0,
+                       stopped=None)
 
     def load_checkpoint(self, path: Path) -> TrainState:
         weights, tensors, state = ckpt.load_checkpoint(path, TrainState)
