@@ -177,7 +177,7 @@ class Trainer:
         self.log = StepLog(len(parts.batches), device)
         self._sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n of the folded batches
         self._data_wait = 0.0
-        self.stopping = Stopping(recipe.train.early_stop, recipe.train.max_time, self.acc)
+        self.stopping = Stopping(recipe.train.early_stop, recipe.train.max_time, recipe.train.epochs, self.acc)
 
     # ------------------------------------------------------------------------------------ inputs
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,7 @@ class Stopping:
 
     early_stop: EarlyStopConfig | None
     max_time: float | None
+    epochs: int  # train.epochs: a run that has trained them all ends for that reason
     acc: Any  # the Accelerator: under DDP rank 0's clock decides for every rank
 
     def after_epoch(self, state: Any, row: dict[str, Any], epoch_s: float) -> str | None:
@@ -54,6 +55,8 @@ class Stopping:
         training and validation time.
         """
         config = self.early_stop
+        if state.epoch >= self.epochs:
+            return None
         if config is not None:
             if improved(config, row.get(config.metric), state.stop_best):
                 state.stop_best, state.stale_evals = float(row[config.metric]), 0
