@@ -80,4 +80,4 @@ class Stopping:
             return stop
         from accelerate.utils import broadcast  # the ranks' clocks differ; they must agree to stop together
 
-        return bool(broadcast(torch.tensor([stop], device=self.acc.device), from_process=0).item())
+        return bool(broadcast(torch.tensor([int(stop)], device=self.acc.device), from_process=0).item())
