@@ -3,6 +3,9 @@ sweep trial that stops early."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,20 @@ def test_max_time_ends_training_at_the_first_epoch_boundary_that_would_overrun(t
     assert len(rows(short.run_dir)) == 1 and (short.run_dir / "model.safetensors").exists()
     ample = cnnforge.train(recipe(shapes, tmp_path, epochs=2, max_time="1d"), quiet=True)
     assert (summary(ample.run_dir)["stopped"], summary(ample.run_dir)["stopped_epoch"]) == ("epochs", 2)
+
+
+@pytest.mark.slow
+def test_under_ddp_rank_0s_clock_stops_every_rank_at_the_same_epoch(tmp_path: Path) -> None:
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    proc = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "-m", "cnnforge", "run",
+                           str(ROOT / "recipes" / "digits_convnet.yaml"), "train.epochs=3", "train.max_time=0.001",
+                           "data.balance=sampler", f"train.out_dir={tmp_path}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [run_dir] = [p.parent for p in tmp_path.rglob("summary.json")]
+    result = summary(run_dir)
+    assert (result["stopped"], result["stopped_epoch"], result["world_size"]) == ("max_time", 1, 2)
+    assert result["ranks_in_sync"] is True
 
 
 @pytest.mark.slow
