@@ -11,6 +11,9 @@ practitioner brings; ``data.val_fraction`` carves validation from ``train/``.
   split, which plateaus after a few, against the same run with ``train.early_stop`` on ``val/loss``
   (``--patience``): the epochs and wall time each took, and their test accuracy (best weights).
 
+* ``draw cost``: CPU time of an epoch's order for 50,000 skewed labels, the balanced draws against
+  the shuffle they replace, and per step of 64 (the draws are made once an epoch, not per step).
+
 ``--tiny`` uses a synthetic 28x28 IDX set from the test suite's writers instead of the real digits.
 
     python -m benchmarks.imbalance [--epochs 8] [--stop-epochs 60] [--mnist DIR]
@@ -91,6 +94,25 @@ def run(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
             "epochs": m["epochs"], "stopped": m["stopped"], "wall_s": time.perf_counter() - start}
 
 
+def draw_cost(n: int, rounds: int) -> dict[str, float]:
+    """CPU milliseconds of one epoch's order of ``n`` samples: ``data.balance: sampler``'s draws and the shuffle."""
+    from cnnforge.data.balance import BalancedSampler
+    from cnnforge.data.loading import EpochSampler
+
+    shares = np.asarray([0.3, 0.3, 0.2, 0.1, 0.04, 0.02, 0.02, 0.01, 0.005, 0.005])
+    labels = np.random.default_rng(0).choice(10, n, p=shares)
+    cost = {}
+    for name, sampler in (("balanced_ms", BalancedSampler(labels, seed=0)),
+                          ("shuffle_ms", EpochSampler(n, shuffle=True, seed=0))):
+        sampler.permutation()  # first calls
+        start = time.process_time()
+        for epoch in range(rounds):
+            sampler.use_epoch(epoch)
+            sampler.permutation()
+        cost[name] = 1e3 * (time.process_time() - start) / rounds
+    return {**cost, "samples": n, "balanced_ms_per_step_of_64": cost["balanced_ms"] / (n / 64)}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=None, help="epochs of each imbalance run (default 8; 1 with --tiny)")
@@ -111,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         plateau = recipe(balanced, Path(tmp) / "runs", epochs=stop_epochs, schedule="none")
         stop = {"full": run(plateau, []),
                 "early_stop": run(plateau, [f"train.early_stop={{metric: val/loss, patience: {patience}}}"])}
+    draws = draw_cost(5000 if args.tiny else 50_000, 3 if args.tiny else 20)
     rows = [{"part": "imbalance", "variant": f"balance: {name}", "epochs": r["epochs"], "test acc": r["test_acc"],
              "test balanced acc": r["test_balanced_acc"], "test macro F1": r["test_macro_f1"], "wall s": r["wall_s"]}
             for name, r in skew.items()]
@@ -123,7 +146,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "model": "convnet", "train_counts_skewed": counts, "epochs": epochs, "imbalance": skew,
               "balanced_acc_gain_points": 100 * gain, "stop_epochs": stop_epochs, "patience": patience,
               "early_stop": stop, "wall_time_saved": 1 - stop["early_stop"]["wall_s"] / stop["full"]["wall_s"],
-              "test_acc_change_points": 100 * (stop["early_stop"]["test_acc"] - stop["full"]["test_acc"])}
+              "test_acc_change_points": 100 * (stop["early_stop"]["test_acc"] - stop["full"]["test_acc"]),
+              "draw_cost": draws}
+    print(f"draws of an epoch of {draws['samples']}: balanced {draws['balanced_ms']:.2f} ms, shuffle "
+          f"{draws['shuffle_ms']:.2f} ms ({draws['balanced_ms_per_step_of_64'] * 1e3:.1f} us a step of 64)")
     return report("imbalance", rows, result, tiny=args.tiny)
 
 

@@ -3,7 +3,8 @@
 ``loss`` weights the cross-entropy by scikit-learn's ``compute_class_weight("balanced")`` of the
 training split (``n / (classes × count)``), or by ``train.class_weights``. ``sampler`` draws each
 epoch's ``len(train)`` samples with replacement, each with probability proportional to one over its
-class's count (torch's ``WeightedRandomSampler``), from a generator seeded by (seed, epoch): the
+class's count (``torch.multinomial``, what torch's ``WeightedRandomSampler`` draws with, without its
+per-index Python iterator), from a generator seeded by (seed, epoch): the
 draws are a function of the epoch like :class:`~cnnforge.data.loading.EpochSampler`'s shuffle, so
 Accelerate shards them across DDP ranks the same way and a resume from the middle of an epoch
 continues them exactly. Both need the training labels without decoding every image (an array on the
@@ -52,9 +53,8 @@ class BalancedSampler(EpochSampler):
     def permutation(self) -> np.ndarray:
         """The epoch's draws (indices repeat): the same for every rank, worker count and resume."""
         state = np.random.SeedSequence([self.seed, BALANCE, self.epoch]).generate_state(1, np.uint64)[0]
-        draws = torch.utils.data.WeightedRandomSampler(self.weights, self.n, replacement=True,
-                                                       generator=torch.Generator().manual_seed(int(state)))
-        return np.fromiter(draws, dtype=np.int64, count=self.n)
+        generator = torch.Generator().manual_seed(int(state))
+        return torch.multinomial(self.weights, self.n, replacement=True, generator=generator).numpy()
 
 
 def class_weights(recipe: Any, train: Any, num_classes: int) -> torch.Tensor | None:
