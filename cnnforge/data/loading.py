@@ -260,7 +260,8 @@ def make_loader(ds: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_w
     """A loader over ``(epoch, index)`` keys (``sampler``'s, else a shuffle or the dataset order); its own
     generator keeps the global RNG untouched (exact resume)."""
     workers = num_workers > 0
-    sampler = sampler or EpochSampler(len(ds), shuffle=shuffle, seed=seed)
+    if sampler is None:
+        sampler = EpochSampler(len(ds), shuffle=shuffle, seed=seed)
     return DataLoader(ds, batch_size=batch_size, sampler=sampler,
                       num_workers=num_workers, pin_memory=pin_memory, persistent_workers=workers,
                       prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(seed))
