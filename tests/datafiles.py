@@ -165,3 +165,28 @@ def write_hf(root: Path, splits: dict[str, int], classes: tuple[str, ...] = ("a"
     else:
         datasets.DatasetDict(built).save_to_disk(str(root))
     return Path(root)
+
+
+def write_shapes(root: Path, counts: dict[str, int], size: int = 16, seed: int = 0) -> Path:
+    """``root/<shape>/<i>.png``: grayscale drawings of a ``circle``, ``square`` or ``triangle`` (``counts`` per shape,
+    so the folder can be as skewed as a real one), at a random place and scale on a noisy background."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    for shape, n in counts.items():
+        folder = Path(root) / shape
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            image = Image.fromarray(rng.integers(0, 60, (size, size), dtype=np.uint8))
+            r = rng.uniform(0.25, 0.4) * size
+            cx, cy = rng.uniform(r, size - r, 2)
+            box = [cx - r, cy - r, cx + r, cy + r]
+            draw = ImageDraw.Draw(image)
+            if shape == "circle":
+                draw.ellipse(box, fill=230)
+            elif shape == "square":
+                draw.rectangle(box, fill=230)
+            else:
+                draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=230)
+            image.save(folder / f"{i:03d}.png")
+    return Path(root)

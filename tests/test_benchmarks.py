@@ -80,6 +80,14 @@ def test_startup_reports_heavy_imports() -> None:
     assert commands["python -c 'import torch'"]["heavy"] == ["torch"]
 
 
+def test_imbalance_compares_the_balance_modes_and_an_early_stop() -> None:
+    r = bench("imbalance")
+    assert set(r["imbalance"]) == {"none", "loss", "sampler"} and set(r["early_stop"]) == {"full", "early_stop"}
+    counts = r["train_counts_skewed"]
+    assert min(counts[str(d)] for d in range(5)) > 3 * max(counts[str(d)] for d in range(5, 10))
+    assert (r["early_stop"]["full"]["epochs"], r["early_stop"]["full"]["stopped"]) == (r["stop_epochs"], "epochs")
+
+
 def test_tricks_measures_each_trick_against_the_baseline() -> None:
     r = bench("tricks")
     assert set(r["variants"]) == {"baseline", "lookahead", "whiten_init", "bias_lr_mult", "tta_flip", "all"}

@@ -73,9 +73,10 @@ def held(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return tmp_path / "hold", {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1"}
 
 
-def _kill_when_checkpointed(cmd: list[str], out: Path, delay: float, hold: Path, env: dict[str, str]) -> Path:
-    """Start ``cmd`` held at its last epoch, wait for its first checkpoint and ``delay`` s more (or until it
-    waits at the hold), SIGKILL its whole process group."""
+def _kill_when_checkpointed(cmd: list[str], out: Path, delay: float, hold: Path, env: dict[str, str],
+                            checkpoint: str = "ckpt-*") -> Path:
+    """Start ``cmd`` held at its last epoch, wait for its first checkpoint (named like ``checkpoint``) and ``delay``
+    s more (or until it waits at the hold), SIGKILL its whole process group."""
     hold.touch()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env=env)
@@ -83,7 +84,7 @@ def _kill_when_checkpointed(cmd: list[str], out: Path, delay: float, hold: Path,
         deadline = time.monotonic() + 600
         # out/<name>/<run id>/checkpoints/ckpt-*: a recursive glob would descend into a checkpoint's temporary
         # folder, which the run renames while the glob walks it (FileNotFoundError)
-        while not list(out.glob("*/*/checkpoints/ckpt-*")) and proc.poll() is None:
+        while not list(out.glob(f"*/*/checkpoints/{checkpoint}")) and proc.poll() is None:
             assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
             time.sleep(0.05)
         time.sleep(delay)
@@ -201,20 +202,58 @@ def test_resume_after_sigkill_is_bit_exact_on_shards(tmp_path: Path, fmt: str, w
     _assert_resume_is_bit_exact(tmp_path, data, workers, f"{fmt}-{workers}", held, delay=1.0)
 
 
-def test_ddp_resume_after_sigkill_is_bit_exact(tmp_path: Path, held: tuple[Path, dict[str, str]]) -> None:
+def _assert_ddp_resume_is_bit_exact(tmp_path: Path, data: list[str], name: str,
+                                    held: tuple[Path, dict[str, str]]) -> None:
+    """A 2-process gloo run with ``data`` overrides, killed after its first checkpoint and resumed, ends as a run
+    never killed."""
     def launch(*args: str) -> list[str]:
         return [*ACCELERATE, "-m", "cnnforge", *args]
 
     hold, env = held
-    ref = subprocess.run(launch("run", DIGITS, *_overrides(tmp_path / "ref", 0, "steps", hold, ranks=2)), cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=900)
+    ref = subprocess.run(launch("run", DIGITS, *_overrides(tmp_path / "ref", 0, "steps", hold, ranks=2), *data),
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert ref.returncode == 0, ref.stderr[-3000:]
     ref_dir = next((tmp_path / "ref").rglob("manifest.json")).parent
-    cut = _kill_when_checkpointed(launch("run", DIGITS, *_overrides(tmp_path / "cut", 0, "steps", hold, ranks=2)),
-                                  tmp_path / "cut", _rng("ddp").uniform(0.0, 1.5), hold, env)
+    cut = _kill_when_checkpointed(launch("run", DIGITS, *_overrides(tmp_path / "cut", 0, "steps", hold, ranks=2),
+                                         *data), tmp_path / "cut", _rng(name).uniform(0.0, 1.5), hold, env)
     resumed = subprocess.run(launch("resume", str(cut)), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_weights(ref_dir, cut)
+
+
+def test_ddp_resume_after_sigkill_is_bit_exact(tmp_path: Path, held: tuple[Path, dict[str, str]]) -> None:
+    _assert_ddp_resume_is_bit_exact(tmp_path, [], "ddp", held)
+
+
+def test_ddp_resume_after_sigkill_is_bit_exact_with_balanced_draws(tmp_path: Path,
+                                                                   held: tuple[Path, dict[str, str]]) -> None:
+    """``data.balance: sampler``: every rank draws the epoch's samples alike and takes its shard of the batches."""
+    _assert_ddp_resume_is_bit_exact(tmp_path, ["data.balance=sampler"], "ddp-balanced", held)
+
+
+def test_resume_after_sigkill_is_bit_exact_with_balanced_draws_and_an_early_stop_pending(
+        tmp_path: Path, held: tuple[Path, dict[str, str]]) -> None:
+    """Killed in epoch 3 of 4 with the early stop's patience count at 1 of 2 (each epoch after the first counts):
+    the resumed run stops after epoch 3, with the weights of the run never killed."""
+    import json
+
+    hold, env = held
+    data = ["data.balance=sampler", "train.epochs=4", "train.checkpoint_every=1",
+            "train.early_stop={metric: val/acc, patience: 2, min_delta: 1}"]
+    ref = cli("run", DIGITS, *_overrides(tmp_path / "ref", 0, "steps", hold), *data, env=env)
+    assert ref.returncode == 0, ref.stderr
+    ref_dir = next((tmp_path / "ref").rglob("manifest.json")).parent
+    cut = _kill_when_checkpointed([str(Path(sys.executable).parent / "cnnforge"), "run", DIGITS,
+                                   *_overrides(tmp_path / "cut", 0, "steps", hold), *data], tmp_path / "cut",
+                                  _rng("early-stop").uniform(0.0, 1.0), hold, env, checkpoint="ckpt-e0002-*")
+    [state] = [json.loads(p.read_text()) for p in sorted(cut.glob("checkpoints/ckpt-*/state.json"))[-1:]]
+    assert (state["epoch"], state["stale_evals"]) == (2, 1)
+    resumed = cli("resume", str(cut), env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights(ref_dir, cut)
+    for run in (ref_dir, cut):
+        summary = json.loads((run / "summary.json").read_text())
+        assert (summary["stopped"], summary["stopped_epoch"]) == ("early_stop", 3)
 
 
 SAVER = """

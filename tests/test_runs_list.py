@@ -61,7 +61,8 @@ def test_runs_table_shows_the_resume_line_and_it_works(runs: dict[str, Path], mo
     proc = cli_here(capsys, "runs", runs["out"].name)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["name", "id", "status", "epochs", "best", "test/acc", "duration"]
+    assert lines[0].split() == ["name", "id", "status", "epochs", "best", "test/acc", "test/bal_acc", "test/macro_f1",
+                                "duration"]
     assert lines[1].split()[:4] == ["digits_convnet", runs["interrupted"].name, "interrupted", "2/2"]
     assert lines[2].split()[2] == "finished" and lines[3].split()[2] == "failed"
     resume = next(line.split(": ", 1)[1] for line in lines if "cnnforge resume" in line)

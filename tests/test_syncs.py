@@ -106,6 +106,17 @@ def test_single_process_step_has_no_host_sync(tmp_path: Path) -> None:
     assert any(steps[STEPS_PER_EPOCH - 1].values())  # the count sees the epoch end's reads: it can fail
 
 
+@pytest.mark.parametrize("balance", ["loss", "sampler"])
+def test_balanced_step_with_stops_pending_has_no_host_sync(tmp_path: Path, balance: str) -> None:
+    """Class weights in the loss, or the balanced draws (on the device), with an early stop and a time budget
+    that decide only at the epoch's end."""
+    steps = _counts(tmp_path, f"data.balance={balance}", "train.early_stop={metric: val/balanced_acc}",
+                    "train.max_time=1h")
+    assert len(steps) == 2 * STEPS_PER_EPOCH
+    steady = _steady(steps, STEPS_PER_EPOCH)
+    assert all(not counts for counts in steady), [c for c in steady if c][:3]
+
+
 def test_a_live_bar_reads_once_per_refresh(tmp_path: Path) -> None:
     steps = _counts(tmp_path, env={"LIVE_BAR": "1"})
     steady = _steady(steps, STEPS_PER_EPOCH)

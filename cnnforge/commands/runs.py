@@ -42,15 +42,18 @@ def _print_table(rows: list[Any]) -> None:
 
     colours = {"finished": "green", "failed": "red", "interrupted": "yellow"}
     table = Table(box=None, header_style="bold")
-    for column in ("name", "id", "status", "epochs", "best", "test/acc", "duration"):
-        table.add_column(column, no_wrap=True,
-                         justify="right" if column in ("epochs", "best", "test/acc", "duration") else "left")
+    numbers = ("epochs", "best", "test/acc", "test/bal_acc", "test/macro_f1", "duration")
+    for column in ("name", "id", "status", *numbers):
+        table.add_column(column, no_wrap=True, justify="right" if column in numbers else "left")
     notes = []
     for r in rows:
         epochs = f"{r.epochs}/{r.max_epochs}" if r.max_epochs else str(r.epochs)
+        if r.stopped not in (None, "epochs"):
+            epochs += f" ({r.stopped})"
         best = f"{r.best_metric} {r.best_value:.4f}" if r.best_value is not None else "-"
-        test = f"{r.test_acc:.4f}" if r.test_acc is not None else "-"
-        table.add_row(r.name, r.id, f"[{colours[r.status]}]{r.status}[/]", epochs, best, test, duration(r.duration_s))
+        tests = [f"{v:.4f}" if v is not None else "-" for v in (r.test_acc, r.test_balanced_acc, r.test_macro_f1)]
+        table.add_row(r.name, r.id, f"[{colours[r.status]}]{r.status}[/]", epochs, best, *tests,
+                      duration(r.duration_s))
         if r.resume:
             notes.append(f"{r.name}/{r.id}: {r.resume}")
         elif r.error:

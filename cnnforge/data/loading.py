@@ -93,6 +93,7 @@ class EpochSampler(Sampler):
 
     def __init__(self, n: int, *, shuffle: bool, seed: int) -> None:
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.yield_positions = False  # see training/batches.py batch_positions
 
     def use_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -105,7 +106,8 @@ class EpochSampler(Sampler):
         return _rng(self.seed, SHUFFLE, self.epoch).permutation(self.n) if self.shuffle else np.arange(self.n)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter([(self.epoch, int(i)) for i in self.permutation()])
+        order = np.arange(self.n) if self.yield_positions else self.permutation()
+        return iter([(self.epoch, int(i)) for i in order])
 
 
 def _open(recipe: Recipe, split: str) -> Any:
@@ -244,14 +246,22 @@ def split_loader(dataset: Dataset, data: Any, seed: int, *, train: bool) -> Data
     (default ``batch_size``). Memory is pinned only where CUDA can use it.
     """
     batch_size = data.batch_size if train else data.eval_batch_size or data.batch_size
+    sampler = None
+    if train and data.balance == "sampler":  # class-balanced draws instead of the shuffle
+        from cnnforge.data.balance import BalancedSampler, training_labels
+
+        sampler = BalancedSampler(training_labels(dataset), seed=seed)
     return make_loader(dataset, batch_size=batch_size, shuffle=train, seed=seed, num_workers=data.num_workers,
-                       pin_memory=torch.cuda.is_available())
+                       pin_memory=torch.cuda.is_available(), sampler=sampler)
 
 
 def make_loader(ds: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_workers: int,
-                pin_memory: bool = False) -> DataLoader:
-    """A loader over ``(epoch, index)`` keys; its own generator keeps the global RNG untouched (exact resume)."""
+                pin_memory: bool = False, sampler: EpochSampler | None = None) -> DataLoader:
+    """A loader over ``(epoch, index)`` keys (``sampler``'s, else a shuffle or the dataset order); its own
+    generator keeps the global RNG untouched (exact resume)."""
     workers = num_workers > 0
-    return DataLoader(ds, batch_size=batch_size, sampler=EpochSampler(len(ds), shuffle=shuffle, seed=seed),
+    if sampler is None:
+        sampler = EpochSampler(len(ds), shuffle=shuffle, seed=seed)
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler,
                       num_workers=num_workers, pin_memory=pin_memory, persistent_workers=workers,
                       prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(seed))

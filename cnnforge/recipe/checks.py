@@ -11,7 +11,7 @@ from cnnforge.recipe.schema import Recipe
 from cnnforge.recipe.tune_checks import check_tune
 
 #: metrics every run reports; a tune metric or best_metric must be one of these
-REPORTED_METRICS = ("val/acc", "val/loss", "train/loss", "train/acc", "lr")
+REPORTED_METRICS = ("val/acc", "val/loss", "val/balanced_acc", "val/macro_f1", "train/loss", "train/acc", "lr")
 
 
 def check_recipe(recipe: Recipe) -> Recipe:
@@ -20,11 +20,16 @@ def check_recipe(recipe: Recipe) -> Recipe:
     src = recipe.source
     if recipe.tracking.backend in ("wandb", "tensorboard"):  # the two trackers that are extras
         require(recipe.tracking.backend, where=f"{src}: tracking.backend")
+    stop = recipe.train.early_stop
     for key, value, allowed in (("train.best_metric", recipe.train.best_metric, REPORTED_METRICS),
+                                ("train.early_stop.metric", stop.metric if stop else None, REPORTED_METRICS),
                                 ("tune.metric", recipe.tune.metric if recipe.tune else None, REPORTED_METRICS)):
         if value is not None and value not in allowed:
             raise ConfigError(f"{value!r} is not a metric the trainer reports ({', '.join(allowed)})",
                               where=f"{src}: {key}", hint=did_you_mean(value, allowed))
+    if recipe.train.class_weights is not None and recipe.data.balance == "sampler":
+        raise ConfigError("weight the loss, and data.balance: sampler already draws balanced batches",
+                          where=f"{src}: train.class_weights", hint="use data.balance: loss with class weights")
     if recipe.tune is not None:  # `check` applies the sweep's checks too
         for key, value, where in check_tune(recipe):
             check_swept_value(recipe, key, value, where=where)

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
 from cnnforge.recipe.section import Bool, Fraction, Positive, Section
+from cnnforge.recipe.stopping import Duration, EarlyStopConfig
 from cnnforge.recipe.tricks import EvalConfig, LookaheadConfig, WhitenConfig, switch
 from cnnforge.recipe.tune import TuneConfig
 
@@ -37,6 +38,7 @@ class DataConfig(_Named):
     split: tuple[Fraction, Fraction, Fraction] = (0.6, 0.2, 0.2)
     download: Bool = False
     on_device: Literal["auto"] | Bool = "auto"  # hold the images on the device (training/batches.py)
+    balance: Literal["none", "loss", "sampler"] = "none"  # class imbalance (data/balance.py)
 
     @field_validator("split")
     @classmethod
@@ -101,6 +103,7 @@ class TrainConfig(Section):
     clip_grad_norm: Annotated[float, Field(gt=0)] | None = None
     label_smoothing: Fraction = 0.0  # given to the loss, when it takes it
     loss: LossConfig = Field(default_factory=LossConfig)
+    class_weights: list[Annotated[float, Field(gt=0)]] | None = None  # the loss's weight per class (data/balance.py)
     # decay of a moving average of the weights that evaluation uses
     ema: Annotated[float, Field(gt=0, lt=1)] | None = None
     lookahead: switch(LookaheadConfig) = None  # pulls the training weights to a slow average (training/lookahead.py)
@@ -110,6 +113,8 @@ class TrainConfig(Section):
     keep_checkpoints: Positive = 2
     best_metric: str = "val/acc"
     best_mode: Literal["max", "min"] = "max"
+    early_stop: switch(EarlyStopConfig) = None  # training/stopping.py
+    max_time: Duration | None = None  # seconds, or "1h30m": training ends at the last epoch boundary that fits
     on_nan: Literal["stop", "skip", "rollback"] = "stop"
     channels_last: Bool | None = None  # None: auto, on for conv nets on a CPU (benchmarks/speed_knobs.py)
     compile: Bool = False

@@ -20,12 +20,17 @@ PREDICTIONS = "predictions.csv"
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall/F1/support, macro and weighted averages, confusion matrix.
+    """Accuracy, balanced accuracy, macro F1, per-class precision/recall/F1/support, macro and weighted
+    averages, confusion matrix.
 
     Every class is listed, also those absent from the split (support 0, scores 0), so reports of
-    different splits and runs line up row by row.
+    different splits and runs line up row by row; the ``macro`` row averages over all of them.
+    ``balanced_accuracy`` and ``macro_f1`` are the run's ``test/balanced_acc`` and ``test/macro_f1``:
+    over the classes the split holds (or, for F1, predicts), as scikit-learn's defaults count them
+    (``balanced_accuracy_score`` is the macro recall over the classes in ``y_true``; asked as that, it does
+    not warn about a class that is only predicted).
     """
-    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, recall_score
 
     labels = list(range(len(classes)))
     report = classification_report(y_true, y_pred, labels=labels, target_names=classes, output_dict=True,
@@ -38,6 +43,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
     return {
         "samples": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else float("nan"),
+        "balanced_accuracy": float(recall_score(y_true, y_pred, labels=np.unique(y_true), average="macro",
+                                                zero_division=0)) if len(y_true) else float("nan"),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)) if len(y_true) else float("nan"),
         "macro": scores(report["macro avg"]),
         "weighted": scores(report["weighted avg"]),
         "per_class": {name: scores(report[name]) for name in classes},
@@ -58,8 +66,9 @@ def summary_markdown(metrics: dict[str, Any], images: list[str]) -> str:
     """A page a person reads first: headline numbers, the per-class table, the worst confusions, the plots."""
     lines = [f"# {metrics['run']}: {metrics['split']} split", "",
              f"Weights: `{metrics['weights']}` ({metrics['checkpoint']}). Samples: {metrics['samples']}.", "",
-             f"**Accuracy {metrics['accuracy']:.4f}**, loss {metrics['loss']:.4f}, "
-             f"macro F1 {metrics['macro']['f1']:.4f}, weighted F1 {metrics['weighted']['f1']:.4f}.", "",
+             f"**Accuracy {metrics['accuracy']:.4f}**, balanced accuracy {metrics['balanced_accuracy']:.4f}, "
+             f"loss {metrics['loss']:.4f}, macro F1 {metrics['macro_f1']:.4f}, "
+             f"weighted F1 {metrics['weighted']['f1']:.4f}.", "",
              "| class | precision | recall | F1 | support |", "| --- | ---: | ---: | ---: | ---: |"]
     rows = [*metrics["per_class"].items(), ("**macro avg**", metrics["macro"]), ("**weighted avg**",
                                                                                  metrics["weighted"])]

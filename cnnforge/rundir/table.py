@@ -33,6 +33,9 @@ class RunRow:
     best_metric: str
     best_value: float | None
     test_acc: float | None
+    test_balanced_acc: float | None
+    test_macro_f1: float | None
+    stopped: str | None  # epochs | early_stop | max_time, once finished
     duration_s: float | None
     created: str | None
     resume: str | None  # the command that continues an interrupted run
@@ -72,7 +75,9 @@ def read_run(path: Path) -> RunRow:
         name=path.parent.name, id=path.name, path=str(path), status=status,
         epochs=len(history), max_epochs=train.get("epochs"), best_metric=metric,
         best_value=(summary or {}).get(f"best/{metric}", _best(history, metric, mode)),
-        test_acc=(summary or {}).get("test/acc"), duration_s=round(max(0.0, last - started), 1) if last else None,
+        test_acc=(summary or {}).get("test/acc"), test_balanced_acc=(summary or {}).get("test/balanced_acc"),
+        test_macro_f1=(summary or {}).get("test/macro_f1"), stopped=(summary or {}).get("stopped"),
+        duration_s=round(max(0.0, last - started), 1) if last else None,
         created=manifest.get("created"), resume=f"cnnforge resume {path}" if resumable else None,
         error=(failed or {}).get("error"))
 

@@ -9,7 +9,9 @@ in the run directory that wrote it. When PBT restarts a trial from another trial
 perturbed config, the trial starts a new run directory in its own folder from that checkpoint with the
 new values (:meth:`~cnnforge.training.loop.Trainer.warm_start`); its earlier run stays as it was.
 The last epoch is reported only once the run has finished (test metrics, ``summary.json``), because
-Ray may stop a trial at any report and ASHA always stops one that reaches its last epoch.
+Ray may stop a trial at any report and ASHA always stops one that reaches its last epoch; a run that
+stops early (``train.early_stop``, ``train.max_time``: its row says ``stopped``) reports its last epoch
+the same way, and Ray records the trial as finished with that result.
 
 This module is imported inside Ray workers; it must stay importable without the driver's state.
 """
@@ -71,7 +73,7 @@ def run_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequence[str
 
     def report(row: dict[str, Any], ckpt_dir: Path | None) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
-        if row["epoch"] < epochs:
+        if row["epoch"] < epochs and "stopped" not in row:
             tune.report(dict(row), checkpoint=checkpoint)
         else:  # Ray may stop a trial at any report (ASHA does at its last epoch): let the run finish first
             last.append((dict(row), checkpoint))

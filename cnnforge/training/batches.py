@@ -53,15 +53,19 @@ def batch_positions(batch_sampler: Any, sampler: EpochSampler) -> tuple[torch.Te
     """Where the samples of each of ``batch_sampler``'s batches sit in an epoch's order, and the batch sizes.
 
     A batch sampler picks by position in the order it is given (chunks of it, this rank's shard of them,
-    the padding that repeats its first ones), never by index, so one pass over it in any epoch gives
-    the batches of every epoch: each is then one gather from that epoch's permutation, not a Python
-    list of ``(epoch, index)`` keys (~1.5 ms an epoch of 10,000 samples, ~10 us a step).
+    the padding that repeats its first ones), never by index, so one pass over it gives the batches of
+    every epoch: each is then one gather from that epoch's order, not a Python list of
+    ``(epoch, index)`` keys (~1.5 ms an epoch of 10,000 samples, ~10 us a step). For that one pass the
+    sampler gives the positions themselves as indices, so an order with repeated indices (the balanced
+    sampler's draws, data/balance.py) has its positions too.
     """
     sampler.use_epoch(0)
-    batches = list(batch_sampler)
-    position = np.empty(len(sampler), dtype=np.int64)
-    position[sampler.permutation()] = np.arange(len(sampler))
-    picked = position[np.asarray([index for batch in batches for _, index in batch], dtype=np.int64)]
+    sampler.yield_positions = True
+    try:
+        batches = list(batch_sampler)
+    finally:
+        sampler.yield_positions = False
+    picked = np.asarray([position for batch in batches for _, position in batch], dtype=np.int64)
     return torch.from_numpy(picked), [len(batch) for batch in batches]
 
 

@@ -24,6 +24,8 @@ class EvalResult:
     y_true: np.ndarray
     y_pred: np.ndarray
     probs: np.ndarray = field(repr=False)
+    balanced_acc: float = float("nan")  # the mean recall of the classes in the split
+    macro_f1: float = float("nan")
 
 
 def gather_outputs(forward: Callable[[torch.Tensor], torch.Tensor], loader: Any,
@@ -53,11 +55,29 @@ def tta_logits(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, t
     return logits
 
 
+def class_scores(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[float, float]:
+    """(balanced accuracy, macro F1) from the confusion counts, on the tensors' device.
+
+    They are scikit-learn's ``balanced_accuracy_score`` (the mean recall over the classes present in
+    ``y``) and ``f1_score(average="macro")`` (the mean F1 over the classes present in ``y`` or predicted),
+    from one ``bincount`` instead of a pass over the predictions per class: a class missing from the
+    split neither scores 0 nor divides by 0.
+    """
+    counts = torch.bincount(y * num_classes + pred, minlength=num_classes ** 2).view(num_classes, num_classes)
+    hits, support, predicted = counts.diag().double(), counts.sum(1).double(), counts.sum(0).double()
+    seen = support > 0
+    scored = seen | (predicted > 0)
+    recall = hits[seen] / support[seen]
+    f1 = 2 * hits[scored] / (support[scored] + predicted[scored])
+    return float(recall.mean()), float(f1.mean())
+
+
 def eval_result(logits: torch.Tensor, y: torch.Tensor) -> EvalResult:
-    """Loss, accuracy, predictions and probabilities from gathered logits."""
+    """Loss, accuracy, balanced accuracy, macro F1, predictions and probabilities from gathered logits."""
     if not len(y):
         return EvalResult(float("nan"), float("nan"), y.numpy(), y.numpy(), logits.numpy())
     loss = float(torch.nn.functional.cross_entropy(logits, y))
     pred = logits.argmax(1)
     probs = torch.softmax(logits, 1).numpy()
-    return EvalResult(loss, float((pred == y).float().mean()), y.numpy(), pred.numpy(), probs)
+    balanced, macro_f1 = class_scores(pred, y, logits.shape[1])
+    return EvalResult(loss, float((pred == y).float().mean()), y.numpy(), pred.numpy(), probs, balanced, macro_f1)

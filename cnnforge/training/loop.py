@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import ConfigDict
@@ -43,6 +43,7 @@ from cnnforge.training.parts import (
 )
 from cnnforge.training.progress import Progress
 from cnnforge.training.step_log import StepLog
+from cnnforge.training.stopping import Stopping
 
 
 @dataclass
@@ -61,7 +62,12 @@ class TrainState:
     rollbacks: int = 0
     lr_scale: float = 1.0
     train_time: float = 0.0
-    stop_reason: str | None = None  # a callback ended training early (a resumed run has nothing left to train)
+    eval_time: float = 0.0  # validation; with train_time, what train.max_time counts
+    stop_best: float | None = None  # train.early_stop: the metric's best value
+    stale_evals: int = 0  # evaluations since it improved
+    # why training ended before train.epochs (a resumed run then has nothing left to train), and a callback's words
+    stopped: Literal["early_stop", "max_time", "callback"] | None = None
+    stop_reason: str | None = None
 
 
 def tie_breaker(metric: str) -> tuple[str, str]:
@@ -108,6 +114,7 @@ class TrainParts:
     progress: Progress
     reporter: Any = None  # reporter(row, checkpoint_dir) after every epoch (Ray Tune)
     identity: RunIdentity | None = None  # recorded in every checkpoint; resume refuses another run's
+    class_weights: torch.Tensor | None = None  # the loss's weight per class (data/balance.py)
 
 
 class TrainStep:
@@ -162,7 +169,7 @@ class Trainer:
         self.loaders, self.info, self.run_dir, self.progress = parts.loaders, parts.info, parts.run_dir, parts.progress
         device = self.acc.device
         with recipe_source(recipe.source):
-            self.criterion = make_loss(recipe.train)
+            self.criterion = make_loss(recipe.train, weight=parts.class_weights).to(device)
             self.callbacks = attach_callbacks(recipe, self.acc)
         self.normalize = Normalize.from_info(self.info).to(device)  # the same arithmetic as predict and export
         channels_last = use_channels_last(recipe, self.model, device)
@@ -180,6 +187,7 @@ class Trainer:
         self.log = StepLog(len(parts.batches), device)
         self._sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n of the folded batches
         self._data_wait = 0.0
+        self.stopping = Stopping(recipe.train.early_stop, recipe.train.max_time, recipe.train.epochs, self.acc)
 
     # ------------------------------------------------------------------------------------ inputs
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,7 +225,7 @@ class Trainer:
         self.callbacks.settle(self.acc)
 
     def fit(self, state: TrainState) -> TrainState:
-        while state.epoch < self.recipe.train.epochs and state.stop_reason is None:
+        while state.epoch < self.recipe.train.epochs and state.stopped is None:
             try:
                 row = self._epoch(state)
             except _Rollback as rollback:
@@ -325,8 +333,11 @@ class Trainer:
         return restored
 
     def _after_epoch(self, state: TrainState, row: dict[str, Any]) -> None:
+        start = time.perf_counter()
         val = self.evaluate("val")
-        row.update({"val/loss": val.loss, "val/acc": val.acc})
+        state.eval_time += time.perf_counter() - start
+        row.update({"val/loss": val.loss, "val/acc": val.acc, "val/balanced_acc": val.balanced_acc,
+                    "val/macro_f1": val.macro_f1})
         if self.recipe.train.on_nan == "skip":
             row["train/skipped_steps"] = state.skipped_steps
         epoch = state.epoch
@@ -337,15 +348,18 @@ class Trainer:
         if self.acc.is_main_process:
             rundir.append_metrics(self.run_dir, row)
         self.progress.end_epoch(epoch, row)
+        stop_line = self.stopping.after_epoch(state, row, time.perf_counter() - start + row["time/epoch_s"])
+        if stop_line is not None:
+            self.progress.print(stop_line)
         every = self.recipe.train.checkpoint_every
         saved = None
-        if (every and (epoch + 1) % every == 0) or state.epoch == self.recipe.train.epochs or state.stop_reason \
+        if (every and (epoch + 1) % every == 0) or state.epoch == self.recipe.train.epochs or state.stopped \
                 or failure is not None:
             saved = self.save_checkpoint(state)
         if failure is not None:
             raise type(failure)(f"{failure.message}; training stopped with checkpoint {saved or 'written'}")
         if self.parts.reporter is not None and self.acc.is_main_process:
-            self.parts.reporter(row, saved)
+            self.parts.reporter({**row, "stopped": state.stopped} if state.stopped else row, saved)
 
     def _epoch_callbacks(self, state: TrainState, row: dict[str, Any]) -> Any:
         """The callbacks' ``on_epoch_end``: a stop request becomes the run's; a failure is returned (ranks agree)."""
@@ -353,9 +367,11 @@ class Trainer:
             return None
         self.ctx.epoch, self.ctx.global_step = state.epoch, state.global_step
         self.callbacks.call("on_epoch_end", self.ctx, row)
-        state.stop_reason, failure = self.callbacks.agree(self.acc, self.ctx.stop_reason)
-        if state.stop_reason and self.acc.is_main_process:
-            self.progress.print(f"stopping after epoch {state.epoch}: {state.stop_reason}")
+        reason, failure = self.callbacks.agree(self.acc, self.ctx.stop_reason)
+        if reason:
+            state.stopped, state.stop_reason = "callback", reason
+            if self.acc.is_main_process:
+                self.progress.print(f"stopping after epoch {state.epoch}: {reason}")
         return failure
 
     def _track_best(self, state: TrainState, row: dict[str, Any], epoch: int) -> None:
@@ -414,13 +430,14 @@ class Trainer:
 
         The weights, the optimizer's state (momentum, Adam's moments), the schedule's position and the epoch
         are the checkpoint's; the learning rate, weight decay and the like are this recipe's, or the perturbed
-        values would be overwritten by the ones the checkpoint was trained with. The best epoch is this run's
-        own: the other run's best weights are not in its checkpoint.
+        values would be overwritten by the ones the checkpoint was trained with. The best epoch and the early
+        stop's count are this run's own: the other run's best weights are not in its checkpoint.
         """
         own = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         state = self.load_checkpoint(path)
         adopt_hyperparameters(self.schedule, own, state.lr_scale)
-        return replace(state, best_value=None, best_epoch=None, best_tiebreak=None)
+        return replace(state, best_value=None, best_epoch=None, best_tiebreak=None, stop_best=None, stale_evals=0,
+                       stopped=None)
 
     def load_checkpoint(self, path: Path) -> TrainState:
         weights, tensors, state = ckpt.load_checkpoint(path, TrainState)

@@ -124,6 +124,7 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     """One run; a new run directory is locked (``held``) from the moment it exists."""
     from accelerate.utils import set_seed
 
+    from cnnforge.data.balance import class_weights
     from cnnforge.training.batches import eval_batches, train_batches
     from cnnforge.training.loop import Trainer, TrainParts
     from cnnforge.training.parts import make_accelerator
@@ -135,6 +136,8 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     with recipe_source(recipe.source):
         acc = make_accelerator(recipe.train)
     model, optimizer, schedule, loaders, sampler, splits = _parts(recipe, acc)
+    with recipe_source(recipe.source):  # before the run directory: a wrong train.class_weights creates none
+        weights = class_weights(recipe, splits.train, len(splits.info.classes))
     warm = run_dir is None and start is not None  # a new run from another run's checkpoint
     if run_dir is None:
         run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache, started_from=start)
@@ -142,9 +145,24 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
                         quiet=quiet)
     batches = train_batches(recipe, splits.train, loaders["train"], sampler, acc)
     evals = eval_batches(recipe, splits, loaders, batches, acc)
+    if acc.is_main_process:
+        _print_balance(recipe, splits, progress)
     trainer = Trainer(recipe, TrainParts(acc, model, optimizer, schedule, batches, evals, loaders, splits.info,
-                                         run_dir, progress, reporter, identity))
+                                         run_dir, progress, reporter, identity, weights))
     return _fit(trainer, recipe, start, quiet=quiet, warm=warm)
+
+
+def _print_balance(recipe: Recipe, splits: Any, progress: Any) -> None:
+    """A warning per class without training images, and the one line on class imbalance when there is one."""
+    import logging
+
+    from cnnforge.data.balance import balance_notes
+
+    missing, imbalance = balance_notes(recipe.data.balance, splits.train.labels, splits.info.classes)
+    for line in missing:
+        logging.getLogger("cnnforge").warning("warning: %s", line)
+    if imbalance is not None:
+        progress.print(imbalance)
 
 
 def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool, warm: bool = False) -> RunResult:
@@ -189,11 +207,11 @@ def _resuming_line(run_dir: Path, start: Path, state: Any, epochs: int, warm: bo
     """Where a resumed run starts; a run whose epochs are all trained is said to be finished, not resumed."""
     if warm:
         return f"starting {run_dir} from {start} (epoch {state.epoch + 1}) with this recipe's hyperparameters"
-    if state.epoch < epochs or state.batch:
+    if (state.epoch < epochs and state.stopped is None) or state.batch:
         return f"resuming {run_dir} from {start.name} (epoch {state.epoch + 1}, batch {state.batch})"
     again = "again: " if (run_dir / rundir.SUMMARY).exists() else ""
-    return (f"{run_dir} has trained all {epochs} epochs ({start.name}): nothing to train; "
-            f"{again}test evaluation, summary.json and reports")
+    trained = f"stopped ({state.stopped}) at epoch {state.epoch}" if state.stopped else f"trained all {epochs} epochs"
+    return f"{run_dir} has {trained} ({start.name}): nothing to train; {again}test evaluation, summary.json and reports"
 
 
 def _interrupted_line(run_dir: Path) -> str:
@@ -222,8 +240,9 @@ def _parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any
     from cnnforge.training.whiten import whiten_first_conv
 
     splits = build_splits(recipe)
-    loaders = {split: split_loader(getattr(splits, split), recipe.data, recipe.seed, train=split == "train")
-               for split in ("train", "val", "test")}
+    with recipe_source(recipe.source):  # data.balance: sampler needs the training labels
+        loaders = {split: split_loader(getattr(splits, split), recipe.data, recipe.seed, train=split == "train")
+                   for split in ("train", "val", "test")}
     sampler = loaders["train"].sampler
     with recipe_source(recipe.source):
         model = model_for(recipe, splits.info)
@@ -287,8 +306,9 @@ def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any
     history = rundir.read_metrics(run_dir) if acc.is_main_process else []
     metric = recipe.train.best_metric
     summary: dict[str, Any] = {
-        "test/acc": test.acc, "test/loss": test.loss, f"best/{metric}": state.best_value,
-        "best/epoch": state.best_epoch,
+        "test/acc": test.acc, "test/loss": test.loss, "test/balanced_acc": test.balanced_acc,
+        "test/macro_f1": test.macro_f1, f"best/{metric}": state.best_value, "best/epoch": state.best_epoch,
+        "stopped": state.stopped or "epochs", "stopped_epoch": state.epoch,
         "test/weights": tested_with, "epochs": state.epoch, "steps": state.global_step,
         "train/time_s": round(state.train_time, 3), "world_size": acc.num_processes,
         "test/samples": int(len(test.y_true)),
@@ -297,7 +317,7 @@ def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any
     if history:
         summary.update({f"final/{k}": v for k, v in history[-1].items() if k.startswith(("train/", "val/"))})
     if state.stop_reason:
-        summary["train/stopped"] = state.stop_reason
+        summary["stop_reason"] = state.stop_reason
     if recipe.train.on_nan != "stop":
         summary["train/skipped_steps"] = state.skipped_steps
         summary["train/rollbacks"] = state.rollbacks

@@ -85,5 +85,5 @@ def test_packaged_recipe_with_the_loss_and_the_callback_stops_at_its_target(tmp_
     recipe = RECIPE.with_name("shapes_poly1_stop.yaml")
     result = cnnforge.train(recipe, ["data.samples=90", "train.epochs=3", f"train.out_dir={tmp_path}",
                                      "callbacks=[{name: example_stop_at_accuracy, target: 0.01}]"], quiet=True)
-    assert result["epochs"] == 1 and "reached 0.01" in result["train/stopped"]
+    assert result["epochs"] == 1 and result["stopped"] == "callback" and "reached 0.01" in result["stop_reason"]
     assert result.history[0]["example/gap"] == 0.0
