@@ -143,3 +143,9 @@ def test_data_scale_measures_memory_throughput_startup_and_wait() -> None:
     assert r["throughput"]["ratio"] == pytest.approx(rate["cnnforge"] / rate["torchvision"])
     assert r["startup"]["ratio"] == pytest.approx(r["startup"]["first_s"] / r["startup"]["second_s"])
     assert 0 <= r["data_wait"]["fraction"] <= 1
+
+
+def test_augment_policies_compares_the_policies_with_the_op_list() -> None:
+    r = bench("augment_policies", "--workers", "0")
+    assert set(r["variants"]) == {"ops", "trivial_augment", "rand_augment", "rand_augment+cutmix"}
+    assert all(0.0 <= v["mean"] <= 1.0 and len(v["test_acc_per_seed"]) == 1 for v in r["variants"].values())

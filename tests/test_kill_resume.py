@@ -181,17 +181,30 @@ def test_resume_after_sigkill_is_bit_exact_on_shards(tmp_path: Path, fmt: str, w
     _assert_resume_is_bit_exact(tmp_path, data, workers, f"{fmt}-{workers}", held, delay=1.0)
 
 
-def test_ddp_resume_after_sigkill_is_bit_exact(tmp_path: Path, held: tuple[Path, dict[str, str]]) -> None:
+#: a torchvision policy between albumentations ops, mixup or cutmix on the device, smoothing folded into the targets
+POLICY_AND_MIXING = ["augment.train=[{name: hflip}, {name: rand_augment, magnitude: 5}]",
+                     "augment.batch=[{name: mixup, prob: 0.5}, {name: cutmix, prob: 0.5}]", "train.label_smoothing=0.1"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_after_sigkill_is_bit_exact_with_a_policy_and_mixing(tmp_path: Path, workers: int,
+                                                                    held: tuple[Path, dict[str, str]]) -> None:
+    _assert_resume_is_bit_exact(tmp_path, POLICY_AND_MIXING, workers, f"mixing-{workers}", held)
+
+
+@pytest.mark.parametrize("data", [[], POLICY_AND_MIXING], ids=["plain", "policy-and-mixing"])
+def test_ddp_resume_after_sigkill_is_bit_exact(tmp_path: Path, data: list[str],
+                                               held: tuple[Path, dict[str, str]]) -> None:
     def launch(*args: str) -> list[str]:
         return [*ACCELERATE, "-m", "cnnforge", *args]
 
     hold, env = held
-    ref = subprocess.run(launch("run", DIGITS, *_overrides(tmp_path / "ref", 0, "steps", hold, ranks=2)), cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=900)
+    ref = subprocess.run(launch("run", DIGITS, *_overrides(tmp_path / "ref", 0, "steps", hold, ranks=2), *data),
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert ref.returncode == 0, ref.stderr[-3000:]
     ref_dir = next((tmp_path / "ref").rglob("manifest.json")).parent
-    cut = _kill_when_checkpointed(launch("run", DIGITS, *_overrides(tmp_path / "cut", 0, "steps", hold, ranks=2)),
-                                  tmp_path / "cut", _rng("ddp").uniform(0.0, 1.5), hold, env)
+    cut_cmd = launch("run", DIGITS, *_overrides(tmp_path / "cut", 0, "steps", hold, ranks=2), *data)
+    cut = _kill_when_checkpointed(cut_cmd, tmp_path / "cut", _rng(f"ddp-{len(data)}").uniform(0.0, 1.5), hold, env)
     resumed = subprocess.run(launch("resume", str(cut)), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_weights(ref_dir, cut)
