@@ -73,11 +73,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=None, help="runs per variant (default 3; 1 with --tiny)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 15; 1 with --tiny)")
-    p.add_argument("--workers", type=int, default=2, help="data.num_workers (default 2)")
+    p.add_argument("--workers", type=int, default=2, help="data.num_workers (default 2; 0 on a loaded machine)")
     p.add_argument("--mnist", type=Path, default=next((d for d in MNIST_T10K if d.exists()), None),
                    help="folder of t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (../shared/data/mnist-t10k)")
     args = p.parse_args(argv)
+    import torch
+
     import cnnforge
+
+    torch.set_num_threads(1)  # on a shared machine two threads can wait on each other for most of a small step
 
     seeds, epochs = args.seeds or (1 if args.tiny else 3), args.epochs or (1 if args.tiny else 15)
     if not args.tiny and args.mnist is None:
@@ -95,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 result = cnnforge.train(recipe(root, Path(tmp) / "runs", epochs=epochs, seed=seed,
                                                workers=args.workers), overrides, quiet=True)
                 runs[name].append({"test_acc": result["test/acc"], "train_s": result["train/time_s"]})
+                print(f"{name} seed {seed}: test acc {result['test/acc']:.4f}", flush=True)
     stats = {name: {"mean": statistics.fmean(r["test_acc"] for r in rs),
                     "std": statistics.stdev([r["test_acc"] for r in rs]) if len(rs) > 1 else 0.0,
                     "train_s": statistics.fmean(r["train_s"] for r in rs),

@@ -25,7 +25,8 @@ class TorchvisionOp(A.ImageOnlyTransform):
         return {"seed": self.py_random.getrandbits(63)}
 
     def apply(self, img: np.ndarray, seed: int, **params: Any) -> np.ndarray:
-        chw = torch.from_numpy(np.ascontiguousarray(img).reshape(*img.shape[:2], -1)).permute(2, 0, 1)
+        pixels = np.require(img, requirements=["C", "W"])  # a copy only of a read-only (memory-mapped) image
+        chw = torch.from_numpy(pixels.reshape(*img.shape[:2], -1)).permute(2, 0, 1)
         with torch.random.fork_rng(devices=[]):  # the CPU RNG only: torch.manual_seed would reseed CUDA's too
             torch.default_generator.manual_seed(seed)
             out = self.transform(chw)
