@@ -202,6 +202,17 @@ def test_resume_after_sigkill_is_bit_exact_on_shards(tmp_path: Path, fmt: str, w
     _assert_resume_is_bit_exact(tmp_path, data, workers, f"{fmt}-{workers}", held, delay=1.0)
 
 
+#: a torchvision policy between albumentations ops, mixup or cutmix on the device, smoothing folded into the targets
+POLICY_AND_MIXING = ["augment.train=[{name: hflip}, {name: rand_augment, magnitude: 5}]",
+                     "augment.batch=[{name: mixup, prob: 0.5}, {name: cutmix, prob: 0.5}]", "train.label_smoothing=0.1"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_after_sigkill_is_bit_exact_with_a_policy_and_mixing(tmp_path: Path, workers: int,
+                                                                    held: tuple[Path, dict[str, str]]) -> None:
+    _assert_resume_is_bit_exact(tmp_path, POLICY_AND_MIXING, workers, f"mixing-{workers}", held)
+
+
 def _assert_ddp_resume_is_bit_exact(tmp_path: Path, data: list[str], name: str,
                                     held: tuple[Path, dict[str, str]]) -> None:
     """A 2-process gloo run with ``data`` overrides, killed after its first checkpoint and resumed, ends as a run
@@ -223,6 +234,11 @@ def _assert_ddp_resume_is_bit_exact(tmp_path: Path, data: list[str], name: str,
 
 def test_ddp_resume_after_sigkill_is_bit_exact(tmp_path: Path, held: tuple[Path, dict[str, str]]) -> None:
     _assert_ddp_resume_is_bit_exact(tmp_path, [], "ddp", held)
+
+
+def test_ddp_resume_after_sigkill_is_bit_exact_with_a_policy_and_mixing(tmp_path: Path,
+                                                                        held: tuple[Path, dict[str, str]]) -> None:
+    _assert_ddp_resume_is_bit_exact(tmp_path, POLICY_AND_MIXING, "ddp-mixing", held)
 
 
 def test_ddp_resume_after_sigkill_is_bit_exact_with_balanced_draws(tmp_path: Path,

@@ -116,6 +116,13 @@ def test_balanced_step_with_stops_pending_has_no_host_sync(tmp_path: Path, balan
     steady = _steady(steps, STEPS_PER_EPOCH)
     assert all(not counts for counts in steady), [c for c in steady if c][:3]
 
+def test_mixup_and_cutmix_add_no_host_sync(tmp_path: Path) -> None:
+    """``augment.batch`` draws on the host from its own generator and builds the soft targets on the device."""
+    steps = _counts(tmp_path, "augment.batch=[{name: mixup, prob: 0.5}, {name: cutmix, prob: 0.5}]",
+                    "train.label_smoothing=0.1", "augment.mode=batch", "augment.train=[{name: hflip}]")
+    steady = _steady(steps, STEPS_PER_EPOCH)
+    assert len(steps) == 2 * STEPS_PER_EPOCH and all(not counts for counts in steady), [c for c in steady if c][:3]
+
 
 def test_a_live_bar_reads_once_per_refresh(tmp_path: Path) -> None:
     steps = _counts(tmp_path, env={"LIVE_BAR": "1"})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -11,7 +12,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     v = actions.add_parser(
         "preview", parents=[common], help="write a PNG grid of training images and their augmentations",
         description="Write a grid of N training images, each followed by the augmented versions the first "
-                    "epochs of a run with this recipe and seed will see.")
+                    "epochs of a run with this recipe and seed will see; with augment.batch, a second grid "
+                    "(OUT-batch.png) of the first batches as mixup/cutmix mix them, with their soft targets.")
     v.add_argument("recipe", help="recipe YAML file")
     v.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="dotted overrides, e.g. augment.train=cifar_standard")
@@ -23,8 +25,6 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from cnnforge.errors import ConfigError
 
     for flag, value in (("--n", args.n), ("--epochs", args.epochs)):
@@ -41,8 +41,21 @@ def _preview(args: argparse.Namespace) -> int:
         recipe = load_recipe(recipe, ["augment.mode=sample"])
         title += " (augment.mode: batch, shown with the per-sample ops of the same names)"
     splits = build_splits(recipe)
-    out = render_preview(splits.train, splits.info.classes, title=title, out=Path(args.out), n=args.n,
-                         versions=args.epochs)
+    outs = [render_preview(splits.train, splits.info.classes, title=title, out=Path(args.out), n=args.n,
+                           versions=args.epochs)]
+    if recipe.augment.batch:  # the mixing of each whole batch, in a second PNG beside the first
+        outs.append(_mix_preview(recipe, splits, Path(args.out), args.n))
     if not args.quiet:
-        print(f"wrote {out}")
+        print("\n".join(f"wrote {out}" for out in outs))
     return 0
+
+
+def _mix_preview(recipe: Any, splits: Any, out: Path, n: int) -> Path:
+    from cnnforge.data.batch_mix import make_batch_mix
+    from cnnforge.data.preview import render_mix_preview
+
+    ops = ", ".join(f"{op.name}(alpha={op.alpha:g}, prob={op.prob:g})" for op in recipe.augment.batch)
+    title = f"{recipe.name} (seed {recipe.seed}): augment.batch = {ops}, first batches of epoch 1"
+    return render_mix_preview(splits.train, splits.info.classes, make_batch_mix(recipe, len(splits.info.classes)),
+                              batch_size=recipe.data.batch_size, seed=recipe.seed, title=title,
+                              out=out.with_name(f"{out.stem}-batch{out.suffix}"), n=n)

@@ -86,3 +86,49 @@ def render_preview(train: Any, classes: list[str], *, title: str, out: Path, n: 
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _mix_caption(target: Any, classes: list[str]) -> str:
+    """The two largest shares of a soft target: ``0.63 cat + 0.37 dog`` (one class when it has it all)."""
+    shares, labels = target.topk(2)
+    parts = [f"{float(s):.2f} {classes[int(c)]}" for s, c in zip(shares, labels, strict=True) if float(s) >= 0.05]
+    return "\n+ ".join(parts)
+
+
+def render_mix_preview(train: Any, classes: list[str], mix: Any, *, batch_size: int, seed: int, title: str, out: Path,
+                       n: int = 8, batches: int = 3) -> Path:
+    """Write a PNG of the first ``n`` images of epoch 1's first ``batches`` batches as ``augment.batch`` mixes them.
+
+    Each whole batch is mixed (a sample is paired with the one before it in its batch), in the order a
+    one-process run's loader gives them, with that run's draws; the pixels are shown before
+    normalisation, which mixing commutes with. Titles give each image's soft target.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from cnnforge.data.loading import EpochSampler
+
+    order = EpochSampler(len(train), shuffle=True, seed=seed).permutation()  # epoch 0, as training's sampler
+    rows = [order[b * batch_size:(b + 1) * batch_size] for b in range(batches) if b * batch_size < len(order)]
+    cols = min(n, batch_size, len(order))
+    fig, axes = plt.subplots(len(rows), cols, squeeze=False, figsize=(max(6.0, 1.5 * cols), 1.9 * len(rows) + 1.0))
+    for b, positions in enumerate(rows):
+        x = torch.stack([train[(0, int(p))][0] for p in positions]).float()
+        mixed, target, _ = mix(x, torch.as_tensor(train.labels[positions]), (0, b, 0))
+        name = mix.draw((0, b, 0))[0] or "not mixed"
+        for i, ax in enumerate(axes[b]):
+            ax.axis("off")
+            if i < len(positions):
+                ax.axis("on")
+                _show(ax, mixed[i].permute(1, 2, 0).clamp(0, 255).numpy())
+                ax.set_title(_mix_caption(target[i], classes), fontsize=7)
+        axes[b, 0].set_ylabel(f"batch {b + 1}\n{name}", fontsize=9)
+    fig.suptitle("\n".join(textwrap.wrap(title, int(max(6.0, 1.5 * cols) * 10))), fontsize=11)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

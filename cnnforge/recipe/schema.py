@@ -56,10 +56,27 @@ class OpSpec(_Named):
     """One augmentation op: ``{name: rotate, limit: 20}``."""
 
 
+class MixSpec(Section):
+    """One op of ``augment.batch`` (data/batch_mix.py): a batch is mixed by it with probability ``prob``."""
+
+    name: Literal["mixup", "cutmix"]
+    alpha: Annotated[float, Field(gt=0)] = 1.0  # lambda ~ Beta(alpha, alpha)
+    prob: Annotated[float, Field(gt=0, le=1)] = 1.0
+
+
 class AugmentConfig(Section):
     train: list[OpSpec] | str | None = None
     eval: list[OpSpec] | str | None = None
     mode: Literal["sample", "batch"] = "sample"
+    batch: list[MixSpec] = Field(default_factory=list)  # at most one of them mixes each training batch
+
+    @field_validator("batch")
+    @classmethod
+    def _one_op_per_batch(cls, batch: list[MixSpec]) -> list[MixSpec]:
+        if sum(op.prob for op in batch) > 1 + 1e-9:
+            raise ValueError(f"the probs add up to {sum(op.prob for op in batch):g}; each batch is mixed by at most "
+                             "one op, so they must add up to 1 at most (e.g. 0.5 each)")
+        return batch
 
 
 class ModelConfig(_Named):

@@ -22,6 +22,7 @@ from torch import nn
 
 from cnnforge import rundir
 from cnnforge.data.batch_augment import make_batch_augment
+from cnnforge.data.batch_mix import make_batch_mix
 from cnnforge.data.loading import DataInfo
 from cnnforge.data.normalize import Normalize
 from cnnforge.errors import NonFiniteLossError, recipe_source
@@ -168,8 +169,11 @@ class Trainer:
         self.acc, self.model, self.optimizer, self.schedule = parts.acc, parts.model, parts.optimizer, parts.schedule
         self.loaders, self.info, self.run_dir, self.progress = parts.loaders, parts.info, parts.run_dir, parts.progress
         device = self.acc.device
+        self.batch_mix = make_batch_mix(recipe, len(self.info.classes))  # augment.batch: mixup, cutmix
+        # with augment.batch the smoothing is folded into the soft targets, so the loss must not smooth again
+        smoothing = 0.0 if self.batch_mix else recipe.train.label_smoothing
         with recipe_source(recipe.source):
-            self.criterion = make_loss(recipe.train, weight=parts.class_weights).to(device)
+            self.criterion = make_loss(recipe.train, weight=parts.class_weights, label_smoothing=smoothing).to(device)
             self.callbacks = attach_callbacks(recipe, self.acc)
         self.normalize = Normalize.from_info(self.info).to(device)  # the same arithmetic as predict and export
         channels_last = use_channels_last(recipe, self.model, device)
@@ -242,8 +246,8 @@ class Trainer:
         self._data_wait = 0.0
         start = self._epoch_start = time.perf_counter()
         for x, y in self._timed(self.parts.batches.epoch(state.epoch, state.batch)):
-            x, y = self._inputs(x, y, state)
-            logits, loss = self.step(x, y, self.log.verdict(state.batch))
+            x, target, y = self._inputs(x, y, state)
+            logits, loss = self.step(x, target, self.log.verdict(state.batch))
             self.log.record(logits, loss, y)
             self._after_step(state)
         if self.lookahead is not None:
@@ -267,11 +271,18 @@ class Trainer:
                 return
             yield batch
 
-    def _inputs(self, x: torch.Tensor, y: torch.Tensor, state: TrainState) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inputs(self, x: torch.Tensor, y: torch.Tensor,
+                state: TrainState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(model input, loss target, label train accuracy is scored against): with ``augment.batch`` the target
+        is soft and the label each mixed sample's dominant one."""
+        key = (state.epoch, state.batch, self.acc.process_index)
         if self.batch_augment is not None:
-            key = (state.epoch, state.batch, self.acc.process_index)
             x = self.batch_augment(x, key)
-        return self.prepare_input(x), y
+        x = self.prepare_input(x)
+        if self.batch_mix is None:
+            return x, y, y
+        x, target, label = self.batch_mix(x, y, key)
+        return x.contiguous(memory_format=self.memory_format), target, label
 
     def _after_step(self, state: TrainState) -> None:
         """Bookkeeping after a batch: step counts, lookahead, EMA, step checkpoints and a time-based progress read."""

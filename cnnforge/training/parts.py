@@ -182,11 +182,13 @@ def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.Optimize
     return build_part("optimizers", optim.name, optim.params, context, "optim", torch.optim.Optimizer)
 
 
-def make_loss(train: TrainConfig, weight: torch.Tensor | None = None) -> Any:
-    """``train.loss``: the registered loss, given the class weights and ``train.label_smoothing``."""
+def make_loss(train: TrainConfig, weight: torch.Tensor | None = None, label_smoothing: float | None = None) -> Any:
+    """``train.loss``: the registered loss, given the class weights and the label smoothing (``train.label_smoothing``
+    unless the caller folded it into soft targets already)."""
     from cnnforge.training.builders import build_part
 
-    context = {"weight": weight, "label_smoothing": train.label_smoothing}
+    smoothing = train.label_smoothing if label_smoothing is None else label_smoothing
+    context = {"weight": weight, "label_smoothing": smoothing}
     return build_part("losses", train.loss.name, train.loss.params, context, "train.loss", None,
                       required=("weight",) if weight is not None else ())
 
