@@ -172,8 +172,9 @@ class Trainer:
         self.batch_mix = make_batch_mix(recipe, len(self.info.classes))  # augment.batch: mixup, cutmix
         # with augment.batch the smoothing is folded into the soft targets, so the loss must not smooth again
         smoothing = 0.0 if self.batch_mix else recipe.train.label_smoothing
+        weight = None if parts.class_weights is None else parts.class_weights.to(device)
         with recipe_source(recipe.source):
-            self.criterion = make_loss(recipe.train, weight=parts.class_weights, label_smoothing=smoothing).to(device)
+            self.criterion = make_loss(recipe.train, weight=weight, label_smoothing=smoothing)
             self.callbacks = attach_callbacks(recipe, self.acc)
         self.normalize = Normalize.from_info(self.info).to(device)  # the same arithmetic as predict and export
         channels_last = use_channels_last(recipe, self.model, device)
