@@ -17,7 +17,10 @@ from typing import Any
 import yaml
 
 from cnnforge import rundir
-from cnnforge.run_files import list_checkpoints
+from cnnforge.bounded_read import read_bounded, read_bounded_text
+from cnnforge.errors import CnnforgeError
+from cnnforge.run_files import MAX_FILE_BYTES, list_checkpoints
+from cnnforge.yaml_bounds import MAX_BYTES, load_yaml
 
 
 @dataclass
@@ -41,8 +44,8 @@ class RunRow:
 
 def _load(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return json.loads(read_bounded(path, MAX_FILE_BYTES))
+    except (OSError, ValueError, CnnforgeError):
         return None
 
 
@@ -57,8 +60,8 @@ def read_run(path: Path) -> RunRow:
     """What ``path``'s files say about the run (a file cut short by a crash counts as missing)."""
     manifest = _load(path / rundir.MANIFEST) or {}
     try:
-        train = (yaml.safe_load((path / rundir.RECIPE).read_text()) or {}).get("train") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
+        train = (load_yaml(read_bounded_text(path / rundir.RECIPE, MAX_BYTES)) or {}).get("train") or {}
+    except (OSError, yaml.YAMLError, AttributeError, CnnforgeError):
         train = {}
     metric, mode = train.get("best_metric", "val/acc"), train.get("best_mode", "max")
     history = rundir.read_metrics(path)

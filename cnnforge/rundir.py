@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnforge.atomic_write import atomic_write_text
+from cnnforge.bounded_read import read_bounded
 from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.recipe import Recipe
-from cnnforge.run_files import DataInfoFile, RunIdentity, RunManifest, read_model
+from cnnforge.run_files import MAX_FILE_BYTES, DataInfoFile, RunIdentity, RunManifest, read_model
 
 if TYPE_CHECKING:
     from cnnforge.data.loading import DataInfo
@@ -38,6 +39,8 @@ CHECKPOINTS = "checkpoints"
 REPORTS = "reports"
 FAILED = "failed.json"  # written when training stops on an error (cnnforge runs: status failed)
 LOCK = ".lock"
+#: one JSON row per epoch (and per checkpointed step): a million rows is more than any run writes
+MAX_METRICS_BYTES = 256 << 20
 #: the input description of a run (classes, channels, sizes, normalisation), written when it ends
 DATA_INFO = "data_info.json"
 #: the best validation weights, inside CHECKPOINTS
@@ -171,7 +174,7 @@ def write_json(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_bounded(path, MAX_FILE_BYTES, what="run file"))
     except FileNotFoundError:
         raise CnnforgeError("file is missing", where=str(path)) from None
     except ValueError as exc:
@@ -197,7 +200,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS
     if not path.exists():
         return []
-    lines = path.read_bytes().split(b"\n")
+    lines = read_bounded(path, MAX_METRICS_BYTES, what="metrics file").split(b"\n")
     rows = []
     for number, line in enumerate(lines, start=1):
         row = _metrics_row(line)
