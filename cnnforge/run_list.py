@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import yaml
 from cnnforge import rundir
 from cnnforge.bounded_read import read_bounded, read_bounded_text
 from cnnforge.errors import CnnforgeError
+from cnnforge.recipe import load_recipe
 from cnnforge.run_files import MAX_FILE_BYTES, list_checkpoints
 from cnnforge.yaml_bounds import MAX_BYTES, load_yaml
 
@@ -40,6 +40,8 @@ class RunRow:
     created: str | None
     resume: str | None  # the command that continues an interrupted run
     error: str | None
+    trial: str | None = None  # a sweep trial's id (``<experiment>/<trial>/runs/<name>/<run id>``)
+    swept: dict[str, Any] | None = None  # the trial's values of the sweep's swept keys, as this run trained them
 
 
 def _load(path: Path) -> Any:
@@ -77,7 +79,31 @@ def read_run(path: Path) -> RunRow:
         best_value=(summary or {}).get(f"best/{metric}", _best(history, metric, mode)),
         test_acc=(summary or {}).get("test/acc"), duration_s=round(max(0.0, last - started), 1) if last else None,
         created=manifest.get("created"), resume=f"cnnforge resume {path}" if resumable else None,
-        error=(failed or {}).get("error"))
+        error=(failed or {}).get("error"), **_trial_of(path))
+
+
+def _trial_of(path: Path) -> dict[str, Any]:
+    """``trial`` and ``swept`` of a sweep trial's run: the keys ``sweep.yaml`` sweeps, valued from the run's recipe
+    (after a PBT exploit, the values it continued with); nothing for a run outside a sweep."""
+    if len(path.parents) < 4 or path.parents[1].name != rundir.TRIAL_RUNS:
+        return {}
+    trial_dir = path.parents[2]
+    sweep_file = trial_dir.parent / rundir.SWEEP_RECIPE
+    if not sweep_file.is_file():
+        return {}
+    try:
+        sweep = load_recipe(sweep_file)
+        values = load_recipe(path / rundir.RECIPE).to_dict()
+    except CnnforgeError:
+        return {"trial": trial_dir.name}
+    keys = sweep.tune.swept_keys() if sweep.tune else []
+    return {"trial": trial_dir.name, "swept": {key: _at(values, key) for key in keys}}
+
+
+def _at(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
 
 
 def list_runs(root: str | os.PathLike[str]) -> list[RunRow]:
@@ -92,6 +118,7 @@ def as_json(rows: list[RunRow]) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds >= 60 else f"{seconds:.1f}s"
+    """``m:ss`` or ``h:mm:ss``: the format of the training and sweep progress lines."""
+    from cnnforge.training.progress import format_duration
+
+    return "-" if seconds is None else format_duration(seconds)

@@ -45,6 +45,10 @@ MAX_METRICS_BYTES = 256 << 20
 DATA_INFO = "data_info.json"
 #: the best validation weights, inside CHECKPOINTS
 BEST = "best.safetensors"
+#: a sweep's experiment folder holds the resolved recipe it sweeps, and each trial folder its runs under TRIAL_RUNS
+#: (``<experiment>/<trial id>/runs/<name>/<run id>/``)
+SWEEP_RECIPE = "sweep.yaml"
+TRIAL_RUNS = "runs"
 #: the weights a finished run offers: ``best`` (validation) or ``last`` (final)
 WEIGHT_CHOICES = ("best", "last")
 

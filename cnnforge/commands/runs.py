@@ -42,7 +42,8 @@ def _print_table(rows: list[Any]) -> None:
 
     colours = {"finished": "green", "failed": "red", "interrupted": "yellow"}
     table = Table(box=None, header_style="bold")
-    for column in ("name", "id", "status", "epochs", "best", "test/acc", "duration"):
+    trials = any(r.trial for r in rows)  # sweep trials: their id and swept values
+    for column in ("name", "id", *(("trial",) if trials else ()), "status", "epochs", "best", "test/acc", "duration"):
         table.add_column(column, no_wrap=True,
                          justify="right" if column in ("epochs", "best", "test/acc", "duration") else "left")
     notes = []
@@ -50,7 +51,9 @@ def _print_table(rows: list[Any]) -> None:
         epochs = f"{r.epochs}/{r.max_epochs}" if r.max_epochs else str(r.epochs)
         best = f"{r.best_metric} {r.best_value:.4f}" if r.best_value is not None else "-"
         test = f"{r.test_acc:.4f}" if r.test_acc is not None else "-"
-        table.add_row(r.name, r.id, f"[{colours[r.status]}]{r.status}[/]", epochs, best, test, duration(r.duration_s))
+        trial = [" ".join([r.trial or "-", *(f"{k}={v}" for k, v in (r.swept or {}).items())])] if trials else []
+        table.add_row(r.name, r.id, *trial, f"[{colours[r.status]}]{r.status}[/]", epochs, best, test,
+                      duration(r.duration_s))
         if r.resume:
             notes.append(f"{r.name}/{r.id}: {r.resume}")
         elif r.error:
