@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from cnnforge.errors import EXIT_CONFIG, EXIT_FAILURE, CnnforgeError, ConfigError
 from cnnforge.launcher_env import check_launcher_env, env_int
+from cnnforge.training.progress import log_every
 
 PROG = "cnnforge"
 
@@ -106,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
     try:
         check_launcher_env()
+        log_every()  # CNNFORGE_LOG_EVERY: named before a run directory exists
         return int(args.func(args) or 0)
     except CnnforgeError as exc:
         if args.debug:

@@ -135,8 +135,9 @@ def identity(manifest: RunManifest) -> RunIdentity | None:
 
 
 @contextmanager
-def exclusive(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir`` for this process: a second ``run``/``resume`` of it stops, naming the holder.
+def exclusive(run_dir: Path, what: str = "run directory") -> Iterator[None]:
+    """Hold ``run_dir`` (or a sweep's experiment, ``what``) for this process: a second ``run``/``resume`` of it
+    (or ``tune``) stops, naming the holder.
 
     ``flock`` belongs to the open file, so the OS releases it when the process ends in any way:
     a ``kill -9`` never leaves a stale lock behind.
@@ -154,7 +155,7 @@ def exclusive(run_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             raise CnnforgeError(f"is in use by {'process ' + holder if holder else 'another process'}",
-                                where=str(run_dir), hint="one process per run directory; wait for it to end") from None
+                                where=str(run_dir), hint=f"one process per {what}; wait for it to end") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield

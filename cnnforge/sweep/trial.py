@@ -32,7 +32,8 @@ def trial_overrides(config: Mapping[str, Any]) -> list[str]:
 
 
 def _trial_runs(trial_dir: Path) -> list[Path]:
-    return [p.parent for p in (trial_dir / rundir.TRIAL_RUNS).glob(f"*/*/{rundir.MANIFEST}") if rundir.is_run_dir(p.parent)]
+    manifests = (trial_dir / rundir.TRIAL_RUNS).glob(f"*/*/{rundir.MANIFEST}")
+    return [p.parent for p in manifests if rundir.is_run_dir(p.parent)]
 
 
 def trial_run_dir(trial_dir: Path) -> Path | None:
