@@ -164,9 +164,9 @@ cnnforge.train(sys.argv[1], sys.argv[2:], quiet=True)
 def test_ctrl_c_during_a_checkpoint_write_leaves_no_temporary_folder(tmp_path: Path) -> None:
     script = tmp_path / "interrupt.py"
     script.write_text(INTERRUPTED_SAVE)
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, str(script), str(DIGITS), *TINY, f"train.out_dir={tmp_path / 'runs'}"],
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
-                          capture_output=True, text=True, timeout=600)
+                          env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr
     [run] = (tmp_path / "runs" / "digits_convnet").iterdir()
     assert not list(run.rglob(".tmp-*")) and not list(run.rglob(".*.tmp-*"))
@@ -183,8 +183,8 @@ def test_runs_shows_a_sweep_trials_id_and_swept_values_and_one_duration_format(
     experiment.mkdir(parents=True)
     (experiment / "sweep.yaml").write_text(sweep.to_yaml())
     overrides = [*TINY, "model.activation=elu", "optim.lr=0.003"]
-    cnnforge.train(ROOT / "recipes" / "sweep_digits.yaml", [*overrides, f"train.out_dir={experiment / 'a1b2c3' / 'runs'}"],
-                   quiet=True)
+    trial_runs = experiment / "a1b2c3" / "runs"
+    cnnforge.train(ROOT / "recipes" / "sweep_digits.yaml", [*overrides, f"train.out_dir={trial_runs}"], quiet=True)
     [row] = json.loads(cli_here(capsys, "runs", str(tmp_path / "out"), "--json").stdout)
     assert row["trial"] == "a1b2c3" and row["swept"] == {"model.activation": "elu", "optim.lr": 0.003}
     table = cli_here(capsys, "runs", str(tmp_path / "out")).stdout

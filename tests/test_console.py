@@ -70,7 +70,7 @@ def _run_in_terminal(args: list[str], cwd: Path, timeout: float = 600) -> str:
         elif proc.poll() is not None:
             break
     os.close(master)
-    assert proc.wait(timeout=60) == 0, b"".join(chunks).decode(errors="replace")[-3000:]
+    assert proc.wait(timeout=600) == 0, b"".join(chunks).decode(errors="replace")[-3000:]
     return b"".join(chunks).decode(errors="replace")
 
 
