@@ -34,7 +34,7 @@ def read_bounded(path: str | os.PathLike[str], limit: int, *, what: str = "file"
         mode = os.fstat(f.fileno()).st_mode
         if not stat.S_ISREG(mode):
             kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-            raise error(f"is {kind}, not a {what} file", where=where)
+            raise error(f"is {kind}, not a {what}", where=where)
         try:
             data = f.read(limit + 1)
         except OSError as exc:

@@ -66,7 +66,10 @@ def read_run(path: Path) -> RunRow:
     except (OSError, yaml.YAMLError, AttributeError, CnnforgeError):
         train = {}
     metric, mode = train.get("best_metric", "val/acc"), train.get("best_mode", "max")
-    history = rundir.read_metrics(path)
+    try:
+        history = rundir.read_metrics(path)
+    except CnnforgeError:  # not a file, or larger than any run writes: the table reads around it
+        history = []
     summary, failed = _load(path / rundir.SUMMARY), _load(path / rundir.FAILED)
     status = "finished" if summary else "failed" if failed else "interrupted"
     resumable = status == "interrupted" and bool(list_checkpoints(path / rundir.CHECKPOINTS))

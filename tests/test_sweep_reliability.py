@@ -48,6 +48,8 @@ def test_check_catches_what_run_raises_at_start(tmp_path: Path, capsys: pytest.C
     assert proc.returncode == 2 and "data.image_size: data.cache: none decodes each image" in one_error_line(proc)
     assert cli_here(capsys, "check", *base, "data.image_size=16").returncode == 0
     assert cli_here(capsys, "check", *base, "augment.train=[{name: random_crop, size: 12}]").returncode == 0
+    light = cli_here(capsys, "check", "--no-data", *base[:2], f"data.root={tmp_path / 'nowhere'}")
+    assert light.returncode == 0, light.stderr  # the recipe alone: data not there yet
 
 
 # ------------------------------------------------------------------------------------------- results

@@ -39,8 +39,8 @@ def test_patterns_and_all_expand_the_families() -> None:
     assert not any("fasterrcnn" in name or "deeplab" in name for name in tv_rows)  # classification models only
 
 
-@pytest.mark.parametrize("args", [("list", "models"), ("check", "recipes/resnet18_transfer.yaml"),
-                                  ("check", EXAMPLE_RECIPE, "model.name=timm/resnet18")])
+@pytest.mark.parametrize("args", [("list", "models"), ("check", "--no-data", "recipes/resnet18_transfer.yaml"),
+                                  ("check", "--no-data", EXAMPLE_RECIPE, "model.name=timm/resnet18")])
 def test_listing_and_checking_import_no_model_library(args: tuple[str, ...]) -> None:
     import subprocess
 
