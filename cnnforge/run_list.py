@@ -7,6 +7,7 @@ listing hundreds of runs takes no torch import.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -95,12 +96,18 @@ def _trial_of(path: Path) -> dict[str, Any]:
     if not sweep_file.is_file():
         return {}
     try:
-        sweep = load_recipe(sweep_file)
+        keys = _swept_keys(sweep_file)
         values = load_recipe(path / rundir.RECIPE).to_dict()
     except CnnforgeError:
         return {"trial": trial_dir.name}
-    keys = sweep.tune.swept_keys() if sweep.tune else []
     return {"trial": trial_dir.name, "swept": {key: _at(values, key) for key in keys}}
+
+
+@functools.lru_cache(maxsize=64)
+def _swept_keys(sweep_file: Path) -> tuple[str, ...]:
+    """The keys an experiment sweeps (read once for all its trials)."""
+    sweep = load_recipe(sweep_file)
+    return tuple(sweep.tune.swept_keys()) if sweep.tune else ()
 
 
 def _at(data: dict[str, Any], dotted: str) -> Any:
