@@ -40,7 +40,7 @@ def read_bounded(path: str | os.PathLike[str], limit: int, *, what: str = "file"
         except OSError as exc:
             raise error(f"cannot read the {what}: {exc.strerror or exc}", where=where) from None
     if len(data) > limit:
-        raise error(f"is larger than {limit} bytes; a {what} is never that big", where=where)
+        raise error(f"is larger than {limit} bytes; a {what} is at most {limit} bytes", where=where)
     return data
 
 
@@ -50,4 +50,5 @@ def read_bounded_text(path: str | os.PathLike[str], limit: int, *, what: str = "
     try:
         return read_bounded(path, limit, what=what, error=error).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise error(f"the {what} is not UTF-8 text (byte {exc.start})", where=str(path)) from None
+        raise error(f"cannot read the {what}: UnicodeDecodeError at byte {exc.start} (not UTF-8 text)",
+                    where=str(path)) from None

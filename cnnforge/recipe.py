@@ -157,7 +157,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The mapping in a YAML file; syntax errors carry the file, line and column."""
     p = Path(path)
     try:  # read up to the bound, never whole: a FIFO, a device or a huge file is refused at once
-        text = read_bounded_text(p, MAX_BYTES, what="recipe file", error=ConfigError)
+        text = read_bounded_text(p, MAX_BYTES, what="recipe", error=ConfigError)
     except FileNotFoundError:
         raise ConfigError("no such recipe file", where=str(p)) from None
     try:

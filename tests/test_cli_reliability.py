@@ -44,7 +44,7 @@ def test_a_recipe_that_is_no_regular_file_is_refused_at_once(tmp_path: Path, kin
     proc = cli("check", str(recipe) if kind != "folder" else str(tmp_path) + "/", timeout=120)
     line = one_error_line(proc)
     assert proc.returncode == 2, proc.stderr
-    expected = {"fifo": "is a FIFO, not a recipe file", "dev-zero": "is a character device, not a recipe file",
+    expected = {"fifo": "is a FIFO, not a recipe", "dev-zero": "is a character device, not a recipe",
                 "folder": "is a folder, not a recipe file"}[kind]
     assert expected in line
 
