@@ -16,7 +16,9 @@ import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
-from cnnforge.errors import EXIT_CONFIG, EXIT_FAILURE, CnnforgeError
+from cnnforge.errors import EXIT_CONFIG, EXIT_FAILURE, CnnforgeError, ConfigError
+from cnnforge.launcher_env import check_launcher_env, env_int
+from cnnforge.training.progress import log_every
 
 PROG = "cnnforge"
 
@@ -105,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_dependencies()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
     try:
+        check_launcher_env()
+        log_every()  # CNNFORGE_LOG_EVERY: named before a run directory exists
         return int(args.func(args) or 0)
     except CnnforgeError as exc:
         if args.debug:
@@ -134,7 +138,11 @@ def run_program(argv: Sequence[str] | None = None) -> NoReturn:
     finished; what is left (garbage, buffered output, logging) is settled here first.
     """
     code = main(argv)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    try:
+        distributed = env_int("WORLD_SIZE", 1) > 1
+    except ConfigError:  # main has reported it
+        distributed = False
+    if distributed:
         import gc
 
         gc.collect()  # DataLoader workers and other resources held in reference cycles shut down now

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import cnnforge
-from cnnforge.training.progress import epoch_line, format_duration
+from cnnforge.rundir.table import format_duration
+from cnnforge.training.progress import epoch_line
 from tests.conftest import ROOT, cli, one_error_line
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
@@ -70,7 +71,7 @@ def _run_in_terminal(args: list[str], cwd: Path, timeout: float = 600) -> str:
         elif proc.poll() is not None:
             break
     os.close(master)
-    assert proc.wait(timeout=60) == 0, b"".join(chunks).decode(errors="replace")[-3000:]
+    assert proc.wait(timeout=600) == 0, b"".join(chunks).decode(errors="replace")[-3000:]
     return b"".join(chunks).decode(errors="replace")
 
 

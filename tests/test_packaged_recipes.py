@@ -52,7 +52,7 @@ def test_check_show_by_name_from_any_folder(elsewhere: Path, capsys: pytest.Capt
 
 def test_a_path_wins_over_a_name(elsewhere: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (elsewhere / "digits_convnet").write_text("base: cifar_vgg_bn\ntrain: {epochs: 7}\n")
-    proc = cli_here(capsys, "check", "digits_convnet")
+    proc = cli_here(capsys, "check", "--no-data", "digits_convnet")  # no CIFAR-10 here: the recipe only
     assert proc.returncode == 0, proc.stderr
     assert "vgg_bn on cifar10, 7 epochs" in proc.stdout
 
@@ -117,7 +117,7 @@ def test_copy_writes_an_editable_copy_and_never_overwrites(elsewhere: Path, caps
     assert cli_here(capsys, "recipes", "copy", "sweep_activation_dropout_lr").returncode == 0
     assert (elsewhere / "sweep_activation_dropout_lr.yaml").read_text() == original
     # its `base: cifar_vgg_bn.yaml` is not beside the copy: the packaged recipe of that name is used
-    assert cli_here(capsys, "check", "sweep_activation_dropout_lr.yaml").returncode == 0
+    assert cli_here(capsys, "check", "--no-data", "sweep_activation_dropout_lr.yaml").returncode == 0
 
     (elsewhere / "mine.yaml").write_text("# my edits\n")
     proc = cli_here(capsys, "recipes", "copy", "digits_convnet", "mine.yaml")

@@ -86,7 +86,9 @@ def _counts(tmp_path: Path, *overrides: str, launch: list[str] | None = None,
     script.write_text(COUNTER)
     cmd = [*(launch or [sys.executable]), str(script), str(out), "train.epochs=2", "train.checkpoint_every=1",
            f"train.out_dir={tmp_path / 'runs'}", *overrides]
-    full_env = {**os.environ, "RECIPE": DIGITS, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
+    # no time-based step lines: on a loaded machine one could fall between any two steps
+    full_env = {**os.environ, "RECIPE": DIGITS, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+                "CNNFORGE_LOG_EVERY": "0", **(env or {})}
     proc = subprocess.run(cmd, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())

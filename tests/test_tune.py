@@ -537,10 +537,10 @@ def test_sweep_on_a_started_ray_cluster_with_plugins_asha_and_wandb(tmp_path: Pa
                                                                     ray_head: tuple[str, dict[str, str]]) -> None:
     address, env = ray_head
     tokenless = {**env, "RAY_AUTH_TOKEN": "", "RAY_AUTH_MODE": "", "HOME": str(tmp_path)}  # no ~/.ray/auth_token either
-    start = time.monotonic()
     proc = cli("tune", str(SWEEP_DIGITS), "--address", address, f"train.out_dir={tmp_path / 'none'}", env=tokenless)
-    assert proc.returncode == 1 and time.monotonic() - start < 60  # Ray alone retries for 20 s first
+    assert proc.returncode == 1
     assert f"--address {address}: the Ray cluster requires an authentication token" in one_error_line(proc)
+    # Ray alone retries for about 20 s, printing InvalidAuthToken each time (not timed: a loaded machine is slow)
     assert "InvalidAuthToken" not in proc.stdout + proc.stderr
     recipe = _write_recipe(tmp_path / "cluster.yaml", model={"name": "faulty_convnet"},
                            train={"epochs": 3, "checkpoint_every": 1, "out_dir": str(tmp_path / "runs")},

@@ -30,6 +30,9 @@ def _preview(args: argparse.Namespace) -> int:
     for flag, value in (("--n", args.n), ("--epochs", args.epochs)):
         if value < 1:
             raise ConfigError(f"must be at least 1, got {value}", where=flag)
+    out = Path(args.out)
+    if out.suffix.lower() != ".png" or out.is_dir():
+        raise ConfigError(f"{args.out!r} is not a PNG file name", where="--out", hint="give a path ending in .png")
     from cnnforge.data.loading import build_splits
     from cnnforge.data.preview import describe_spec, render_preview
     from cnnforge.recipe import load_recipe, open_recipe
@@ -41,10 +44,9 @@ def _preview(args: argparse.Namespace) -> int:
         recipe = load_recipe(recipe, ["augment.mode=sample"])
         title += " (augment.mode: batch, shown with the per-sample ops of the same names)"
     splits = build_splits(recipe)
-    outs = [render_preview(splits.train, splits.info.classes, title=title, out=Path(args.out), n=args.n,
-                           versions=args.epochs)]
+    outs = [render_preview(splits.train, splits.info.classes, title=title, out=out, n=args.n, versions=args.epochs)]
     if recipe.augment.batch:  # the mixing of each whole batch, in a second PNG beside the first
-        outs.append(_mix_preview(recipe, splits, Path(args.out), args.n))
+        outs.append(_mix_preview(recipe, splits, out, args.n))
     if not args.quiet:
         print("\n".join(f"wrote {out}" for out in outs))
     return 0

@@ -43,7 +43,8 @@ def _print_table(rows: list[Any]) -> None:
     colours = {"finished": "green", "failed": "red", "interrupted": "yellow"}
     table = Table(box=None, header_style="bold")
     numbers = ("epochs", "best", "test/acc", "test/bal_acc", "test/macro_f1", "duration")
-    for column in ("name", "id", "status", *numbers):
+    trials = any(r.trial for r in rows)  # sweep trials: their id and swept values
+    for column in ("name", "id", *(("trial",) if trials else ()), "status", *numbers):
         table.add_column(column, no_wrap=True, justify="right" if column in numbers else "left")
     notes = []
     for r in rows:
@@ -52,7 +53,8 @@ def _print_table(rows: list[Any]) -> None:
             epochs += f" ({r.stopped})"
         best = f"{r.best_metric} {r.best_value:.4f}" if r.best_value is not None else "-"
         tests = [f"{v:.4f}" if v is not None else "-" for v in (r.test_acc, r.test_balanced_acc, r.test_macro_f1)]
-        table.add_row(r.name, r.id, f"[{colours[r.status]}]{r.status}[/]", epochs, best, *tests,
+        trial = [" ".join([r.trial or "-", *(f"{k}={v}" for k, v in (r.swept or {}).items())])] if trials else []
+        table.add_row(r.name, r.id, *trial, f"[{colours[r.status]}]{r.status}[/]", epochs, best, *tests,
                       duration(r.duration_s))
         if r.resume:
             notes.append(f"{r.name}/{r.id}: {r.resume}")

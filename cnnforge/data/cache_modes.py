@@ -7,7 +7,6 @@ choice; ``auto`` estimates the decoded size from the image headers and picks the
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from typing import Any
 
@@ -17,6 +16,7 @@ from cnnforge.data.decode import image_shape
 from cnnforge.data.disk_cache import cache_root, cached_on_disk
 from cnnforge.data.encoded import EncodedImages, LazyImages, in_memory
 from cnnforge.data.work_progress import is_main_process
+from cnnforge.launcher_env import env_int
 
 log = logging.getLogger("cnnforge")
 
@@ -50,7 +50,7 @@ def choose_cache(source: EncodedImages, grayscale: bool, size: tuple[int, int] |
     need = decoded_bytes(source, grayscale, size)
     if need is None:
         return "none", "the decoded size cannot be estimated from the image headers"
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    local = env_int("LOCAL_WORLD_SIZE", 1)
     budget = psutil.virtual_memory().available / 4 / local
     gib = 2**30
     if need < budget:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnforge.atomic_write import save_file_atomic
+
 
 def pick_samples(labels: np.ndarray, n: int) -> list[int]:
     """``n`` positions taking classes in turn (first image of each class, then the second ...), so every class shows."""
@@ -83,7 +85,8 @@ def render_preview(train: Any, classes: list[str], *, title: str, out: Path, n: 
              color="0.3")
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    # the format is given, so matplotlib writes exactly ``out`` (it appends ``.png`` to a name without a suffix)
+    save_file_atomic(out, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     return out
 

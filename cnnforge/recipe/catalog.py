@@ -86,11 +86,27 @@ def find_recipe(name: str) -> PackagedRecipe:
 
 
 def resolve_recipe(arg: str | os.PathLike[str]) -> Path:
-    """``arg`` as a path when it exists or looks like one, else the packaged recipe of that name."""
+    """``arg`` as a path when it is a file or looks like one, else the packaged recipe of that name.
+
+    A folder is never a recipe: ``cnnforge run digits_convnet train.out_dir=.`` writes ``./digits_convnet/``,
+    and running the same command again must still find the packaged recipe, not that folder.
+    """
     path = Path(arg)
-    if path.exists() or len(path.parts) != 1:
-        return path
-    return find_recipe(str(arg)).path
+    if len(path.parts) == 1 and not path.is_file():
+        try:
+            return find_recipe(str(arg)).path
+        except ConfigError:
+            if not path.is_dir():
+                raise
+    if path.is_dir():
+        raise ConfigError("is a folder, not a recipe file", where=str(path),
+                          hint="give the recipe's .yaml file, or a packaged recipe's name (`cnnforge list recipes`)")
+    if not path.exists() and path.suffix == SUFFIX:  # recipes/x.yaml outside the checkout: the packaged x
+        packaged = [r.name for r in packaged_recipes() if r.name == path.stem]
+        if packaged:
+            raise ConfigError("no such recipe file", where=str(path),
+                              hint=f"the packaged recipe of that name runs from any folder as `{path.stem}`")
+    return path
 
 
 def copy_recipe(name: str, dst: str | os.PathLike[str] | None = None) -> Path:

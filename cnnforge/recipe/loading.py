@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from cnnforge.bounded_read import read_bounded_text
 from cnnforge.errors import ConfigError, did_you_mean
-from cnnforge.recipe.bounds import load_yaml
+from cnnforge.recipe.bounds import MAX_BYTES, load_yaml
 from cnnforge.recipe.catalog import find_recipe, resolve_recipe
 from cnnforge.recipe.schema import Recipe
 
@@ -24,12 +25,10 @@ from cnnforge.recipe.schema import Recipe
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The mapping in a YAML file; syntax errors carry the file, line and column."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
+    try:  # read up to the bound, never whole: a FIFO, a device or a huge file is refused at once
+        text = read_bounded_text(p, MAX_BYTES, what="recipe", error=ConfigError)
     except FileNotFoundError:
         raise ConfigError("no such recipe file", where=str(p)) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read recipe: {exc.__class__.__name__}", where=str(p)) from None
     try:
         data = load_yaml(text)
     except yaml.YAMLError as exc:
@@ -152,8 +151,10 @@ def _error_from_validation(exc: ValidationError, source: str) -> ConfigError:
 
 
 def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    if "source" in data:  # a field of the model, never of the YAML: set only from where the recipe was read
+        raise ConfigError("unknown key", where=f"{source}: source")
     try:
-        recipe = Recipe.model_validate({k: v for k, v in data.items() if k != "source"})
+        recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         raise _error_from_validation(exc, source) from None
     recipe.source = source

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnforge.atomic_write import atomic_write_text
+from cnnforge.bounded_read import read_bounded
 from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.recipe import Recipe
-from cnnforge.rundir.files import DataInfoFile, RunIdentity, RunManifest, read_model
+from cnnforge.rundir.files import MAX_FILE_BYTES, DataInfoFile, RunIdentity, RunManifest, read_model
 
 if TYPE_CHECKING:
     from cnnforge.data.loading import DataInfo
@@ -38,10 +39,16 @@ CHECKPOINTS = "checkpoints"
 REPORTS = "reports"
 FAILED = "failed.json"  # written when training stops on an error (cnnforge runs: status failed)
 LOCK = ".lock"
+#: one JSON row per epoch (and per checkpointed step): a million rows is more than any run writes
+MAX_METRICS_BYTES = 256 << 20
 #: the input description of a run (classes, channels, sizes, normalisation), written when it ends
 DATA_INFO = "data_info.json"
 #: the best validation weights, inside CHECKPOINTS
 BEST = "best.safetensors"
+#: a sweep's experiment folder holds the resolved recipe it sweeps, and each trial folder its runs under TRIAL_RUNS
+#: (``<experiment>/<trial id>/runs/<name>/<run id>/``)
+SWEEP_RECIPE = "sweep.yaml"
+TRIAL_RUNS = "runs"
 #: the weights a finished run offers: ``best`` (validation) or ``last`` (final)
 WEIGHT_CHOICES = ("best", "last")
 
@@ -128,8 +135,9 @@ def identity(manifest: RunManifest) -> RunIdentity | None:
 
 
 @contextmanager
-def exclusive(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir`` for this process: a second ``run``/``resume`` of it stops, naming the holder.
+def exclusive(run_dir: Path, what: str = "run directory") -> Iterator[None]:
+    """Hold ``run_dir`` (or a sweep's experiment, ``what``) for this process: a second ``run``/``resume`` of it
+    (or ``tune``) stops, naming the holder.
 
     ``flock`` belongs to the open file, so the OS releases it when the process ends in any way:
     a ``kill -9`` never leaves a stale lock behind.
@@ -147,7 +155,7 @@ def exclusive(run_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
             raise CnnforgeError(f"is in use by {'process ' + holder if holder else 'another process'}",
-                                where=str(run_dir), hint="one process per run directory; wait for it to end") from None
+                                where=str(run_dir), hint=f"one process per {what}; wait for it to end") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
@@ -171,7 +179,7 @@ def write_json(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_bounded(path, MAX_FILE_BYTES, what="run file"))
     except FileNotFoundError:
         raise CnnforgeError("file is missing", where=str(path)) from None
     except ValueError as exc:
@@ -197,7 +205,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS
     if not path.exists():
         return []
-    lines = path.read_bytes().split(b"\n")
+    lines = read_bounded(path, MAX_METRICS_BYTES, what="metrics file").split(b"\n")
     rows = []
     for number, line in enumerate(lines, start=1):
         row = _metrics_row(line)

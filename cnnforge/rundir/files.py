@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from cnnforge.bounded_read import read_bounded
 from cnnforge.data import MAX_IMAGE_SIDE
 from cnnforge.errors import CnnforgeError
 
@@ -90,15 +91,10 @@ class DataInfoFile(_File):
 
 def read_model(path: Path, kind: type[T], what: str | None = None) -> T:
     """``path`` parsed as JSON and validated as ``kind``; anything wrong is one error naming the file."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise CnnforgeError(f"is {size} bytes; cnnforge never writes such a file here", where=str(path))
-        raw = path.read_bytes()
+    try:  # a symlink to /dev/zero reports 0 bytes and never ends: read at most the bound
+        raw = read_bounded(path, MAX_FILE_BYTES, what=what or "run file")
     except FileNotFoundError:
         raise CnnforgeError("file is missing", where=str(path)) from None
-    except OSError as exc:
-        raise CnnforgeError(f"cannot read it: {exc.strerror or exc}", where=str(path)) from None
     try:
         return TypeAdapter(kind).validate_json(raw)
     except ValidationError as exc:

@@ -7,9 +7,9 @@ listing hundreds of runs takes no torch import.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,11 @@ from typing import Any
 import yaml
 
 from cnnforge import rundir
-from cnnforge.rundir.files import list_checkpoints
+from cnnforge.bounded_read import read_bounded, read_bounded_text
+from cnnforge.errors import CnnforgeError
+from cnnforge.recipe import load_recipe
+from cnnforge.recipe.bounds import MAX_BYTES, load_yaml
+from cnnforge.rundir.files import MAX_FILE_BYTES, list_checkpoints
 
 
 @dataclass
@@ -40,12 +44,14 @@ class RunRow:
     created: str | None
     resume: str | None  # the command that continues an interrupted run
     error: str | None
+    trial: str | None = None  # a sweep trial's id (``<experiment>/<trial>/runs/<name>/<run id>``)
+    swept: dict[str, Any] | None = None  # the trial's values of the sweep's swept keys, as this run trained them
 
 
 def _load(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return json.loads(read_bounded(path, MAX_FILE_BYTES))
+    except (OSError, ValueError, CnnforgeError):
         return None
 
 
@@ -60,11 +66,14 @@ def read_run(path: Path) -> RunRow:
     """What ``path``'s files say about the run (a file cut short by a crash counts as missing)."""
     manifest = _load(path / rundir.MANIFEST) or {}
     try:
-        train = (yaml.safe_load((path / rundir.RECIPE).read_text()) or {}).get("train") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
+        train = (load_yaml(read_bounded_text(path / rundir.RECIPE, MAX_BYTES)) or {}).get("train") or {}
+    except (OSError, yaml.YAMLError, AttributeError, CnnforgeError):
         train = {}
     metric, mode = train.get("best_metric", "val/acc"), train.get("best_mode", "max")
-    history = rundir.read_metrics(path)
+    try:
+        history = rundir.read_metrics(path)
+    except CnnforgeError:  # not a file, or larger than any run writes: the table reads around it
+        history = []
     summary, failed = _load(path / rundir.SUMMARY), _load(path / rundir.FAILED)
     status = "finished" if summary else "failed" if failed else "interrupted"
     resumable = status == "interrupted" and bool(list_checkpoints(path / rundir.CHECKPOINTS))
@@ -79,7 +88,37 @@ def read_run(path: Path) -> RunRow:
         test_macro_f1=(summary or {}).get("test/macro_f1"), stopped=(summary or {}).get("stopped"),
         duration_s=round(max(0.0, last - started), 1) if last else None,
         created=manifest.get("created"), resume=f"cnnforge resume {path}" if resumable else None,
-        error=(failed or {}).get("error"))
+        error=(failed or {}).get("error"), **_trial_of(path))
+
+
+def _trial_of(path: Path) -> dict[str, Any]:
+    """``trial`` and ``swept`` of a sweep trial's run: the keys ``sweep.yaml`` sweeps, valued from the run's recipe
+    (after a PBT exploit, the values it continued with); nothing for a run outside a sweep."""
+    if len(path.parents) < 4 or path.parents[1].name != rundir.TRIAL_RUNS:
+        return {}
+    trial_dir = path.parents[2]
+    sweep_file = trial_dir.parent / rundir.SWEEP_RECIPE
+    if not sweep_file.is_file():
+        return {}
+    try:
+        keys = _swept_keys(sweep_file)
+        values = load_recipe(path / rundir.RECIPE).to_dict()
+    except CnnforgeError:
+        return {"trial": trial_dir.name}
+    return {"trial": trial_dir.name, "swept": {key: _at(values, key) for key in keys}}
+
+
+@functools.lru_cache(maxsize=64)
+def _swept_keys(sweep_file: Path) -> tuple[str, ...]:
+    """The keys an experiment sweeps (read once for all its trials)."""
+    sweep = load_recipe(sweep_file)
+    return tuple(sweep.tune.swept_keys()) if sweep.tune else ()
+
+
+def _at(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
 
 
 def list_runs(root: str | os.PathLike[str]) -> list[RunRow]:
@@ -93,7 +132,12 @@ def as_json(rows: list[RunRow]) -> str:
     return json.dumps([asdict(r) for r in rows], indent=2)
 
 
+def format_duration(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour on: one format for the runs table and the progress lines."""
+    seconds = int(max(0, seconds))
+    h, m, s = seconds // 3600, seconds % 3600 // 60, seconds % 60
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds >= 60 else f"{seconds:.1f}s"
+    return "-" if seconds is None else format_duration(seconds)

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from cnnforge.training.progress import format_duration
+from cnnforge.rundir.table import format_duration
 
 #: console modes: a live line (terminal), a line per finished trial (logs), nothing (--quiet)
 MODES = ("live", "lines", "off")

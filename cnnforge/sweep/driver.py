@@ -25,14 +25,12 @@ from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.optional_deps import require
 from cnnforge.recipe import Recipe, open_recipe
 from cnnforge.recipe.tune import TuneConfig
+from cnnforge.sweep.experiment import check_trusted, find_or_create, with_absolute_data_root
 from cnnforge.sweep.results import TrialRow, collect_trials, report_results
 
 if TYPE_CHECKING:
     from cnnforge.sweep.console import SweepConsole
 
-#: the resolved recipe an experiment sweeps; a rerun continues the experiment whose file matches
-SWEEP_RECIPE = "sweep.yaml"
-EXPERIMENT_PREFIX = "tune-"
 #: what Ray logs when it cannot restore an experiment, before it starts the experiment over
 RESTORE_FAILED = "Failed to restore the run state"
 
@@ -69,27 +67,46 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     ``quiet`` hides progress and Ray's per-trial tracebacks. The results table and paths always print.
     """
     overrides = list(overrides)
-    recipe = open_recipe(recipe_or_path, overrides)
+    recipe = with_absolute_data_root(open_recipe(recipe_or_path, overrides))
     spec = check_sweep(recipe)
     if max_concurrent is not None and max_concurrent < 1:
         raise ConfigError(f"must be at least 1, got {max_concurrent}", where="--max-concurrent")
     require("ray", where="cnnforge tune")
     if spec.search == "optuna":
         require("optuna", where=f"{recipe.source}: tune.search")
+    from cnnforge.data.probe import check_data
 
+    check_data(recipe)  # once, here: missing data fails every trial, each with a traceback and retries
+    experiment, restoring = find_or_create(recipe, fresh)
+    with rundir.exclusive(experiment, what="experiment"):  # one driver per experiment
+        grid, interrupted = _fit(recipe, spec, experiment, restoring, address=address,
+                                 max_concurrent=max_concurrent, quiet=quiet, verbose=verbose)
+        if interrupted:
+            if not _every_trial_ended(experiment, spec):
+                print(f"interrupted: run the same command again to continue {experiment}", flush=True)
+                raise KeyboardInterrupt
+            print("interrupted after every trial had ended: the sweep is complete", flush=True)
+        trials = collect_trials(grid, recipe, _replay_prefix(recipe_or_path, overrides, experiment))
+        result = TuneResult(experiment, trials, metric=spec.metric)
+        result.best_recipe = report_results(experiment, recipe, trials)
+    return result
+
+
+def _fit(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, *, address: str | None,
+         max_concurrent: int | None, quiet: bool, verbose: bool) -> tuple[Any, bool]:
+    """Ray Tune's fit of the experiment, restored when it continues one: (the ResultGrid, whether Ctrl-C stopped it)."""
     import ray
     from ray import tune as ray_tune
 
     from cnnforge.sweep.console import showing
     from cnnforge.sweep.snapshot import put_back
 
-    address = address or os.environ.get("RAY_ADDRESS")
-    started = _connect(address, verbose)
+    started = _connect(address or os.environ.get("RAY_ADDRESS"), verbose)
     try:
         resources = trial_resources(recipe, spec)
-        experiment, restoring = _experiment_dir(recipe, fresh)
         restoring = restoring and ray_tune.Tuner.can_restore(str(experiment))  # not if Ray never saved its state
         if restoring:
+            check_trusted(experiment)
             put_back(experiment)
         tuner = _tuner(recipe, spec, experiment, restoring, max_concurrent, verbose, resources)
         print(f"{'continuing' if restoring else 'starting'} experiment {experiment}", flush=True)
@@ -100,15 +117,7 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     finally:
         if started:
             ray.shutdown()
-    if interrupted.is_set():
-        if not _every_trial_ended(experiment, spec):
-            print(f"interrupted: run the same command again to continue {experiment}", flush=True)
-            raise KeyboardInterrupt
-        print("interrupted after every trial had ended: the sweep is complete", flush=True)
-    trials = collect_trials(grid, recipe, _replay_prefix(recipe_or_path, overrides, experiment))
-    result = TuneResult(experiment, trials, metric=spec.metric)
-    result.best_recipe = report_results(experiment, recipe, trials)
-    return result
+    return grid, interrupted.is_set()
 
 
 def _console(recipe: Recipe, spec: TuneConfig, quiet: bool, verbose: bool) -> SweepConsole:
@@ -225,25 +234,12 @@ def check_sweep(recipe: Recipe) -> TuneConfig:
 
 # ------------------------------------------------------------------------------------------- experiment
 
-def _experiment_dir(recipe: Recipe, fresh: bool) -> tuple[Path, bool]:
-    """(experiment directory, whether it continues an earlier one); a new one holds ``sweep.yaml``."""
-    base = Path(recipe.train.out_dir).expanduser().resolve() / recipe.name
-    text = recipe.to_yaml()
-    if not fresh:
-        for path in sorted(base.glob(f"{EXPERIMENT_PREFIX}*"), key=lambda p: p.stat().st_mtime_ns, reverse=True):
-            if (path / SWEEP_RECIPE).is_file() and (path / SWEEP_RECIPE).read_text() == text:
-                return path, True
-    path = rundir.timestamped_dir(base, EXPERIMENT_PREFIX, what="experiment", recipe=recipe)
-    (path / SWEEP_RECIPE).write_text(text)
-    return path, False
-
-
 def _replay_prefix(recipe_or_path: Any, overrides: list[str], experiment: Path) -> list[str]:
     """``cnnforge run <recipe> <overrides>``: what a trial's replay command starts with (``tune.*`` left out)."""
     if isinstance(recipe_or_path, (str, os.PathLike)):
         return ["cnnforge", "run", str(recipe_or_path),
                 *(o for o in overrides if o.split("=")[0].split(".")[0] != "tune")]
-    return ["cnnforge", "run", str(experiment / SWEEP_RECIPE)]
+    return ["cnnforge", "run", str(experiment / rundir.SWEEP_RECIPE)]
 
 
 def _connect(address: str | None, verbose: bool = False) -> bool:
@@ -348,13 +344,11 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     # Ray's default TensorBoard logger imports torch in the driver (1-3 s) to copy what each trial's run directory
     # already holds: only the CSV and JSON loggers (RunConfig below; a restored Tuner keeps its RunConfig)
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    trial_recipe = recipe.model_copy(deep=True)
-    trial_recipe.data.root = str(Path(recipe.data.root).expanduser().resolve())  # Ray moves trials to other folders
     extra = [] if spec.trial_plots else ["train.plots=false"]
     if recipe.tracking.backend == "wandb" and recipe.tracking.group is None:
         extra.append(f"tracking.group={yaml_value(f'{recipe.name}-{experiment.name}')}")
     trainable = ray_tune.with_resources(
-        ray_tune.with_parameters(run_trial, recipe=trial_recipe, overrides=extra, experiment_dir=str(experiment)),
+        ray_tune.with_parameters(run_trial, recipe=recipe, overrides=extra, experiment_dir=str(experiment)),
         resources)
     # trials that have not started yet have no results; Ray warns about each of them on restore and on Ctrl-C
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnforge import rundir
+from cnnforge.atomic_write import save_file_atomic
 from cnnforge.recipe import Recipe, load_recipe
 from cnnforge.sweep.trial import trial_overrides, trial_run_dir
 
@@ -74,7 +75,8 @@ def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str]) -> list[Tri
         else:
             status = "stopped early"  # by ASHA
         rows.append(TrialRow(
-            trial=str(metrics.get("trial_id") or Path(result.path).name), params=config,
+            # the trial's own folder (named by its id): after a PBT exploit its last result may carry the donor's id
+            trial=Path(result.path).name, params=config,
             value=_finite(metrics.get(metric)), epochs=int(metrics.get("epoch") or 0),
             time_s=round(float(metrics.get("time_total_s") or 0.0), 1), status=status,
             command=shlex.join([*replay, *trial_overrides(config)]), run_dir=run_dir,
@@ -97,8 +99,10 @@ def report_results(experiment: Path, recipe: Recipe, trials: list[TrialRow]) -> 
     print()
     print(table.drop(columns=["test/acc", "run_dir", "command"]).to_string(index=False, na_rep="-",
                                                                            float_format="{:.4g}".format))
-    print(f"\nreplay a trial with (every trial's command is in the command column of {RESULTS_CSV}):")
-    for t in trials[:REPLAYS_SHOWN]:
+    succeeded = [t for t in trials if not t.failed]
+    if succeeded:
+        print(f"\nreplay a trial with (every trial's command is in the command column of {RESULTS_CSV}):")
+    for t in succeeded[:REPLAYS_SHOWN]:
         print(f"  {t.trial}  {t.command}")
     best = _write_best(experiment, recipe, trials)
     if best is not None:
@@ -153,7 +157,7 @@ def plot_metric(path: Path, recipe: Recipe, trials: list[TrialRow]) -> None:
     fig.legend(handles.values(), handles.keys(), loc="upper right", fontsize=8)
     fig.suptitle(f"{recipe.name}: {spec.metric} ({spec.mode}) of {len(scored)} trials by swept value")
     fig.tight_layout(rect=(0, 0, 0.92, 1))
-    fig.savefig(path, dpi=110)
+    save_file_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
 

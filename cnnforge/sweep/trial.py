@@ -28,9 +28,6 @@ from cnnforge.errors import CnnforgeError
 from cnnforge.recipe import Recipe, load_recipe
 from cnnforge.recipe.loading import yaml_value
 
-#: a trial's cnnforge runs go to ``<trial dir>/RUNS/<name>/<run id>``
-RUNS = "runs"
-
 
 def trial_overrides(config: Mapping[str, Any]) -> list[str]:
     """A trial's Ray config ``{"optim.lr": 0.01}`` as cnnforge overrides ``["optim.lr=0.01"]``."""
@@ -38,7 +35,8 @@ def trial_overrides(config: Mapping[str, Any]) -> list[str]:
 
 
 def _trial_runs(trial_dir: Path) -> list[Path]:
-    return [p.parent for p in (trial_dir / RUNS).glob(f"*/*/{rundir.MANIFEST}") if rundir.is_run_dir(p.parent)]
+    manifests = (trial_dir / rundir.TRIAL_RUNS).glob(f"*/*/{rundir.MANIFEST}")
+    return [p.parent for p in manifests if rundir.is_run_dir(p.parent)]
 
 
 def trial_run_dir(trial_dir: Path) -> Path | None:
@@ -55,8 +53,8 @@ def run_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequence[str
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
     trial_dir = Path(experiment_dir) / tune.get_context().get_trial_id()
-    run_overrides = [*overrides, *trial_overrides(config), f"train.out_dir={trial_dir / RUNS}"]
-    trial_recipe = load_recipe(recipe, run_overrides)
+    trial_recipe = load_recipe(recipe, [*overrides, *trial_overrides(config)])
+    trial_recipe.train.out_dir = str(trial_dir / rundir.TRIAL_RUNS)  # a value, never YAML: `#` starts no comment
     epochs, recipe_sha256 = trial_recipe.train.epochs, rundir.recipe_hash(trial_recipe.to_yaml())
     previous = trial_run_dir(trial_dir)
     restored = tune.get_checkpoint()
@@ -79,7 +77,7 @@ def run_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequence[str
             last.append((dict(row), checkpoint))
 
     if restored is None:
-        train(recipe, run_overrides, quiet=True, reporter=report)
+        train(trial_recipe, quiet=True, reporter=report)
     else:
         with restored.as_directory() as ckpt_dir:
             owner = _run_of(Path(ckpt_dir), trial_dir)
@@ -87,10 +85,10 @@ def run_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequence[str
                 resume(owner, checkpoint=ckpt_dir, quiet=True, reporter=report)
             elif owner is not None or Path(ckpt_dir).resolve().parent != trial_dir.resolve():
                 # PBT: another trial's checkpoint, or this trial's own from before PBT changed its config
-                train(recipe, run_overrides, quiet=True, reporter=report, warm_start=ckpt_dir)
+                train(trial_recipe, quiet=True, reporter=report, warm_start=ckpt_dir)
             else:
                 raise CnnforgeError("Ray restored this trial but its run directory is gone",
-                                    where=str(trial_dir / RUNS),
+                                    where=str(trial_dir / rundir.TRIAL_RUNS),
                                     hint="on a multi-node cluster train.out_dir must be on storage every node sees")
     for row, checkpoint in last:
         tune.report(row, checkpoint=checkpoint)

@@ -11,6 +11,7 @@ from torch import nn
 
 from cnnforge.data.loading import DataInfo
 from cnnforge.errors import CnnforgeError, ConfigError
+from cnnforge.launcher_env import env_int
 from cnnforge.recipe import Recipe
 from cnnforge.recipe.schema import OptimConfig, ScheduleConfig, TrainConfig
 
@@ -31,7 +32,7 @@ def make_accelerator(train: TrainConfig) -> Any:
     if precision == "fp16" and not cuda:
         log.warning("train.precision: fp16 needs CUDA; training in fp32 on this machine")
         precision = "no"
-    launcher_world = int(os.environ.get("WORLD_SIZE", "1"))
+    launcher_world = env_int("WORLD_SIZE", 1)
     if train.parallel == "none" and launcher_world > 1:
         raise ConfigError(f"is 'none' but the launcher started {launcher_world} processes", where="train.parallel")
     if launcher_world > 1 and not all(os.environ.get(k) for k in ("RANK", "MASTER_ADDR", "MASTER_PORT")):

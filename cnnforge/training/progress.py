@@ -1,8 +1,10 @@
-"""Console progress on the main process: a live rich bar on a terminal, one plain line per epoch otherwise.
+"""Console progress on the main process: a live rich bar on a terminal, plain lines otherwise.
 
-CI logs and ``| tee`` files get one compact line per epoch and no control characters; a terminal (or a
-Jupyter notebook) also gets a transient bar with the step, the running loss, it/s and the ETA of the
-whole run. ``--quiet`` silences both; ``--verbose`` (the ``cnnforge`` logger at DEBUG) adds the other
+CI logs and ``| tee`` files get one compact line per epoch and no control characters, and inside a long
+epoch a step line every ``CNNFORGE_LOG_EVERY`` seconds (default 30; 0 turns them off), so a log never
+stays silent for the ten minutes an epoch can take; a terminal (or a
+Jupyter notebook) gets a transient bar with the step, the running loss, it/s and the ETA of the
+whole run instead. ``--quiet`` silences both; ``--verbose`` (the ``cnnforge`` logger at DEBUG) adds the other
 metrics and timings to the epoch line.
 """
 from __future__ import annotations
@@ -12,18 +14,16 @@ import sys
 import time
 from typing import Any
 
+from cnnforge.rundir.table import format_duration
+
 #: how often the bar reads the running loss; reading it waits for the GPU, so not every step
 REFRESH_S = 0.5
+#: seconds between the step lines of a log (``CNNFORGE_LOG_EVERY`` overrides; 0: none)
+LOG_EVERY_S = 30.0
+LOG_EVERY_ENV = "CNNFORGE_LOG_EVERY"
 
 #: metrics of the compact epoch line; --verbose shows every metric of the row
 _BRIEF = ("train/loss", "val/loss", "val/acc")
-
-
-def format_duration(seconds: float) -> str:
-    """``m:ss``, or ``h:mm:ss`` from an hour on."""
-    seconds = int(max(0, seconds))
-    h, m, s = seconds // 3600, seconds % 3600 // 60, seconds % 60
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _format_value(key: str, value: float) -> str:
@@ -46,6 +46,24 @@ def epoch_line(row: dict[str, Any], epochs: int, eta_s: float | None, *, verbose
     return "  ".join(parts)
 
 
+def log_every() -> float:
+    """Seconds between a log's step lines, from ``CNNFORGE_LOG_EVERY`` (a malformed value is one line naming it)."""
+    import math
+    import os
+
+    from cnnforge.errors import ConfigError
+
+    raw = os.environ.get(LOG_EVERY_ENV)
+    try:
+        value = LOG_EVERY_S if raw is None else float(raw)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"must be a number of seconds (0: no step lines), got {raw!r}",
+                          where=f"environment variable {LOG_EVERY_ENV}")
+    return value
+
+
 def _interactive() -> bool:
     """A real terminal or a notebook; ``TTY_INTERACTIVE=0`` turns the bar off (rich's switch)."""
     from rich.console import Console
@@ -63,6 +81,7 @@ class Progress:
         self.verbose = logging.getLogger("cnnforge").isEnabledFor(logging.DEBUG) if verbose is None else verbose
         self.epochs, self.steps = epochs, max(1, steps_per_epoch)
         self.live = self.enabled and _interactive()
+        self.log_every = log_every() if self.enabled and not self.live else 0.0
         self._bar: Any = None
         self._task: Any = None
         self._start = self._epoch_start = self._last_refresh = time.perf_counter()
@@ -81,7 +100,7 @@ class Progress:
     def start_epoch(self, epoch: int, first_step: int = 0) -> None:
         """``first_step`` > 0 when a resumed run continues inside an epoch."""
         self._epoch, self._first_step = epoch, first_step
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = self._last_refresh = time.perf_counter()
         if self._origin is None:
             self._origin = self._position(epoch, first_step)
         if not self.live:
@@ -105,6 +124,8 @@ class Progress:
         The caller then reads its device values once and passes them to :meth:`update`; between
         refreshes nothing is read, so the training step never waits for the GPU on the bar's account.
         """
+        if self.log_every:  # a log: a step line now and then inside the epoch (its end has the epoch line)
+            return done < self.steps and time.perf_counter() - self._last_refresh >= self.log_every
         if not self.live or self._task is None:
             return False
         return done >= self.steps or time.perf_counter() - self._last_refresh >= REFRESH_S
@@ -118,7 +139,12 @@ class Progress:
         eta = self._eta(self._position(self._epoch, done))
         if eta is not None:
             fields["eta"] = format_duration(eta)
-        self._bar.update(self._task, completed=done, **fields)
+        if self._bar is None:
+            self.print("  ".join([f"epoch {self._epoch + 1}/{self.epochs}", f"step {done}/{self.steps}",
+                                  *([f"loss {fields['loss']}"] if "loss" in fields else []), f"{fields['rate']} it/s",
+                                  *([f"eta {fields['eta']}"] if "eta" in fields else [])]))
+        else:
+            self._bar.update(self._task, completed=done, **fields)
 
     def end_epoch(self, epoch: int, row: dict[str, Any]) -> None:
         """Print the epoch's line (above the bar on a terminal)."""

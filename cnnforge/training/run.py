@@ -10,8 +10,10 @@ from typing import Any
 
 from cnnforge import rundir
 from cnnforge.atomic_write import atomic_write_text
+from cnnforge.bounded_read import read_bounded_text
 from cnnforge.errors import CnnforgeError, ConfigError, recipe_source
 from cnnforge.recipe import Recipe, open_recipe
+from cnnforge.recipe.bounds import MAX_BYTES
 from cnnforge.rundir.files import RunIdentity
 
 
@@ -67,7 +69,7 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
     recipe_file = path / rundir.RECIPE
     recipe = open_recipe(recipe_file)  # a damaged recipe.yaml is named before anything else
     if not force:
-        if rundir.recipe_hash(recipe_file.read_text()) != manifest.recipe_sha256:
+        if rundir.recipe_hash(read_bounded_text(recipe_file, MAX_BYTES, what="recipe")) != manifest.recipe_sha256:
             raise ConfigError("recipe.yaml changed since the run started; the resumed run would not match",
                               where=str(recipe_file), hint="use --force to resume anyway")
         import torch
