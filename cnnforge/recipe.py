@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from cnnforge.errors import ConfigError, did_you_mean
 from cnnforge.extras import require
@@ -75,13 +75,21 @@ class ModelConfig(_Named):
 
 class OptimConfig(Section):
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: Annotated[float, Field(gt=0)] = 0.01
+    # auto: the LR range test picks it before training (training/lr_finder.py); the run records the value
+    lr: Annotated[float, Field(gt=0)] | Literal["auto"] = 0.01
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     nesterov: Bool = False
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     head_lr: Annotated[float, Field(gt=0)] | None = None
     bias_lr_mult: Annotated[float, Field(gt=0)] = 1.0  # lr x this for biases and norm params (training/parts.py)
+
+    @model_validator(mode="after")
+    def _auto_lr_alone(self) -> OptimConfig:
+        if self.lr == "auto" and self.head_lr is not None:  # the range test sweeps one learning rate, not two
+            raise ValueError("lr: auto cannot be combined with head_lr; set optim.lr to a number, "
+                             "or run `cnnforge lr-find` and pick both")
+        return self
 
 
 class ScheduleConfig(Section):

@@ -207,8 +207,7 @@ class Trainer:
         self._data_wait = 0.0
         start = self._epoch_start = time.perf_counter()
         for x, y in self._timed(self.parts.batches.epoch(state.epoch, state.batch)):
-            x, y = self._inputs(x, y, state)
-            logits, loss = self.step(x, y, self.log.verdict(state.batch))
+            logits, loss, y = self.train_batch(x, y, state, self.log.verdict(state.batch))
             self.log.record(logits, loss, y)
             self._after_step(state)
         if self.lookahead is not None:
@@ -231,6 +230,17 @@ class Trainer:
             if batch is None:
                 return
             yield batch
+
+    def train_batch(self, x: torch.Tensor, y: torch.Tensor, state: TrainState,
+                    found: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One training step on a loader's batch: (logits, loss, the targets the loss saw).
+
+        The LR finder (training/lr_finder.py) steps through here too, so it sees the run's batch
+        augmentation, normalisation, loss and optimizer step exactly as training does.
+        """
+        x, y = self._inputs(x, y, state)
+        logits, loss = self.step(x, y, found)
+        return logits, loss, y
 
     def _inputs(self, x: torch.Tensor, y: torch.Tensor, state: TrainState) -> tuple[torch.Tensor, torch.Tensor]:
         if self.batch_augment is not None:
