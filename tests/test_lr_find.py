@@ -82,13 +82,13 @@ def test_optim_lr_auto_records_the_value_and_trains_as_that_number(tmp_path: Pat
     """onecycle needs its peak before training: it gets the finder's value. The run is the one the recorded
     number gives (same weights), and a resume trains on with it, without a new range test."""
     auto = cnnforge.train(DIGITS, _quick(tmp_path / "auto", "optim.lr=auto", "schedule.name=onecycle",
-                                         "train.epochs=2"), quiet=True)
+                                         "train.epochs=2", "train.checkpoint_every=1"), quiet=True)
     recorded = yaml.safe_load((auto.run_dir / "recipe.yaml").read_text())["optim"]["lr"]
     entry = json.loads((auto.run_dir / "manifest.json").read_text())["lr_find"]
     assert isinstance(recorded, float) and entry["lr"] == recorded and entry["file"] == "reports/lr_find.json"
     assert json.loads((auto.run_dir / "reports" / "lr_find.json").read_text())["lr"] == recorded
     fixed = cnnforge.train(DIGITS, _quick(tmp_path / "fixed", f"optim.lr={recorded}", "schedule.name=onecycle",
-                                          "train.epochs=2"), quiet=True)
+                                          "train.epochs=2", "train.checkpoint_every=1"), quiet=True)
     assert_same_weights(auto.run_dir, fixed.run_dir)
     final = weights(auto.run_dir)
     shutil.rmtree(max((auto.run_dir / "checkpoints").glob("ckpt-*")))  # as if killed before the last checkpoint
