@@ -116,3 +116,20 @@ def test_two_process_lr_find_and_auto_take_one_value_on_every_rank(tmp_path: Pat
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["lr_find"]["lr"] > 0
     assert json.loads((run_dir / "summary.json").read_text())["ranks_in_sync"] is True  # one LR on both ranks
+
+
+def test_folder_small_runs_on_a_skewed_image_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The packaged recipe for a user's own folder, pointed at one: 3 classes of 30, 12 and 6 images."""
+    from tests.datafiles import write_image_folder
+
+    root = tmp_path / "images"
+    for seed, (name, count) in enumerate((("good", 30), ("scratch", 12), ("dent", 6))):
+        write_image_folder(root, classes=(name,), per_class=count, size=40, suffix=".jpg", seed=seed)
+    proc = cli_here(capsys, "run", "folder_small", f"data.root={root}", "train.epochs=1", "data.image_size=32",
+                    "data.num_workers=0", f"train.out_dir={tmp_path / 'runs'}")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = next((tmp_path / "runs").rglob("manifest.json")).parent
+    assert "suggested optim.lr" in proc.stdout
+    assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["optim"]["lr"] == pytest.approx(
+        json.loads((run_dir / "manifest.json").read_text())["lr_find"]["lr"])
+    assert json.loads((run_dir / "summary.json").read_text())["test/samples"] > 0
