@@ -51,7 +51,7 @@ def test_lr_find_writes_curve_and_suggestion_and_keeps_no_model(tmp_path: Path,
     assert proc.returncode == 0, proc.stderr
     found = json.loads((out / "lr_find.json").read_text())
     assert f"suggested optim.lr {found['lr']:.3g}" in proc.stdout
-    assert found["stopped"] == "diverged" and len(found["lrs"]) < 40  # SGD blows up long before lr 1e4: the test ends early
+    assert found["stopped"] == "diverged" and len(found["lrs"]) < 40  # SGD blows up long before lr 1e4
     assert len(found["lrs"]) == len(found["losses"]) == len(found["smoothed"])
     assert found["lrs"] == sorted(found["lrs"]) and found["lrs"][0] == pytest.approx(1e-4)
     assert 1e-4 < found["lr"] < found["lrs"][-1]

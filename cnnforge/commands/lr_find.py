@@ -12,7 +12,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
                     "exponentially from --start to --end, stop when the smoothed loss diverges, and suggest the "
                     "learning rate where it falls fastest. Writes lr_find.png and lr_find.json; keeps no weights.")
     p.add_argument("recipe", help="recipe YAML file or packaged recipe name (cnnforge list recipes)")
-    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted overrides, e.g. data.root=imgs")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="dotted overrides, e.g. data.root=images")
     p.add_argument("--steps", type=int, default=100, help="optimizer steps at most (default 100)")
     p.add_argument("--start", type=float, default=1e-7, help="first learning rate (default 1e-7)")
     p.add_argument("--end", type=float, default=10.0, help="last learning rate (default 10)")

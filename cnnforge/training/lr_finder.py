@@ -110,8 +110,9 @@ def find_lr(recipe: Recipe, acc: Any, test: RangeTest) -> LRFindResult:
     trial = with_lr(recipe, test.start)
     model, optimizer, schedule, loaders, sampler, splits = build_parts(trial, acc)
     batches = train_batches(trial, splits.train, loaders["train"], sampler, acc)
+    quiet = Progress(enabled=False, epochs=1, steps_per_epoch=len(batches))
     trainer = Trainer(trial, TrainParts(acc, model, optimizer, schedule, batches, {}, loaders, splits.info,
-                                        Path(recipe.train.out_dir), Progress(enabled=False, epochs=1, steps_per_epoch=len(batches))))
+                                        Path(recipe.train.out_dir), quiet))
     try:
         return _sweep(trainer, test)
     finally:
