@@ -23,6 +23,15 @@ DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
 ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
 
 
+def _free_port() -> str:
+    """A port no one listens on now: other test runs on the machine may hold torch's default 29500."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
+
+
 @cnnforge.register_model
 def nan_net(*, num_classes: int, in_channels: int, image_size: tuple[int, int] | None = None) -> nn.Module:
     """A linear model whose weights are NaN: its loss is non-finite from the first step."""
@@ -103,7 +112,7 @@ def test_two_process_lr_find_and_auto_take_one_value_on_every_rank(tmp_path: Pat
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def launch(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*ACCELERATE, "-m", "cnnforge", *args, *_quick(tmp_path)], cwd=tmp_path, env=env,
+        return subprocess.run([*ACCELERATE, "--main_process_port", _free_port(), "-m", "cnnforge", *args, *_quick(tmp_path)], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=900)
 
     found = launch("lr-find", DIGITS, "--steps", "30", "--out", str(tmp_path / "finder"))

@@ -63,6 +63,26 @@ class LRFindResult:
     smoothed: list[float] = field(default_factory=list)
     suggestion: float | None = None
     stopped: str = "steps"  # steps | diverged | non-finite
+    _average: float = field(default=0.0, repr=False)  # the moving average, before its bias correction
+    _best: float = field(default=math.inf, repr=False)  # the lowest smoothed loss so far
+
+    def record(self, lr: float, loss: float) -> None:
+        """Add a step's loss; the smoothed loss passing ``diverge`` x its best, or not finite, ends the test."""
+        beta = self.test.beta
+        self._average = beta * self._average + (1 - beta) * loss
+        smooth = self._average / (1 - beta ** (len(self.losses) + 1))
+        self.lrs.append(lr)
+        self.losses.append(loss)
+        self.smoothed.append(smooth)
+        self._best = min(self._best, smooth)
+        if not math.isfinite(smooth):
+            self.stopped = "non-finite"
+        elif smooth > self.test.diverge * self._best:
+            self.stopped = "diverged"
+
+    @property
+    def running(self) -> bool:
+        return self.stopped == "steps" and len(self.lrs) < self.test.steps
 
     def summary(self) -> dict[str, Any]:
         """The value and how it was found (the ``lr_find`` entry of a run's ``manifest.json``)."""
@@ -133,8 +153,9 @@ def _sweep(trainer: Any, test: RangeTest) -> LRFindResult:
     ratios = [group["initial_lr"] / test.start for group in groups]
     found = torch.zeros((), device=acc.device)
     pending, batches = torch.zeros((), device=acc.device), 0
-    result, state, best, average = LRFindResult(test), TrainState(), math.inf, 0.0
-    while len(result.lrs) < test.steps and result.stopped == "steps":
+    result, state = LRFindResult(test), TrainState()
+    while result.running:
+        before = len(result.lrs)
         for x, y in trainer.parts.batches.epoch(state.epoch):
             if batches == 0:
                 for group, ratio in zip(groups, ratios, strict=True):
@@ -146,19 +167,11 @@ def _sweep(trainer: Any, test: RangeTest) -> LRFindResult:
                 continue
             mean = broadcast(acc.reduce(pending / batches, reduction="mean"), from_process=0)
             pending, batches = torch.zeros_like(pending), 0
-            value = float(mean)  # the finder decides after every step: one host sync per step, on purpose
-            result.lrs.append(test.lr(len(result.lrs)))
-            result.losses.append(value)
-            average = test.beta * average + (1 - test.beta) * value
-            smooth = average / (1 - test.beta ** len(result.losses))
-            result.smoothed.append(smooth)
-            best = min(best, smooth)
-            if not math.isfinite(smooth):
-                result.stopped = "non-finite"
-            elif smooth > test.diverge * best:
-                result.stopped = "diverged"
-            if result.stopped != "steps" or len(result.lrs) == test.steps:
+            result.record(test.lr(len(result.lrs)), float(mean))  # decided after every step: a host sync each
+            if not result.running:
                 break
+        if len(result.lrs) == before:  # an epoch without an optimizer step: more epochs would not add one
+            break
         state.epoch, state.batch = state.epoch + 1, 0
     result.suggestion = steepest(result.lrs, result.smoothed)
     return result
@@ -172,9 +185,13 @@ def write_outputs(result: LRFindResult, out: Path) -> tuple[Path, Path]:
     from cnnforge.reports.lr_plot import lr_find_plot
 
     out.mkdir(parents=True, exist_ok=True)
-    record = {**result.summary(), "lrs": result.lrs, "losses": result.losses, "smoothed": result.smoothed}
+    def finite(values: list[float]) -> list[float | None]:  # JSON has no NaN: a non-finite loss is null
+        return [v if math.isfinite(v) else None for v in values]
+
+    record = {**result.summary(), "lrs": result.lrs, "losses": finite(result.losses),
+              "smoothed": finite(result.smoothed)}
     data = out / f"{STEM}.json"
-    atomic_write_text(data, json.dumps(record, indent=1, allow_nan=True) + "\n")
+    atomic_write_text(data, json.dumps(record, indent=1) + "\n")
     return data, lr_find_plot(result.lrs, result.losses, result.smoothed, result.suggestion, out / f"{STEM}.png")
 
 
