@@ -112,8 +112,8 @@ def test_two_process_lr_find_and_auto_take_one_value_on_every_rank(tmp_path: Pat
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def launch(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*ACCELERATE, "--main_process_port", _free_port(), "-m", "cnnforge", *args, *_quick(tmp_path)], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=900)
+        command = [*ACCELERATE, "--main_process_port", _free_port(), "-m", "cnnforge", *args, *_quick(tmp_path)]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
 
     found = launch("lr-find", DIGITS, "--steps", "30", "--out", str(tmp_path / "finder"))
     assert found.returncode == 0, found.stderr[-3000:]
