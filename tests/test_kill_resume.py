@@ -157,6 +157,14 @@ def test_resume_after_sigkill_is_bit_exact_with_the_training_tricks(tmp_path: Pa
     _assert_resume_is_bit_exact(tmp_path, tricks, 0, "tricks", held)
 
 
+def test_resume_after_sigkill_is_bit_exact_with_optim_lr_auto(tmp_path: Path,
+                                                               held: tuple[Path, dict[str, str]]) -> None:
+    """The resumed run trains on with the learning rate its recipe.yaml recorded, without a new range test. The
+    finder's own model makes at most 100 training forwards, so the run is held at its training model's 101st."""
+    _assert_resume_is_bit_exact(tmp_path, ["optim.lr=auto", "schedule.name=onecycle", "model.hold_at=101"], 0,
+                                "lr-auto", held)
+
+
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished digits run for ``distill`` to learn from."""

@@ -4,5 +4,5 @@ Each module has ``add(subparsers, common)`` and stays import-light; this list is
 """
 
 COMMANDS = ["run", "resume", "list", "check", "show", "eval", "embed", "viz", "predict", "export", "data", "augment",
-            "tune",
+            "lr_find", "tune",
             "completion", "schema", "new_plugin", "recipes", "runs"]

@@ -9,7 +9,7 @@ import os
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from cnnforge.recipe.section import Bool, Fraction, Positive, Section
 from cnnforge.recipe.stopping import Duration, EarlyStopConfig
@@ -89,10 +89,18 @@ class OptimConfig(_Named):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
     name: str = "sgd"
-    lr: Annotated[float, Field(gt=0)] = 0.01
+    # auto: the LR range test picks it before training (training/lr_finder.py); the run records the value
+    lr: Annotated[float, Field(gt=0)] | Literal["auto"] = 0.01
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     head_lr: Annotated[float, Field(gt=0)] | None = None
     bias_lr_mult: Annotated[float, Field(gt=0)] = 1.0  # lr x this for biases and norm params (training/parts.py)
+
+    @model_validator(mode="after")
+    def _auto_lr_alone(self) -> OptimConfig:
+        if self.lr == "auto" and self.head_lr is not None:  # the range test sweeps one learning rate, not two
+            raise ValueError("lr: auto cannot be combined with head_lr; set optim.lr to a number, "
+                             "or run `cnnforge lr-find` and pick both")
+        return self
 
 
 class ScheduleConfig(_Named):

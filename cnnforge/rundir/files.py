@@ -69,6 +69,7 @@ class RunManifest(_File):
     run_id: str | None = None  # runs made before checkpoints recorded their run have none
     data_cache: Any = None  # how the data was held (data.cache) and why, as build_splits chose it
     started_from: str | None = None  # another run's checkpoint this one continued (population-based training)
+    lr_find: dict[str, Any] | None = None  # optim.lr: auto's range test: the value chosen, how (training/lr_finder.py)
 
 
 class CheckpointManifest(_File):

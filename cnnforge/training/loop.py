@@ -247,8 +247,7 @@ class Trainer:
         self._data_wait = 0.0
         start = self._epoch_start = time.perf_counter()
         for x, y in self._timed(self.parts.batches.epoch(state.epoch, state.batch)):
-            x, target, y = self._inputs(x, y, state)
-            logits, loss = self.step(x, target, self.log.verdict(state.batch))
+            logits, loss, y = self.train_batch(x, y, state, self.log.verdict(state.batch))
             self.log.record(logits, loss, y)
             self._after_step(state)
         if self.lookahead is not None:
@@ -271,6 +270,17 @@ class Trainer:
             if batch is None:
                 return
             yield batch
+
+    def train_batch(self, x: torch.Tensor, y: torch.Tensor, state: TrainState,
+                    found: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One training step on a loader's batch: (logits, loss, the labels train accuracy is scored against).
+
+        The LR finder (training/lr_finder.py) steps through here too, so it sees the run's batch
+        augmentation, mixing, normalisation, loss and optimizer step exactly as training does.
+        """
+        x, target, label = self._inputs(x, y, state)
+        logits, loss = self.step(x, target, found)
+        return logits, loss, label
 
     def _inputs(self, x: torch.Tensor, y: torch.Tensor,
                 state: TrainState) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

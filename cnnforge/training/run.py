@@ -129,20 +129,23 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     from cnnforge.data.balance import class_weights
     from cnnforge.training.batches import eval_batches, train_batches
     from cnnforge.training.loop import Trainer, TrainParts
+    from cnnforge.training.lr_finder import auto_lr
     from cnnforge.training.parts import make_accelerator
     from cnnforge.training.progress import Progress
 
     if run_dir is None:
         rundir.check_writable(recipe)
-    set_seed(recipe.seed)
     with recipe_source(recipe.source):
         acc = make_accelerator(recipe.train)
-    model, optimizer, schedule, loaders, sampler, splits = _parts(recipe, acc)
+    recipe, lr_found = auto_lr(recipe, acc, quiet=quiet)  # optim.lr: auto; a resumed run's recipe has the number
+    set_seed(recipe.seed)  # after the finder: the run is the one a recipe with its value as optim.lr gives
+    model, optimizer, schedule, loaders, sampler, splits = build_parts(recipe, acc)
     with recipe_source(recipe.source):  # before the run directory: a wrong train.class_weights creates none
         weights = class_weights(recipe, splits.train, len(splits.info.classes))
     warm = run_dir is None and start is not None  # a new run from another run's checkpoint
     if run_dir is None:
-        run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache, started_from=start)
+        run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache, started_from=start,
+                                          lr_found=lr_found)
     progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
                         quiet=quiet)
     batches = train_batches(recipe, splits.train, loaders["train"], sampler, acc)
@@ -226,7 +229,7 @@ def _interrupted_line(run_dir: Path) -> str:
             f"cnnforge run {run_dir / rundir.RECIPE}")
 
 
-def _parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any, Any]:
+def build_parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any, Any]:
     """(model, optimizer, schedule, loaders, the train sampler, the splits); Accelerate has prepared the first four."""
     from cnnforge.data.loading import build_splits, split_loader
     from cnnforge.training.parts import (
@@ -264,9 +267,10 @@ def _parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any
 
 
 def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *, data_cache: Any,
-                  started_from: Path | None = None) -> tuple[Path, RunIdentity | None]:
+                  started_from: Path | None = None, lr_found: Any = None) -> tuple[Path, RunIdentity | None]:
     """A new run directory on every process, and the run's identity (on the main process, which locks the
-    directory in ``held`` as it creates it and writes the recipe and the manifest)."""
+    directory in ``held`` as it creates it and writes the recipe, the manifest and ``optim.lr: auto``'s range
+    test, ``lr_found``, in ``reports/``)."""
     import torch
     from accelerate.utils import broadcast_object_list
 
@@ -288,6 +292,11 @@ def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *, data_
                 "data_cache": data_cache}
     if started_from is not None:
         manifest["started_from"] = str(started_from)
+    if lr_found is not None:
+        from cnnforge.training.lr_finder import write_outputs
+
+        data, _ = write_outputs(lr_found, path / rundir.REPORTS)
+        manifest["lr_find"] = {**lr_found.summary(), "file": str(data.relative_to(path))}
     rundir.write_json(path / rundir.MANIFEST, manifest)
     return path, RunIdentity(run_id=manifest["run_id"], recipe_sha256=manifest["recipe_sha256"])
 
