@@ -58,9 +58,9 @@ def save_file_atomic(path: Path, writer: Any) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_path(path.parent)
-    except Exception as exc:
+    except BaseException as exc:  # Ctrl-C too: no temporary file stays behind
         _remove(tmp)
-        if isinstance(exc, CnnforgeError):
+        if isinstance(exc, CnnforgeError) or not isinstance(exc, Exception):
             raise
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())[:160]
         raise CnnforgeError(f"cannot write it ({type(exc).__name__}: {detail})", where=str(path)) from exc

@@ -112,9 +112,9 @@ def save_checkpoint(ckpt_dir: Path, tag: str, *, model: dict[str, torch.Tensor],
         _write_folder(tmp, model, tensors, state, identity)
         os.replace(tmp, final)
         fsync_path(ckpt_dir)
-    except Exception as exc:  # a full disk or a read-only folder: no half-written folder stays behind
+    except BaseException as exc:  # a full disk, a read-only folder or Ctrl-C: no half-written folder stays behind
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, CnnforgeError):
+        if isinstance(exc, CnnforgeError) or not isinstance(exc, Exception):
             raise
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())[:160]
         raise CnnforgeError(f"cannot write the checkpoint ({type(exc).__name__}: {detail})", where=str(final)) from exc

@@ -221,6 +221,9 @@ def check_sweep(recipe: Recipe) -> TuneConfig:
                           hint="add tune: {metric: val/acc, grid: {optim.lr: [0.1, 0.01]}}")
     if not spec.grid and not spec.sample:
         raise ConfigError("nothing to sweep: tune.grid and tune.sample are both empty", where=f"{src}: tune")
+    if recipe.train.run_dir is not None:
+        raise ConfigError("every trial would train in this one folder", where=f"{src}: train.run_dir",
+                          hint="leave it out: a sweep puts each trial's run in its experiment directory")
     return spec
 
 

@@ -34,6 +34,7 @@ from cnnforge.training.eval_step import EvalResult
 from cnnforge.training.lookahead import make_lookahead
 from cnnforge.training.nonfinite import NonFiniteGuard
 from cnnforge.training.parts import adopt_hyperparameters, constant_lr, scale_lr, steps_per_epoch, use_channels_last
+from cnnforge.training.preemption import Preempted, StopSignals
 from cnnforge.training.progress import Progress
 from cnnforge.training.step_log import StepLog
 
@@ -170,6 +171,8 @@ class Trainer:
         self.log = StepLog(len(parts.batches), device)
         self._sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n of the folded batches
         self._data_wait = 0.0
+        self.stop = StopSignals(recipe.train.signals, self.acc)  # train.signals: checkpoint and stop (preemption.py)
+        self._saved: tuple[tuple[int, int], Path | None] | None = None  # (epoch, batch) of the newest checkpoint
 
     # ------------------------------------------------------------------------------------ inputs
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,6 +200,8 @@ class Trainer:
                 state = self._rollback(state, rollback.checkpoint)
                 continue
             self._after_epoch(state, row)
+            if state.epoch < self.recipe.train.epochs and self.stop.agreed():
+                self._preempt(state)
         self.progress.close()
         return state
 
@@ -249,13 +254,24 @@ class Trainer:
             state.global_step += 1
             every = self.recipe.train.checkpoint_every_steps
             if every and state.global_step % every == 0:
-                self._sync(state)
-                now = time.perf_counter()
-                state.train_time += now - self._epoch_start
-                self._epoch_start = now
-                self.save_checkpoint(state)
+                self._checkpoint_mid_epoch(state)
+            if self.stop.due(state.global_step) and self.stop.agreed():
+                self._preempt(state)
         if self.progress.due(state.batch):  # the one device read of this refresh (the log is not folded: see _sync)
             self.progress.update(state.batch, (self._sums + self.log.sums()).tolist())
+
+    def _checkpoint_mid_epoch(self, state: TrainState) -> Path | None:
+        self._sync(state)
+        now = time.perf_counter()
+        state.train_time += now - self._epoch_start
+        self._epoch_start = now
+        return self.save_checkpoint(state)
+
+    def _preempt(self, state: TrainState) -> None:
+        """A stop signal: checkpoint where training stands (unless that checkpoint was just written) and stop."""
+        saved = self._saved[1] if self._saved and self._saved[0] == (state.epoch, state.batch) else (
+            self._checkpoint_mid_epoch(state) if state.batch else self.save_checkpoint(state))
+        raise Preempted(self.stop.received or "another rank's signal", saved)
 
     def _sync(self, state: TrainState) -> None:
         """At a sync point (a checkpoint, the epoch's end): add the batches since the last one to the epoch's
@@ -365,7 +381,9 @@ class Trainer:
                                         state=asdict(state), keep=self.recipe.train.keep_checkpoints,
                                         identity=self.parts.identity)
         self.acc.wait_for_everyone()
-        return path if self.acc.is_main_process else None
+        saved = path if self.acc.is_main_process else None
+        self._saved = ((state.epoch, state.batch), saved)
+        return saved
 
     def warm_start(self, path: Path) -> TrainState:
         """Continue from another run's checkpoint with this recipe's hyperparameters (population-based training).

@@ -10,9 +10,11 @@ from typing import Any
 
 from cnnforge import rundir
 from cnnforge.atomic_write import atomic_write_text
-from cnnforge.errors import CnnforgeError, ConfigError, recipe_source
+from cnnforge.errors import EXIT_PREEMPTED, recipe_source
 from cnnforge.recipe import Recipe, check_recipe, load_recipe
 from cnnforge.run_files import RunIdentity
+from cnnforge.training import requeue
+from cnnforge.training.requeue import check_unchanged, prepare_resume
 
 
 @dataclass
@@ -59,58 +61,20 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
     ``checkpoint`` names another checkpoint folder to start from (Ray Tune restores a trial from the
     checkpoint Ray recorded, which may be older than the newest one in the run directory).
     """
-    from cnnforge import checkpoint as ckpt
-    from cnnforge._version import __version__
-
     path = rundir.require_run_dir(run_dir)
     manifest = rundir.read_manifest(path)
-    recipe_file = path / rundir.RECIPE
-    recipe = check_recipe(load_recipe(recipe_file))  # a damaged recipe.yaml is named before anything else
+    recipe = check_recipe(load_recipe(path / rundir.RECIPE))  # a damaged recipe.yaml is named before anything else
     if not force:
-        if rundir.recipe_hash(recipe_file.read_text()) != manifest.recipe_sha256:
-            raise ConfigError("recipe.yaml changed since the run started; the resumed run would not match",
-                              where=str(recipe_file), hint="use --force to resume anyway")
-        import torch
-
-        versions = (("cnnforge", manifest.cnnforge, __version__), ("torch", manifest.torch, torch.__version__))
-        for package, then, now in versions:
-            if then != now:  # other kernels or code: the result would no longer be bit-exact
-                raise ConfigError(f"run was made with {package} {then}, this is {now}",
-                                  where=str(path / rundir.MANIFEST), hint="use --force to resume anyway")
+        check_unchanged(path, manifest)
     with rundir.exclusive(path) if _rank_zero() else contextlib.nullcontext():
-        if _rank_zero():  # the other ranks must not delete what a process holding the run is writing
-            ckpt.remove_partial(path / rundir.CHECKPOINTS)
-            (path / rundir.FAILED).unlink(missing_ok=True)  # a resumed run is no longer a failed one
-        start = Path(checkpoint) if checkpoint is not None else ckpt.latest_valid(path / rundir.CHECKPOINTS)
-        if start is None:
-            raise CnnforgeError("no complete checkpoint to resume from", where=str(path / rundir.CHECKPOINTS))
-        own = rundir.identity(manifest)
-        if not force:
-            _check_identity(start, own)
-        best = path / rundir.CHECKPOINTS / rundir.BEST
-        if best.exists():
-            ckpt.load_weights(best)  # damaged best weights are named now, not after the rest of training
+        start, own = prepare_resume(path, manifest, main=_rank_zero(), force=force,
+                                    checkpoint=Path(checkpoint) if checkpoint is not None else None)
         return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start, identity=own)
 
 
 def _rank_zero() -> bool:
     """Whether this is the process that owns the run directory (rank 0 of a launch, or the only one)."""
     return os.environ.get("RANK", "0") == "0"
-
-
-def _check_identity(start: Path, own: RunIdentity | None) -> None:
-    """A checkpoint copied in from another run (other seed, other learning rate) is refused."""
-    from cnnforge import checkpoint as ckpt
-
-    theirs = ckpt.read_manifest(start).run
-    if theirs is None or own is None:
-        raise ConfigError("the checkpoint or the run records no run identity; it may be from another run",
-                          where=str(start), hint="use --force to resume from it anyway")
-    if theirs != own:
-        what = "recipe" if theirs.run_id == own.run_id else "run"
-        raise ConfigError(f"the checkpoint belongs to another {what} (run {theirs.run_id[:8]}, recipe "
-                          f"{theirs.recipe_sha256}; this is run {own.run_id[:8]}, recipe {own.recipe_sha256})",
-                          where=str(start), hint="use --force to resume from it anyway")
 
 
 def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None = None,
@@ -130,15 +94,23 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     from cnnforge.training.progress import Progress
     from cnnforge.training.tracking import start_tracking
 
-    if run_dir is None:
+    claimed = run_dir is None and recipe.train.run_dir is not None  # `run --run-dir`: training/requeue.py
+    if run_dir is None and not claimed:
         rundir.check_writable(recipe)
     set_seed(recipe.seed)
     with recipe_source(recipe.source):
         acc = make_accelerator(recipe.train)
-    model, optimizer, schedule, loaders, sampler, splits = _parts(recipe, acc)
     warm = run_dir is None and start is not None  # a new run from another run's checkpoint
+    if claimed:
+        plan = requeue.agree(recipe, acc, held)
+        if plan.action == "finished":
+            return _already_finished(plan.run_dir, acc, quiet)
+        if plan.action == "resume":
+            run_dir, start, identity = plan.run_dir, plan.start, plan.identity
+    model, optimizer, schedule, loaders, sampler, splits = _parts(recipe, acc)
     if run_dir is None:
-        run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache, started_from=start)
+        run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache, started_from=start,
+                                          claimed=Path(str(recipe.train.run_dir)) if claimed else None)
     tracking = start_tracking(acc, recipe, run_dir) if acc.is_main_process else False
     progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
                         quiet=quiet)
@@ -151,23 +123,30 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
 
 def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool, warm: bool = False) -> RunResult:
     """Train from ``start`` (or from scratch; ``warm``: another run's checkpoint) and test; a run that stops on an
-    error leaves ``failed.json``."""
+    error leaves ``failed.json``, one stopped by ``train.signals`` a checkpoint (exit code ``EXIT_PREEMPTED``)."""
     from cnnforge.training.loop import TrainState
+    from cnnforge.training.preemption import Preempted
     from cnnforge.training.tracking import finish_tracking
 
     acc, run_dir, progress = trainer.acc, trainer.run_dir, trainer.progress
     state = TrainState()
     if start is not None:
         state = trainer.warm_start(start) if warm else trainer.load_checkpoint(start)
-        if acc.is_main_process:
-            rundir.truncate_metrics(run_dir, state.epoch)
-            progress.print(_resuming_line(run_dir, start, state, recipe.train.epochs, warm))
+    if acc.is_main_process and (start is not None or (run_dir / rundir.METRICS).exists()):
+        rundir.truncate_metrics(run_dir, state.epoch)  # a run dir started again from scratch has rows too
+        progress.print(_resuming_line(run_dir, start, state, recipe.train.epochs, warm))
     try:
-        state = trainer.fit(state)
-        summary = _finish(trainer, state, recipe, acc)
+        with trainer.stop.installed():
+            state = trainer.fit(state)
+            summary = _finish(trainer, state, recipe, acc)
         if trainer.parts.tracking:
             finish_tracking(acc, recipe, run_dir, summary)
         acc.wait_for_everyone()  # tear down together: a gloo rank whose peer is still busy can abort at exit
+    except Preempted as stop:
+        progress.close()
+        if acc.is_main_process:  # printed under --quiet too: it is the run's result
+            print(_preempted_line(run_dir, stop), flush=True)
+        return RunResult(run_dir, {}, exit_code=EXIT_PREEMPTED, main_process=acc.is_main_process)
     except KeyboardInterrupt:
         progress.close()
         if acc.is_main_process:
@@ -188,8 +167,29 @@ def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool, warm:
     return result
 
 
-def _resuming_line(run_dir: Path, start: Path, state: Any, epochs: int, warm: bool = False) -> str:
+def _preempted_line(run_dir: Path, stop: Any) -> str:
+    """What a run stopped by a signal says: where it stands, and the commands that continue it."""
+    where = f"checkpoint {stop.checkpoint.name}" if stop.checkpoint is not None else "a checkpoint"
+    return (f"{stop.signal_name}: stopped with {where} (exit code {EXIT_PREEMPTED}); continue with the same "
+            f"command (--run-dir) or: cnnforge resume {run_dir}")
+
+
+def _already_finished(run_dir: Path, acc: Any, quiet: bool) -> RunResult:
+    """``--run-dir`` of a finished run: its results, nothing trained or written."""
+    acc.end_training()
+    summary = rundir.read_json(run_dir / rundir.SUMMARY)
+    result = RunResult(run_dir, summary, [], main_process=acc.is_main_process)
+    if acc.is_main_process:
+        print(requeue.finished_line(run_dir), flush=True)
+        if not quiet:
+            print(result.describe())
+    return result
+
+
+def _resuming_line(run_dir: Path, start: Path | None, state: Any, epochs: int, warm: bool = False) -> str:
     """Where a resumed run starts; a run whose epochs are all trained is said to be finished, not resumed."""
+    if start is None:
+        return f"starting {run_dir} again from the beginning: it was stopped before its first checkpoint"
     if warm:
         return f"starting {run_dir} from {start} (epoch {state.epoch + 1}) with this recipe's hyperparameters"
     if state.epoch < epochs or state.batch:
@@ -243,14 +243,17 @@ def _parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any
 
 
 def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *, data_cache: Any,
-                  started_from: Path | None = None) -> tuple[Path, RunIdentity | None]:
+                  started_from: Path | None = None, claimed: Path | None = None) -> tuple[Path, RunIdentity | None]:
     """A new run directory on every process, and the run's identity (on the main process, which locks the
-    directory in ``held`` as it creates it and writes the recipe and the manifest)."""
+    directory in ``held`` as it creates it and writes the recipe and the manifest). ``claimed``: the empty
+    ``--run-dir`` the main process holds already."""
     import torch
     from accelerate.utils import broadcast_object_list
 
     box: list[Any] = [None]
-    if acc.is_main_process:
+    if acc.is_main_process and claimed is not None:
+        box[0] = str(claimed)
+    elif acc.is_main_process:
         box[0] = str(rundir.create(recipe))
         held.enter_context(rundir.exclusive(Path(box[0])))
     if acc.num_processes > 1:
