@@ -9,8 +9,9 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("run", parents=[common], help="train a recipe", description="Train a recipe end to end.")
     p.add_argument("recipe", help="recipe YAML file or packaged recipe name (cnnforge list recipes)")
     p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="dotted overrides, e.g. optim.lr=0.01")
-    p.add_argument("--run-dir", metavar="DIR", help="train in DIR (train.run_dir): a new run if DIR is absent or empty, "
-                   "else continue its run of this recipe, or say it has finished; the same command after a requeue")
+    p.add_argument("--run-dir", metavar="DIR",
+                   help="train in DIR (train.run_dir): a new run if DIR is absent or empty, else continue its run of "
+                        "this recipe, or say it has finished; the same command after a requeue")
     p.set_defaults(func=_run)
 
 

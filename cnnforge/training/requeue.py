@@ -59,6 +59,7 @@ def decide(recipe: Recipe, held: contextlib.ExitStack) -> Plan:
     path = Path(str(recipe.train.run_dir)).expanduser()
     if path.exists() and not path.is_dir():
         raise ConfigError("is a file, not a run directory", where=f"{recipe.source}: train.run_dir={path}")
+    _refuse_foreign(recipe, path)  # before the lock file is made: nothing is written into someone else's folder
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -66,10 +67,7 @@ def decide(recipe: Recipe, held: contextlib.ExitStack) -> Plan:
     held.enter_context(rundir.exclusive(path))  # a second job on the same folder stops here, naming the holder
     if _unstarted(path):
         return Plan("fresh", path)
-    if not rundir.is_run_dir(path):
-        raise ConfigError(f"holds something else than a cnnforge run (no {rundir.RECIPE} and {rundir.MANIFEST}); "
-                          "nothing is written there", where=f"{recipe.source}: train.run_dir={path}",
-                          hint="give a new or empty folder")
+    _refuse_foreign(recipe, path)
     manifest = rundir.read_manifest(path)
     check_unchanged(path, manifest)
     _check_same_recipe(recipe, path, manifest)
@@ -77,6 +75,13 @@ def decide(recipe: Recipe, held: contextlib.ExitStack) -> Plan:
         return Plan("finished", path)
     start, identity = prepare_resume(path, manifest, main=True, from_scratch=True)
     return Plan("resume", path, start, identity)
+
+
+def _refuse_foreign(recipe: Recipe, path: Path) -> None:
+    if path.is_dir() and not _unstarted(path) and not rundir.is_run_dir(path):
+        raise ConfigError(f"holds something else than a cnnforge run (no {rundir.RECIPE} and {rundir.MANIFEST}); "
+                          "nothing is written there", where=f"{recipe.source}: train.run_dir={path}",
+                          hint="give a new or empty folder")
 
 
 def _unstarted(path: Path) -> bool:
