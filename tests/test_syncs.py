@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from cnnforge.training.preemption import CHECK_EVERY
 from tests.conftest import ROOT
 
 COUNTER = '''
@@ -119,5 +120,9 @@ def test_ddp_step_has_no_host_sync_or_extra_collective(tmp_path: Path) -> None:
                     launch=[accelerate, "launch", "--multi_gpu", "--num_processes", "2"])
     per_rank = STEPS_PER_EPOCH // 2  # each rank trains every other batch
     assert len(steps) == 2 * per_rank
-    steady = _steady(steps, per_rank)
+    # the ranks agree on a stop signal (train.signals) every CHECK_EVERY optimizer steps: one all-reduce of a CPU
+    # flag, and nothing in the steps between
+    checks = [i for i in range(len(steps)) if (i + 1) % per_rank and (i + 1) % CHECK_EVERY == 0]
+    assert checks and all(steps[i] == {"collective": 1} for i in checks), [steps[i] for i in checks]
+    steady = [counts for i, counts in enumerate(steps) if (i + 1) % per_rank and i not in checks]
     assert all(not counts for counts in steady), [c for c in steady if c][:3]
