@@ -100,7 +100,7 @@ class TrainParts:
     run_dir: Path
     progress: Progress
     tracking: bool = False
-    reporter: Any = None  # reporter(row, checkpoint_dir) after every epoch (Ray Tune)
+    reporter: Any = None  # reporter(row, checkpoint_dir or None off the main process) after every epoch (Ray)
     identity: RunIdentity | None = None  # recorded in every checkpoint; resume refuses another run's
 
 
@@ -330,7 +330,7 @@ class Trainer:
         saved = None
         if (every and (epoch + 1) % every == 0) or state.epoch == self.recipe.train.epochs:
             saved = self.save_checkpoint(state)
-        if self.parts.reporter is not None and self.acc.is_main_process:
+        if self.parts.reporter is not None:  # on every rank: Ray Train's report is a barrier (sweep/ddp_trial.py)
             self.parts.reporter(row, saved)
 
     def _track_best(self, state: TrainState, row: dict[str, Any], epoch: int) -> None:

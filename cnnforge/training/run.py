@@ -45,7 +45,8 @@ def train(recipe: str | os.PathLike[str] | Recipe | dict[str, Any], overrides: I
           quiet: bool = False, reporter: Any = None, warm_start: str | os.PathLike[str] | None = None) -> RunResult:
     """Train ``recipe`` (a path, a dict or a :class:`Recipe`) with dotted ``overrides``.
 
-    ``reporter(row, checkpoint_dir)`` is called after every epoch on the main process (Ray Tune uses it).
+    ``reporter(row, checkpoint_dir)`` is called after every epoch on every process (the checkpoint folder on the main
+    one, None on the others); Ray Tune and Ray Train use it.
     ``warm_start`` is another run's checkpoint folder to continue from with this recipe's hyperparameters
     (:meth:`Trainer.warm_start`: population-based training); ``manifest.json`` records it as ``started_from``.
     """
