@@ -82,7 +82,7 @@ def plugin_env(tmp_path: Path) -> dict[str, str]:
     python_path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1", "SIGNAL_PLAN": str(tmp_path / "plan"),
             # torch elastic forwards these to its ranks (SIGUSR1 is not among its defaults)
-            "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"}
+            "PET_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"}
 
 
 def _run(args: list[str], env: dict[str, str], ranks: int) -> subprocess.CompletedProcess[str]:

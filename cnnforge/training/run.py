@@ -49,6 +49,7 @@ def train(recipe: str | os.PathLike[str] | Recipe | dict[str, Any], overrides: I
     one, None on the others); Ray Tune and Ray Train use it.
     ``warm_start`` is another run's checkpoint folder to continue from with this recipe's hyperparameters
     (:meth:`Trainer.warm_start`: population-based training); ``manifest.json`` records it as ``started_from``.
+    A run stopped by one of ``train.signals`` returns no metrics and ``exit_code`` ``EXIT_PREEMPTED`` (75).
     """
     resolved = check_recipe(load_recipe(recipe, overrides))
     start = Path(warm_start) if warm_start is not None else None
