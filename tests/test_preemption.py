@@ -31,8 +31,9 @@ TRIALS = int(os.environ.get("CNNFORGE_SIGNAL_TRIALS", "5"))
 EXIT_PREEMPTED, EXIT_INTERRUPTED = 75, 130
 ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
 #: the last step a signal can stop at (1,078 training digits in batches of 32, 2 epochs: 68 optimizer steps, 34 on
-#: each of 2 DDP ranks, whose last check of a signal before the run's end is at step 30: preemption.CHECK_EVERY)
-LAST_STOP = {1: 67, 2: 30}
+#: each of 2 DDP ranks, which agree at step 10 (preemption.CHECK_EVERY) and at the first epoch's end, step 17, and
+#: in the second epoch as often as their step time says)
+LAST_STOP = {1: 67, 2: 17}
 RECIPE = ["digits_convnet", "train.epochs=2", "data.batch_size=32", "data.num_workers=0", "train.plots=false"]
 
 SIGNALLER = '''

@@ -194,13 +194,15 @@ class Trainer:
     # ------------------------------------------------------------------------------------ training
     def fit(self, state: TrainState) -> TrainState:
         while state.epoch < self.recipe.train.epochs:
+            first_step = state.global_step
             try:
                 row = self._epoch(state)
             except _Rollback as rollback:
                 state = self._rollback(state, rollback.checkpoint)
                 continue
             self._after_epoch(state, row)
-            if state.epoch < self.recipe.train.epochs and self.stop.agreed():
+            step_s = row["time/epoch_s"] / max(1, state.global_step - first_step)  # the signal checks' cadence
+            if state.epoch < self.recipe.train.epochs and self.stop.agreed(step_s):
                 self._preempt(state)
         self.progress.close()
         return state

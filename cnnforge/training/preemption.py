@@ -4,11 +4,13 @@ Slurm (``--signal``), Kubernetes and torch elastic send SIGTERM or SIGUSR1 some 
 job. The handler here only notes that the signal came (``train.signals``); the training loop asks
 :meth:`StopSignals.agreed` after an optimizer step, so a signal never interrupts a step, a write or a
 collective half-way. Under several processes every rank must stop after the same step, so they agree
-with one all-reduce of a flag every :data:`CHECK_EVERY` optimizer steps (and at every epoch's end),
-not after every step: the flag is a CPU tensor reduced over a gloo group, so the check never waits for
-the GPU. The run then writes the exact mid-epoch checkpoint that ``checkpoint_every_steps`` writes and
-exits with :data:`~cnnforge.errors.EXIT_PREEMPTED`; running the same command again with ``--run-dir``
-(or ``cnnforge resume``) continues bit-exactly. SIGINT (Ctrl-C) keeps its meaning: stop at once.
+with one all-reduce of a flag every :data:`CHECK_EVERY` optimizer steps in the first epoch, then every
+:data:`CHECK_S` seconds' worth of steps (and at every epoch's end), not after every step: the flag is a
+CPU tensor reduced over a gloo group, so the check never waits for the GPU, and a signal waits about
+:data:`CHECK_S` seconds at most, which fits torch elastic's 30 s between forwarding it and killing.
+The run then writes the exact mid-epoch checkpoint that ``checkpoint_every_steps`` writes and exits with
+:data:`~cnnforge.errors.EXIT_PREEMPTED`; running the same command again with ``--run-dir`` (or ``cnnforge
+resume``) continues bit-exactly. SIGINT (Ctrl-C) keeps its meaning: stop at once.
 """
 from __future__ import annotations
 
@@ -20,8 +22,11 @@ from typing import Any
 
 import torch
 
-#: optimizer steps between the ranks' agreement on a received signal (one small CPU all-reduce each time)
+#: optimizer steps between the ranks' agreements on a received signal in the first epoch (one small CPU
+#: all-reduce each time); from then on as many steps as take about CHECK_S seconds, at most MAX_EVERY
 CHECK_EVERY = 10
+CHECK_S = 2.0
+MAX_EVERY = 1000
 
 
 class Preempted(Exception):
@@ -47,7 +52,8 @@ class StopSignals:
             # gloo group of the same ranks carries it, so agreeing never touches the GPU stream
             if dist.get_backend() != "gloo":
                 self.group = dist.new_group(backend="gloo")
-        self._flag = torch.zeros(1, dtype=torch.int32)
+        self.every = CHECK_EVERY
+        self._flag = torch.zeros(2, dtype=torch.int64)  # (a signal came, -steps until the next agreement)
         self._value = self._flag.numpy()  # a view: reading it after the reduce is a plain memory read
 
     def _note(self, signum: int, frame: Any) -> None:
@@ -71,15 +77,21 @@ class StopSignals:
                     signal.signal(sig, handler)
 
     def due(self, global_step: int) -> bool:
-        """Whether the ranks compare notes after this optimizer step: every step alone, every CHECK_EVERY together."""
-        return self.world == 1 or global_step % CHECK_EVERY == 0
+        """Whether the ranks compare notes after this optimizer step: every step alone, every ``every`` together."""
+        return self.world == 1 or global_step % self.every == 0
 
-    def agreed(self) -> bool:
-        """Whether any rank received a stop signal; a collective under several processes, called by every rank."""
+    def agreed(self, step_s: float | None = None) -> bool:
+        """Whether any rank received a stop signal; a collective under several processes, called by every rank.
+
+        ``step_s`` (at an epoch's end: this rank's seconds per optimizer step) sets the steps until the next
+        agreement to about :data:`CHECK_S` seconds' worth; the ranks take the smallest proposal.
+        """
         if self.world == 1:
             return self.received is not None
         import torch.distributed as dist
 
-        self._flag.fill_(self.received is not None)
+        every = self.every if step_s is None else max(1, min(MAX_EVERY, int(CHECK_S / max(step_s, 1e-9))))
+        self._flag[0], self._flag[1] = int(self.received is not None), -every
         dist.all_reduce(self._flag, op=dist.ReduceOp.MAX, group=self.group)
+        self.every = -int(self._value[1])
         return bool(self._value[0])
