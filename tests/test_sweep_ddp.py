@@ -21,6 +21,19 @@ DDP = {"workers_per_trial": 2, "cpus_per_worker": 1}
 ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
 
 
+#: ``cnnforge.tune(argv[1])`` on a local Ray of 4 logical CPUs
+SWEEP_ON_4_CPUS = """
+import sys
+
+import ray
+
+import cnnforge
+
+ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+cnnforge.tune(sys.argv[1], quiet=True)
+"""
+
+
 @contextlib.contextmanager
 def _local_ray() -> Iterator[None]:
     """A local Ray of 4 logical CPUs (whatever the machine has): two trials of two 1-CPU workers at once. Its
@@ -96,17 +109,18 @@ def test_ddp_trials_match_an_accelerate_launch_and_asha_stops_the_weak_one(tmp_p
 
 
 @pytest.mark.slow
-def test_a_killed_ddp_worker_restarts_the_trial_from_its_checkpoint(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """``fail: killed`` SIGKILLs a worker in the second epoch; Ray Train restarts both from the epoch-1 checkpoint."""
+def test_a_killed_ddp_worker_restarts_the_trial_from_its_checkpoint(tmp_path: Path) -> None:
+    """``fail: killed`` SIGKILLs a worker in the second epoch; Ray Train restarts both from the epoch-1 checkpoint.
+    The sweep runs in a process of its own, whose plugin discovery (and its Ray workers') finds the test's model."""
     site = write_distribution(tmp_path / "site", "cnnforge-tune-testplugin", "0.1", "tune_testplugin", PLUGIN)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     marker = tmp_path / "killed-once"
     recipe = _write_recipe(tmp_path / "lost.yaml", model={"name": "faulty_convnet", "marker": str(marker)},
                            tune={"metric": "val/loss", "mode": "min", "grid": {"model.fail": ["killed", "never"]},
                                  "max_failures": 1, **DDP})
-    with _local_ray():  # its workers find the plugin's model
-        cnnforge.tune(recipe, quiet=True)
+    sweep = subprocess.run([sys.executable, "-c", SWEEP_ON_4_CPUS, str(recipe)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=1500)
+    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
     assert marker.exists()
     [experiment] = _experiments(tmp_path / "runs", "lost")
     rows = {r["model.fail"]: r for r in _results(experiment)}
