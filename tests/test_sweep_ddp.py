@@ -116,6 +116,7 @@ def test_a_killed_ddp_worker_restarts_the_trial_from_its_checkpoint(tmp_path: Pa
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     marker = tmp_path / "killed-once"
     recipe = _write_recipe(tmp_path / "lost.yaml", model={"name": "faulty_convnet", "marker": str(marker)},
+                           data={"name": "digits", "batch_size": 32, "num_workers": 0},  # forward 20: epoch 2
                            tune={"metric": "val/loss", "mode": "min", "grid": {"model.fail": ["killed", "never"]},
                                  "max_failures": 1, **DDP})
     sweep = subprocess.run([sys.executable, "-c", SWEEP_ON_4_CPUS, str(recipe)], cwd=ROOT, env=env,

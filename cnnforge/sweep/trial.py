@@ -85,7 +85,10 @@ def continue_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequenc
             last.append((dict(row), checkpoint))
 
     if restored is None:
-        train(recipe, run_overrides, quiet=True, reporter=reporter)
+        if _resumable(previous, recipe_sha256):  # Ray lost the report of its newest checkpoint: continue from it
+            resume(previous, quiet=True, reporter=reporter)
+        else:
+            train(recipe, run_overrides, quiet=True, reporter=reporter)
     else:
         with restored.as_directory() as ckpt_dir:
             owner = _run_of(Path(ckpt_dir), trial_dir)
@@ -111,6 +114,16 @@ def _run_of(checkpoint: Path, trial_dir: Path) -> Path | None:
     if run is None:
         return trial_run_dir(trial_dir)
     return next((r for r in _trial_runs(trial_dir) if rundir.read_manifest(r).run_id == run.run_id), None)
+
+
+def _resumable(run_dir: Path | None, recipe_sha256: str) -> bool:
+    """Whether the trial's newest run trains these values and holds a complete checkpoint. Ray can restart a trial
+    without one it had reported: Ray Train registers its workers' reports every 2 s, and a worker that dies sooner
+    after one takes it along (the folder is written, Ray does not know it)."""
+    from cnnforge.checkpoint import latest_valid
+
+    return run_dir is not None and _trained_with(run_dir, recipe_sha256) and \
+        latest_valid(run_dir / rundir.CHECKPOINTS) is not None
 
 
 def _trained_with(run_dir: Path, recipe_sha256: str) -> bool:
