@@ -13,6 +13,9 @@ from collections.abc import Iterable, Iterator
 EXIT_CONFIG = 2  # bad configuration or usage
 EXIT_FAILURE = 1  # data, I/O and other runtime failures
 EXIT_NAN = 3  # training stopped on a non-finite loss
+#: stopped by train.signals (SIGTERM, SIGUSR1) after writing a checkpoint; the same command continues it
+#: (sysexits' EX_TEMPFAIL: "a temporary failure; the user is invited to retry")
+EXIT_PREEMPTED = 75
 
 
 class CnnforgeError(Exception):

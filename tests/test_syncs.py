@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from cnnforge.training.preemption import CHECK_EVERY
 from tests.conftest import ROOT
 
 COUNTER = '''
@@ -139,8 +140,13 @@ def test_ddp_step_has_no_host_sync_or_extra_collective(tmp_path: Path) -> None:
                     launch=[accelerate, "launch", "--multi_gpu", "--num_processes", "2"])
     per_rank = STEPS_PER_EPOCH // 2  # each rank trains every other batch
     assert len(steps) == 2 * per_rank
+    # the ranks agree on a stop signal (train.signals) every CHECK_EVERY optimizer steps in the first epoch, then at
+    # a cadence of their measured step time: one all-reduce of a CPU flag, and nothing in the steps between
+    first = [i for i in range(per_rank - 1) if (i + 1) % CHECK_EVERY == 0]
+    assert first and all(steps[i] == {"collective": 1} for i in first), [steps[i] for i in first]
     steady = _steady(steps, per_rank)
-    assert all(not counts for counts in steady), [c for c in steady if c][:3]
+    assert all(counts in ({}, {"collective": 1}) for counts in steady), [c for c in steady if c][:3]
+    assert sum(not counts for counts in steady[:per_rank - 1]) == per_rank - 1 - len(first)
 
 
 def test_registered_parts_and_an_epoch_level_callback_add_no_sync_to_a_step(tmp_path: Path) -> None:

@@ -32,10 +32,13 @@ from tests.fake_dist import write_distribution
 SWEEP_DIGITS = ROOT / "recipes" / "sweep_digits.yaml"
 
 #: a model Ray workers can only know through plugin discovery, which fails on demand: ``fail: once`` raises
-#: in the second epoch unless the marker file says it already did, ``fail: always`` at every first batch;
+#: in the second epoch unless the marker file says it already did (``fail: killed``: SIGKILLs its own process
+#: there instead), ``fail: always`` at every first batch;
 #: while the file ``hold`` exists, the second epoch's first batch touches ``<hold>.waiting`` and waits, so a
 #: test can interrupt a sweep that is certainly training, however slow the machine
 PLUGIN = '''
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -55,8 +58,10 @@ def faulty_convnet(*, num_classes, in_channels=1, image_size=None, activation="r
             calls.append(1)
             if fail == "always" and len(calls) == 1:
                 raise RuntimeError("always failing, injected by the test")
-            if fail == "once" and len(calls) == 20 and not Path(marker).exists():  # 17 batches an epoch
+            if fail in ("once", "killed") and len(calls) == 20 and not Path(marker).exists():  # 17 batches an epoch
                 Path(marker).touch()
+                if fail == "killed":  # the trial's process dies as on a lost node: no exception, no last words
+                    os.kill(os.getpid(), signal.SIGKILL)
                 raise RuntimeError("failing once, injected by the test")
             if hold and len(calls) == 18 and Path(hold).exists():
                 Path(hold + ".waiting").touch()

@@ -264,4 +264,14 @@ def make_loader(ds: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_w
         sampler = EpochSampler(len(ds), shuffle=shuffle, seed=seed)
     return DataLoader(ds, batch_size=batch_size, sampler=sampler,
                       num_workers=num_workers, pin_memory=pin_memory, persistent_workers=workers,
-                      prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(seed))
+                      prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(seed),
+                      worker_init_fn=outlive_stop_signals if workers else None)
+
+
+def outlive_stop_signals(worker_id: int) -> None:
+    """A loader worker ignores SIGTERM and SIGUSR1: Slurm signals every process of a job, and a worker killed
+    by it would fail the run that is about to checkpoint (training/preemption.py); it ends with its run."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)

@@ -145,6 +145,10 @@ class TrainConfig(Section):
     compile: Bool = False
     plots: Bool = True  # the report's PNGs; metrics.json, summary.md and predictions.csv are always written
     out_dir: str = "runs"
+    # one fixed run directory instead of out_dir/<name>/<time>: rerunning the command continues it (training/requeue.py)
+    run_dir: str | None = None
+    # signals that stop the run at the next optimizer step with a checkpoint (training/preemption.py); [] turns it off
+    signals: list[Literal["TERM", "USR1", "USR2", "HUP"]] = Field(default_factory=lambda: ["TERM", "USR1"])
 
     @field_validator("precision", mode="before")
     @classmethod

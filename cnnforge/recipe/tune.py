@@ -97,6 +97,10 @@ class TuneConfig(Section):
     resources_per_trial: ResourcesSpec = Field(default_factory=ResourcesSpec)
     max_concurrent: Positive | None = None
     max_failures: Annotated[int, Strict(), Field(ge=0)] = 1
+    # >1: every trial is a DDP job of that many processes, a Ray Train TorchTrainer (cnnforge.sweep.ddp_trial)
+    workers_per_trial: Positive = 1
+    cpus_per_worker: Annotated[float, Field(gt=0)] | Literal["auto"] = "auto"  # auto: data.num_workers + 1
+    gpus_per_worker: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"  # auto: 1 when the cluster has GPUs
     trial_plots: Bool = False  # PNG reports per trial: most of a short trial's time; `cnnforge eval` writes them later
 
     @model_validator(mode="before")

@@ -87,6 +87,7 @@ def _check_schedule_and_resources(recipe: Recipe) -> None:
     if spec.scheduler.name == "asha" and spec.scheduler.grace_period > recipe.train.epochs:
         raise ConfigError(f"grace_period {spec.scheduler.grace_period} is longer than train.epochs "
                           f"({recipe.train.epochs})", where=f"{src}: tune.scheduler.grace_period")
+    _check_workers(recipe)
     gpu = spec.resources_per_trial.gpu
     if gpu == "auto":
         return
@@ -96,3 +97,20 @@ def _check_schedule_and_resources(recipe: Recipe) -> None:
     if gpu >= 2 and recipe.train.parallel != "dp":
         raise ConfigError(f"a trial is one process; to use its {gpu:g} GPUs set train.parallel: dp",
                           where=f"{src}: tune.resources_per_trial.gpu")
+
+
+def _check_workers(recipe: Recipe) -> None:
+    """DDP trials (``workers_per_trial`` > 1) size their processes with ``*_per_worker``, one GPU at most each."""
+    spec, src = recipe.tune, recipe.source
+    assert spec is not None
+    if spec.workers_per_trial == 1:
+        return
+    if spec.scheduler.name == "pbt":
+        raise ConfigError("pbt restarts trials from Ray Tune checkpoints, which DDP trials (Ray Train) do not have",
+                          where=f"{src}: tune.workers_per_trial", hint="use asha or fifo, or workers_per_trial: 1")
+    if spec.resources_per_trial.cpu != "auto" or spec.resources_per_trial.gpu != "auto":
+        raise ConfigError("a DDP trial's processes are sized by tune.cpus_per_worker and tune.gpus_per_worker",
+                          where=f"{src}: tune.resources_per_trial", hint="leave it out with workers_per_trial > 1")
+    if spec.gpus_per_worker != "auto" and spec.gpus_per_worker > 1:
+        raise ConfigError(f"{spec.gpus_per_worker:g}: a DDP process drives one GPU",
+                          where=f"{src}: tune.gpus_per_worker", hint="more GPUs: raise tune.workers_per_trial")

@@ -99,11 +99,12 @@ def _fit(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, *,
     from ray import tune as ray_tune
 
     from cnnforge.sweep.console import showing
+    from cnnforge.sweep.ddp_trial import cluster_plan
     from cnnforge.sweep.snapshot import put_back
 
     started = _connect(address or os.environ.get("RAY_ADDRESS"), verbose)
     try:
-        resources = trial_resources(recipe, spec)
+        resources = trial_resources(recipe, spec) if spec.workers_per_trial == 1 else cluster_plan(recipe, spec)
         restoring = restoring and ray_tune.Tuner.can_restore(str(experiment))  # not if Ray never saved its state
         if restoring:
             check_trusted(experiment)
@@ -229,6 +230,9 @@ def check_sweep(recipe: Recipe) -> TuneConfig:
                           hint="add tune: {metric: val/acc, grid: {optim.lr: [0.1, 0.01]}}")
     if not spec.grid and not spec.sample:
         raise ConfigError("nothing to sweep: tune.grid and tune.sample are both empty", where=f"{src}: tune")
+    if recipe.train.run_dir is not None:
+        raise ConfigError("every trial would train in this one folder", where=f"{src}: train.run_dir",
+                          hint="leave it out: a sweep puts each trial's run in its experiment directory")
     return spec
 
 
@@ -329,8 +333,22 @@ def trial_dirname(trial: Any) -> str:
     return str(trial.trial_id)
 
 
+def _trainable(recipe: Recipe, experiment: Path, extra: list[str], resources: dict[str, Any]) -> Any:
+    """The trial function with its parameters and resources: one process, or a DDP job (``cluster_plan``)."""
+    from ray import tune as ray_tune
+
+    from cnnforge.sweep.ddp_trial import DRIVER_RESOURCES, run_ddp_trial
+    from cnnforge.sweep.trial import run_trial
+
+    common = {"recipe": recipe, "overrides": extra, "experiment_dir": str(experiment)}
+    if "per_worker" not in resources:
+        return ray_tune.with_resources(ray_tune.with_parameters(run_trial, **common), resources)
+    return ray_tune.with_resources(
+        ray_tune.with_parameters(run_ddp_trial, **common, per_worker=resources["per_worker"]), DRIVER_RESOURCES)
+
+
 def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, max_concurrent: int | None,
-           verbose: bool, resources: dict[str, float]) -> Any:
+           verbose: bool, resources: dict[str, Any]) -> Any:
     from ray import tune as ray_tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -339,7 +357,6 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     from cnnforge.sweep.scheduler import checkpoints_to_keep, scheduler
     from cnnforge.sweep.search import search_space, searcher
     from cnnforge.sweep.snapshot import StateSnapshot
-    from cnnforge.sweep.trial import run_trial
 
     # Ray's default TensorBoard logger imports torch in the driver (1-3 s) to copy what each trial's run directory
     # already holds: only the CSV and JSON loggers (RunConfig below; a restored Tuner keeps its RunConfig)
@@ -347,14 +364,14 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     extra = [] if spec.trial_plots else ["train.plots=false"]
     if recipe.tracking.backend == "wandb" and recipe.tracking.group is None:
         extra.append(f"tracking.group={yaml_value(f'{recipe.name}-{experiment.name}')}")
-    trainable = ray_tune.with_resources(
-        ray_tune.with_parameters(run_trial, recipe=recipe, overrides=extra, experiment_dir=str(experiment)),
-        resources)
+    trainable = _trainable(recipe, experiment, extra, resources)
     # trials that have not started yet have no results; Ray warns about each of them on restore and on Ctrl-C
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if restoring:
         return ray_tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
-    limit = max_concurrent or spec.max_concurrent
+    limit = max_concurrent or spec.max_concurrent or resources.get("slots")  # DDP trials reserve no Tune resources
+    # a DDP trial's worker deaths are Ray Train's to retry (ddp_trial.py), not Tune's as well
+    failures = ray_tune.FailureConfig(max_failures=0 if "per_worker" in resources else spec.max_failures)
     return ray_tune.Tuner(
         trainable, param_space=search_space(spec),
         tune_config=ray_tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
@@ -364,7 +381,7 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
                                         trial_dirname_creator=trial_dirname, reuse_actors=True),
         run_config=ray_tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent),
                                       verbose=1 if verbose else 0,
-                                      failure_config=ray_tune.FailureConfig(max_failures=spec.max_failures),
+                                      failure_config=failures,
                                       checkpoint_config=ray_tune.CheckpointConfig(
                                           num_to_keep=checkpoints_to_keep(recipe, spec)),
                                       callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), ConsoleCallback(),

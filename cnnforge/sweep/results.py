@@ -36,6 +36,7 @@ class TrialRow:
     command: str
     run_dir: Path | None = None
     test_acc: float | None = None
+    restarts: int = 0  # times Ray restarted the trial after its process died (tune.max_failures)
 
     @property
     def failed(self) -> bool:
@@ -61,6 +62,7 @@ def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str]) -> list[Tri
     """Every trial of a Ray ``ResultGrid``, best first by ``tune.metric``; failed trials come last."""
     assert recipe.tune is not None
     metric, maximize = recipe.tune.metric, recipe.tune.mode == "max"
+    restarts = _restarts(grid.experiment_path)
     rows = []
     for result in grid:
         metrics = result.metrics or {}
@@ -80,9 +82,25 @@ def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str]) -> list[Tri
             value=_finite(metrics.get(metric)), epochs=int(metrics.get("epoch") or 0),
             time_s=round(float(metrics.get("time_total_s") or 0.0), 1), status=status,
             command=shlex.join([*replay, *trial_overrides(config)]), run_dir=run_dir,
-            test_acc=_finite(summary.get("test/acc"))))
+            test_acc=_finite(summary.get("test/acc")), restarts=restarts.get(Path(result.path).name, 0)))
     sign = -1.0 if maximize else 1.0
     return sorted(rows, key=lambda r: (r.failed, r.value is None, sign * (r.value or 0.0), r.trial))
+
+
+def _restarts(experiment_path: str) -> dict[str, int]:
+    """{trial folder: restarts after a failure}, from the state Ray saved (``Trial.num_failures``)."""
+    from ray.tune import ExperimentAnalysis
+
+    return {Path(t.path).name: int(t.num_failures) for t in ExperimentAnalysis(experiment_path).trials if t.path}
+
+
+def _record_failures(trials: list[TrialRow]) -> None:
+    """A trial that failed for good gets ``failed.json`` in its run directory, as a failed run does; a process that
+    died (``kill -9``, lost node) could not write it."""
+    for t in trials:
+        if t.failed and t.run_dir is not None and not (t.run_dir / rundir.FAILED).exists():
+            rundir.write_json(t.run_dir / rundir.FAILED, {"error": t.status.removeprefix("error: "),
+                                                          "type": "TrialFailed", "restarts": t.restarts})
 
 
 def report_results(experiment: Path, recipe: Recipe, trials: list[TrialRow]) -> Path | None:
@@ -92,8 +110,10 @@ def report_results(experiment: Path, recipe: Recipe, trials: list[TrialRow]) -> 
     assert recipe.tune is not None
     metric = recipe.tune.metric
     keys = recipe.tune.swept_keys()
+    _record_failures(trials)
     table = pd.DataFrame([{"rank": i + 1, "trial": t.trial, **{k: t.params.get(k) for k in keys}, metric: t.value,
-                           "epochs": t.epochs, "time_s": t.time_s, "status": t.status, "test/acc": t.test_acc,
+                           "epochs": t.epochs, "time_s": t.time_s, "restarts": t.restarts, "status": t.status,
+                           "test/acc": t.test_acc,
                            "run_dir": str(t.run_dir or ""), "command": t.command} for i, t in enumerate(trials)])
     table.to_csv(experiment / RESULTS_CSV, index=False)
     print()

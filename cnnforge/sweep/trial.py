@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,49 +49,61 @@ def run_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequence[str
     """Ray Tune's trainable: train ``recipe`` with the trial's ``config``, or continue the trial."""
     from ray import tune
 
+    trial_dir = Path(experiment_dir) / tune.get_context().get_trial_id()
+    continue_trial(config, recipe=recipe, overrides=overrides, trial_dir=trial_dir, report=tune.report,
+                   restored=tune.get_checkpoint())
+
+
+def continue_trial(config: dict[str, Any], *, recipe: Recipe, overrides: Sequence[str], trial_dir: Path,
+                   report: Callable[..., None], restored: Any) -> None:
+    """Train the trial, or continue it from ``restored`` (a Ray checkpoint), reporting each epoch with ``report``
+    (``ray.tune.report``, or in a DDP trial's processes ``ray.train.report``, which every rank calls)."""
+    from ray.train import Checkpoint
+
     from cnnforge.training.run import resume, train
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch is noise
-    trial_dir = Path(experiment_dir) / tune.get_context().get_trial_id()
     trial_recipe = load_recipe(recipe, [*overrides, *trial_overrides(config)])
     trial_recipe.train.out_dir = str(trial_dir / rundir.TRIAL_RUNS)  # a value, never YAML: `#` starts no comment
     epochs, recipe_sha256 = trial_recipe.train.epochs, rundir.recipe_hash(trial_recipe.to_yaml())
     previous = trial_run_dir(trial_dir)
-    restored = tune.get_checkpoint()
     done_epochs = _epochs_in(restored)
     if previous is not None and (previous / rundir.SUMMARY).exists() and _trained_with(previous, recipe_sha256):
         # the run finished but the driver stopped before recording it: tell Ray what it missed, train nothing
         # (a finished run of other values does not count: PBT changed this trial's config after it ended)
         for row in rundir.read_metrics(previous):
             if row.get("epoch", 0) > done_epochs:
-                tune.report(row)
+                report(row)
         return
 
     last: list[tuple[dict[str, Any], Any]] = []
 
-    def report(row: dict[str, Any], ckpt_dir: Path | None) -> None:
-        checkpoint = tune.Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
+    def reporter(row: dict[str, Any], ckpt_dir: Path | None) -> None:
+        checkpoint = Checkpoint.from_directory(str(ckpt_dir)) if ckpt_dir else None
         if row["epoch"] < epochs and "stopped" not in row:
-            tune.report(dict(row), checkpoint=checkpoint)
+            report(dict(row), checkpoint=checkpoint)
         else:  # Ray may stop a trial at any report (ASHA does at its last epoch): let the run finish first
             last.append((dict(row), checkpoint))
 
     if restored is None:
-        train(trial_recipe, quiet=True, reporter=report)
+        if _resumable(previous, recipe_sha256):  # Ray lost the report of its newest checkpoint: continue from it
+            resume(previous, quiet=True, reporter=reporter)
+        else:
+            train(trial_recipe, quiet=True, reporter=reporter)
     else:
         with restored.as_directory() as ckpt_dir:
             owner = _run_of(Path(ckpt_dir), trial_dir)
             if owner is not None and _trained_with(owner, recipe_sha256):
-                resume(owner, checkpoint=ckpt_dir, quiet=True, reporter=report)
+                resume(owner, checkpoint=ckpt_dir, quiet=True, reporter=reporter)
             elif owner is not None or Path(ckpt_dir).resolve().parent != trial_dir.resolve():
                 # PBT: another trial's checkpoint, or this trial's own from before PBT changed its config
-                train(trial_recipe, quiet=True, reporter=report, warm_start=ckpt_dir)
+                train(trial_recipe, quiet=True, reporter=reporter, warm_start=ckpt_dir)
             else:
                 raise CnnforgeError("Ray restored this trial but its run directory is gone",
                                     where=str(trial_dir / rundir.TRIAL_RUNS),
                                     hint="on a multi-node cluster train.out_dir must be on storage every node sees")
     for row, checkpoint in last:
-        tune.report(row, checkpoint=checkpoint)
+        report(row, checkpoint=checkpoint)
 
 
 def _run_of(checkpoint: Path, trial_dir: Path) -> Path | None:
@@ -103,6 +115,16 @@ def _run_of(checkpoint: Path, trial_dir: Path) -> Path | None:
     if run is None:
         return trial_run_dir(trial_dir)
     return next((r for r in _trial_runs(trial_dir) if rundir.read_manifest(r).run_id == run.run_id), None)
+
+
+def _resumable(run_dir: Path | None, recipe_sha256: str) -> bool:
+    """Whether the trial's newest run trains these values and holds a complete checkpoint. Ray can restart a trial
+    without one it had reported: Ray Train registers its workers' reports every 2 s, and a worker that dies sooner
+    after one takes it along (the folder is written, Ray does not know it)."""
+    from cnnforge.rundir.checkpoint import latest_valid
+
+    return run_dir is not None and _trained_with(run_dir, recipe_sha256) and \
+        latest_valid(run_dir / rundir.CHECKPOINTS) is not None
 
 
 def _trained_with(run_dir: Path, recipe_sha256: str) -> bool:

@@ -42,6 +42,7 @@ from cnnforge.training.parts import (
     steps_per_epoch,
     use_channels_last,
 )
+from cnnforge.training.preemption import Preempted, StopSignals
 from cnnforge.training.progress import Progress
 from cnnforge.training.step_log import StepLog
 from cnnforge.training.stopping import Stopping
@@ -113,7 +114,7 @@ class TrainParts:
     info: DataInfo
     run_dir: Path
     progress: Progress
-    reporter: Any = None  # reporter(row, checkpoint_dir) after every epoch (Ray Tune)
+    reporter: Any = None  # reporter(row, checkpoint_dir or None off the main process) after every epoch (Ray)
     identity: RunIdentity | None = None  # recorded in every checkpoint; resume refuses another run's
     class_weights: torch.Tensor | None = None  # the loss's weight per class (data/balance.py)
 
@@ -193,6 +194,8 @@ class Trainer:
         self._sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n of the folded batches
         self._data_wait = 0.0
         self.stopping = Stopping(recipe.train.early_stop, recipe.train.max_time, recipe.train.epochs, self.acc)
+        self.stop = StopSignals(recipe.train.signals, self.acc)  # train.signals: checkpoint and stop (preemption.py)
+        self._saved: tuple[tuple[int, int], Path | None] | None = None  # (epoch, batch) of the newest checkpoint
 
     # ------------------------------------------------------------------------------------ inputs
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -231,12 +234,16 @@ class Trainer:
 
     def fit(self, state: TrainState) -> TrainState:
         while state.epoch < self.recipe.train.epochs and state.stopped is None:
+            first_step = state.global_step
             try:
                 row = self._epoch(state)
             except _Rollback as rollback:
                 state = self._rollback(state, rollback.checkpoint)
                 continue
             self._after_epoch(state, row)
+            step_s = row["time/epoch_s"] / max(1, state.global_step - first_step)  # the signal checks' cadence
+            if state.epoch < self.recipe.train.epochs and self.stop.agreed(step_s):
+                self._preempt(state)
         self.progress.close()
         return state
 
@@ -307,13 +314,24 @@ class Trainer:
                 self.callbacks.after_step(self.ctx)
             every = self.recipe.train.checkpoint_every_steps
             if every and state.global_step % every == 0:
-                self._sync(state)
-                now = time.perf_counter()
-                state.train_time += now - self._epoch_start
-                self._epoch_start = now
-                self.save_checkpoint(state)
+                self._checkpoint_mid_epoch(state)
+            if self.stop.due(state.global_step) and self.stop.agreed():
+                self._preempt(state)
         if self.progress.due(state.batch):  # the one device read of this refresh (the log is not folded: see _sync)
             self.progress.update(state.batch, (self._sums + self.log.sums()).tolist())
+
+    def _checkpoint_mid_epoch(self, state: TrainState) -> Path | None:
+        self._sync(state)
+        now = time.perf_counter()
+        state.train_time += now - self._epoch_start
+        self._epoch_start = now
+        return self.save_checkpoint(state)
+
+    def _preempt(self, state: TrainState) -> None:
+        """A stop signal: checkpoint where training stands (unless that checkpoint was just written) and stop."""
+        saved = self._saved[1] if self._saved and self._saved[0] == (state.epoch, state.batch) else (
+            self._checkpoint_mid_epoch(state) if state.batch else self.save_checkpoint(state))
+        raise Preempted(self.stop.received or "another rank's signal", saved)
 
     def _sync(self, state: TrainState) -> None:
         """At a sync point (a checkpoint, the epoch's end): add the batches since the last one to the epoch's
@@ -380,7 +398,7 @@ class Trainer:
             saved = self.save_checkpoint(state)
         if failure is not None:
             raise type(failure)(f"{failure.message}; training stopped with checkpoint {saved or 'written'}")
-        if self.parts.reporter is not None and self.acc.is_main_process:
+        if self.parts.reporter is not None:  # on every rank: Ray Train's report is a barrier (sweep/ddp_trial.py)
             self.parts.reporter({**row, "stopped": state.stopped} if state.stopped else row, saved)
 
     def _epoch_callbacks(self, state: TrainState, row: dict[str, Any]) -> Any:
@@ -445,7 +463,9 @@ class Trainer:
                                         state=asdict(state), keep=self.recipe.train.keep_checkpoints,
                                         identity=self.parts.identity)
         self.acc.wait_for_everyone()
-        return path if self.acc.is_main_process else None
+        saved = path if self.acc.is_main_process else None
+        self._saved = ((state.epoch, state.batch), saved)
+        return saved
 
     def warm_start(self, path: Path) -> TrainState:
         """Continue from another run's checkpoint with this recipe's hyperparameters (population-based training).

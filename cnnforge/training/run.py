@@ -10,11 +10,11 @@ from typing import Any
 
 from cnnforge import rundir
 from cnnforge.atomic_write import atomic_write_text
-from cnnforge.bounded_read import read_bounded_text
-from cnnforge.errors import CnnforgeError, ConfigError, recipe_source
+from cnnforge.errors import EXIT_PREEMPTED, recipe_source
 from cnnforge.recipe import Recipe, open_recipe
-from cnnforge.recipe.bounds import MAX_BYTES
 from cnnforge.rundir.files import RunIdentity
+from cnnforge.training import requeue
+from cnnforge.training.requeue import check_unchanged, prepare_resume
 
 
 @dataclass
@@ -45,9 +45,11 @@ def train(recipe: str | os.PathLike[str] | Recipe | dict[str, Any], overrides: I
           quiet: bool = False, reporter: Any = None, warm_start: str | os.PathLike[str] | None = None) -> RunResult:
     """Train ``recipe`` (a path, a dict or a :class:`Recipe`) with dotted ``overrides``.
 
-    ``reporter(row, checkpoint_dir)`` is called after every epoch on the main process (Ray Tune uses it).
+    ``reporter(row, checkpoint_dir)`` is called after every epoch on every process (the checkpoint folder on the main
+    one, None on the others); Ray Tune and Ray Train use it.
     ``warm_start`` is another run's checkpoint folder to continue from with this recipe's hyperparameters
     (:meth:`Trainer.warm_start`: population-based training); ``manifest.json`` records it as ``started_from``.
+    A run stopped by one of ``train.signals`` returns no metrics and ``exit_code`` ``EXIT_PREEMPTED`` (75).
     """
     resolved = open_recipe(recipe, overrides)
     start = Path(warm_start) if warm_start is not None else None
@@ -61,58 +63,20 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
     ``checkpoint`` names another checkpoint folder to start from (Ray Tune restores a trial from the
     checkpoint Ray recorded, which may be older than the newest one in the run directory).
     """
-    from cnnforge._version import __version__
-    from cnnforge.rundir import checkpoint as ckpt
-
     path = rundir.require_run_dir(run_dir)
     manifest = rundir.read_manifest(path)
-    recipe_file = path / rundir.RECIPE
-    recipe = open_recipe(recipe_file)  # a damaged recipe.yaml is named before anything else
+    recipe = open_recipe(path / rundir.RECIPE)  # a damaged recipe.yaml is named before anything else
     if not force:
-        if rundir.recipe_hash(read_bounded_text(recipe_file, MAX_BYTES, what="recipe")) != manifest.recipe_sha256:
-            raise ConfigError("recipe.yaml changed since the run started; the resumed run would not match",
-                              where=str(recipe_file), hint="use --force to resume anyway")
-        import torch
-
-        versions = (("cnnforge", manifest.cnnforge, __version__), ("torch", manifest.torch, torch.__version__))
-        for package, then, now in versions:
-            if then != now:  # other kernels or code: the result would no longer be bit-exact
-                raise ConfigError(f"run was made with {package} {then}, this is {now}",
-                                  where=str(path / rundir.MANIFEST), hint="use --force to resume anyway")
+        check_unchanged(path, manifest)
     with rundir.exclusive(path) if _rank_zero() else contextlib.nullcontext():
-        if _rank_zero():  # the other ranks must not delete what a process holding the run is writing
-            ckpt.remove_partial(path / rundir.CHECKPOINTS)
-            (path / rundir.FAILED).unlink(missing_ok=True)  # a resumed run is no longer a failed one
-        start = Path(checkpoint) if checkpoint is not None else ckpt.latest_valid(path / rundir.CHECKPOINTS)
-        if start is None:
-            raise CnnforgeError("no complete checkpoint to resume from", where=str(path / rundir.CHECKPOINTS))
-        own = rundir.identity(manifest)
-        if not force:
-            _check_identity(start, own)
-        best = path / rundir.CHECKPOINTS / rundir.BEST
-        if best.exists():
-            ckpt.load_weights(best)  # damaged best weights are named now, not after the rest of training
+        start, own = prepare_resume(path, manifest, main=_rank_zero(), force=force,
+                                    checkpoint=Path(checkpoint) if checkpoint is not None else None)
         return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start, identity=own)
 
 
 def _rank_zero() -> bool:
     """Whether this is the process that owns the run directory (rank 0 of a launch, or the only one)."""
     return os.environ.get("RANK", "0") == "0"
-
-
-def _check_identity(start: Path, own: RunIdentity | None) -> None:
-    """A checkpoint copied in from another run (other seed, other learning rate) is refused."""
-    from cnnforge.rundir import checkpoint as ckpt
-
-    theirs = ckpt.read_manifest(start).run
-    if theirs is None or own is None:
-        raise ConfigError("the checkpoint or the run records no run identity; it may be from another run",
-                          where=str(start), hint="use --force to resume from it anyway")
-    if theirs != own:
-        what = "recipe" if theirs.run_id == own.run_id else "run"
-        raise ConfigError(f"the checkpoint belongs to another {what} (run {theirs.run_id[:8]}, recipe "
-                          f"{theirs.recipe_sha256}; this is run {own.run_id[:8]}, recipe {own.recipe_sha256})",
-                          where=str(start), hint="use --force to resume from it anyway")
 
 
 def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None = None,
@@ -133,19 +97,27 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     from cnnforge.training.parts import make_accelerator
     from cnnforge.training.progress import Progress
 
-    if run_dir is None:
+    claimed = run_dir is None and recipe.train.run_dir is not None  # `run --run-dir`: training/requeue.py
+    if run_dir is None and not claimed:
         rundir.check_writable(recipe)
     with recipe_source(recipe.source):
         acc = make_accelerator(recipe.train)
+    warm = run_dir is None and start is not None  # a new run from another run's checkpoint
+    if claimed:
+        plan = requeue.agree(recipe, acc, held)
+        if plan.action == "finished":
+            return _already_finished(plan.run_dir, acc, quiet)
+        if plan.action == "resume":
+            run_dir, start, identity = plan.run_dir, plan.start, plan.identity
     recipe, lr_found = auto_lr(recipe, acc, quiet=quiet)  # optim.lr: auto; a resumed run's recipe has the number
     set_seed(recipe.seed)  # after the finder: the run is the one a recipe with its value as optim.lr gives
     model, optimizer, schedule, loaders, sampler, splits = build_parts(recipe, acc)
     with recipe_source(recipe.source):  # before the run directory: a wrong train.class_weights creates none
         weights = class_weights(recipe, splits.train, len(splits.info.classes))
-    warm = run_dir is None and start is not None  # a new run from another run's checkpoint
     if run_dir is None:
         run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache, started_from=start,
-                                          lr_found=lr_found)
+                                          lr_found=lr_found,
+                                          claimed=Path(str(recipe.train.run_dir)) if claimed else None)
     progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
                         quiet=quiet)
     batches = train_batches(recipe, splits.train, loaders["train"], sampler, acc)
@@ -172,22 +144,29 @@ def _print_balance(recipe: Recipe, splits: Any, progress: Any) -> None:
 
 def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool, warm: bool = False) -> RunResult:
     """Train from ``start`` (or from scratch; ``warm``: another run's checkpoint) and test; a run that stops on an
-    error leaves ``failed.json``."""
+    error leaves ``failed.json``, one stopped by ``train.signals`` a checkpoint (exit code ``EXIT_PREEMPTED``)."""
     from cnnforge.training.loop import TrainState
+    from cnnforge.training.preemption import Preempted
 
     acc, run_dir, progress = trainer.acc, trainer.run_dir, trainer.progress
     state = TrainState()
     trainer.start()  # the callbacks' on_fit_start, before they restore their state
     if start is not None:
         state = trainer.warm_start(start) if warm else trainer.load_checkpoint(start)
-        if acc.is_main_process:
-            rundir.truncate_metrics(run_dir, state.epoch)
-            progress.print(_resuming_line(run_dir, start, state, recipe.train.epochs, warm))
+    if acc.is_main_process and (start is not None or (run_dir / rundir.METRICS).exists()):
+        rundir.truncate_metrics(run_dir, state.epoch)  # a run dir started again from scratch has rows too
+        progress.print(_resuming_line(run_dir, start, state, recipe.train.epochs, warm))
     try:
-        state = trainer.fit(state)
-        summary = _finish(trainer, state, recipe, acc)
+        with trainer.stop.installed():
+            state = trainer.fit(state)
+            summary = _finish(trainer, state, recipe, acc)
         trainer.end(summary)
         acc.wait_for_everyone()  # tear down together: a gloo rank whose peer is still busy can abort at exit
+    except Preempted as stop:
+        progress.close()
+        if acc.is_main_process:  # printed under --quiet too: it is the run's result
+            print(_preempted_line(run_dir, stop), flush=True)
+        return RunResult(run_dir, {}, exit_code=EXIT_PREEMPTED, main_process=acc.is_main_process)
     except KeyboardInterrupt:
         progress.close()
         if acc.is_main_process:
@@ -208,8 +187,29 @@ def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool, warm:
     return result
 
 
-def _resuming_line(run_dir: Path, start: Path, state: Any, epochs: int, warm: bool = False) -> str:
+def _preempted_line(run_dir: Path, stop: Any) -> str:
+    """What a run stopped by a signal says: where it stands, and the commands that continue it."""
+    where = f"checkpoint {stop.checkpoint.name}" if stop.checkpoint is not None else "a checkpoint"
+    return (f"{stop.signal_name}: stopped with {where} (exit code {EXIT_PREEMPTED}); continue with the same "
+            f"command (--run-dir) or: cnnforge resume {run_dir}")
+
+
+def _already_finished(run_dir: Path, acc: Any, quiet: bool) -> RunResult:
+    """``--run-dir`` of a finished run: its results, nothing trained or written."""
+    acc.end_training()
+    summary = rundir.read_json(run_dir / rundir.SUMMARY)
+    result = RunResult(run_dir, summary, [], main_process=acc.is_main_process)
+    if acc.is_main_process:
+        print(requeue.finished_line(run_dir), flush=True)
+        if not quiet:
+            print(result.describe())
+    return result
+
+
+def _resuming_line(run_dir: Path, start: Path | None, state: Any, epochs: int, warm: bool = False) -> str:
     """Where a resumed run starts; a run whose epochs are all trained is said to be finished, not resumed."""
+    if start is None:
+        return f"starting {run_dir} again from the beginning: it was stopped before its first checkpoint"
     if warm:
         return f"starting {run_dir} from {start} (epoch {state.epoch + 1}) with this recipe's hyperparameters"
     if (state.epoch < epochs and state.stopped is None) or state.batch:
@@ -267,15 +267,18 @@ def build_parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any]
 
 
 def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *, data_cache: Any,
-                  started_from: Path | None = None, lr_found: Any = None) -> tuple[Path, RunIdentity | None]:
+                  started_from: Path | None = None, lr_found: Any = None,
+                  claimed: Path | None = None) -> tuple[Path, RunIdentity | None]:
     """A new run directory on every process, and the run's identity (on the main process, which locks the
     directory in ``held`` as it creates it and writes the recipe, the manifest and ``optim.lr: auto``'s range
-    test, ``lr_found``, in ``reports/``)."""
+    test, ``lr_found``, in ``reports/``). ``claimed``: the empty ``--run-dir`` the main process holds already."""
     import torch
     from accelerate.utils import broadcast_object_list
 
     box: list[Any] = [None]
-    if acc.is_main_process:
+    if acc.is_main_process and claimed is not None:
+        box[0] = str(claimed)
+    elif acc.is_main_process:
         box[0] = str(rundir.create(recipe))
         held.enter_context(rundir.exclusive(Path(box[0])))
     if acc.num_processes > 1:
