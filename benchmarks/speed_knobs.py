@@ -10,7 +10,7 @@ on a fixed random batch is timed with:
 * ``no_mkldnn``: ``torch.backends.mkldnn.enabled = False``, to show what the default flag is worth;
 * on CUDA also ``cudnn_benchmark`` and ``tf32`` (``torch.backends`` flags cnnforge could turn on).
 
-Each variant goes through ``cnnforge.training.parts.speed_up``, the code the trainer runs, and
+Each variant goes through ``cnnforge.training.assemble.speed_up``, the code the trainer runs, and
 autocasts as Accelerate does for ``train.precision``. Variants are interleaved and the best round counts;
 with one CPU thread (the default) rounds are timed in process CPU time, steadier on a shared machine.
 
@@ -55,7 +55,7 @@ def make_step(model_name: str, shape: tuple[int, int, int], variant: str, batch_
     from torch import nn
 
     import cnnforge
-    from cnnforge.training.parts import speed_up, use_channels_last
+    from cnnforge.training.assemble import speed_up, use_channels_last
 
     recipe = cnnforge.load_recipe({"name": "knobs", "train": {  # every variant is one switch away from fp32
         "channels_last": variant == "channels_last", "compile": variant == "compile",

@@ -42,7 +42,7 @@ def open_split(run_dir: Path, split: str, checkpoint: str | None, *, limit: int 
     from cnnforge.data.loading import AugmentedDataset, build_splits, split_loader
     from cnnforge.predict import load_predictor
     from cnnforge.recipe import open_recipe
-    from cnnforge.training.parts import make_accelerator
+    from cnnforge.training.assemble import make_accelerator
 
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}", where="--split", hint=f"use one of {', '.join(SPLITS)}")

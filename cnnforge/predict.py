@@ -164,7 +164,7 @@ def load_predictor(run_dir: str | os.PathLike[str], *, checkpoint: str | None = 
     from cnnforge.data.pipeline import resolve_pipelines
     from cnnforge.recipe import open_recipe
     from cnnforge.rundir import checkpoint as ckpt
-    from cnnforge.training.parts import model_for
+    from cnnforge.training.assemble import model_for
 
     path = rundir.require_run_dir(run_dir)
     recipe = open_recipe(path / rundir.RECIPE)

@@ -87,7 +87,7 @@ def test_focal_at_gamma_zero_is_cross_entropy_for_hard_and_soft_targets(smoothin
 
 def test_cosine_restarts_restarts_every_period() -> None:
     from cnnforge.recipe.schema import ScheduleConfig
-    from cnnforge.training.parts import make_schedule
+    from cnnforge.training.assemble import make_schedule
 
     optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
     schedule = make_schedule(optimizer, ScheduleConfig(name="cosine_restarts", period_epochs=1), epochs=3,

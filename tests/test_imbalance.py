@@ -84,8 +84,8 @@ def test_a_skewed_run_says_so_and_reports_balanced_accuracy_and_macro_f1_everywh
 
 def test_balance_loss_weights_classes_by_inverse_frequency_and_explicit_weights_match(tmp_path: Path,
                                                                                       shapes: Path) -> None:
-    from cnnforge.data.balance import class_weights, training_labels
-    from cnnforge.data.loading import build_splits
+    from cnnforge.data.balance import class_weights
+    from cnnforge.data.loading import build_splits, training_labels
 
     balanced = load_recipe(recipe(shapes, tmp_path, epochs=1), ["data.balance=loss"])
     train = build_splits(balanced).train

@@ -259,7 +259,7 @@ EPOCHS_SEEN = """
 import json, sys
 from cnnforge.data.loading import build_splits, make_loader
 from cnnforge.recipe import open_recipe
-from cnnforge.training.parts import make_accelerator
+from cnnforge.training.assemble import make_accelerator
 recipe = open_recipe(sys.argv[1], sys.argv[3:])
 acc = make_accelerator(recipe.train)
 splits = build_splits(recipe)

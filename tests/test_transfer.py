@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 import cnnforge
 from cnnforge.errors import ConfigError
 from cnnforge.recipe import load_recipe
-from cnnforge.training.parts import make_optimizer, make_schedule
+from cnnforge.training.assemble import make_optimizer, make_schedule
 from tests.conftest import cli, one_error_line
 from tests.datafiles import write_image_folder
 

@@ -26,8 +26,8 @@ def _lr_find(args: argparse.Namespace) -> int:
 
     from cnnforge.errors import recipe_source
     from cnnforge.recipe import open_recipe
+    from cnnforge.training.assemble import make_accelerator
     from cnnforge.training.lr_finder import RangeTest, check_result, default_out, find_lr, write_outputs
-    from cnnforge.training.parts import make_accelerator
 
     test = RangeTest(steps=args.steps, start=args.start, end=args.end)
     recipe = open_recipe(args.recipe, args.overrides)

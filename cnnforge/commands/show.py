@@ -34,7 +34,7 @@ def describe_recipe_model(recipe: Any) -> str:
     from cnnforge.data.loading import build_splits
     from cnnforge.errors import DataError
     from cnnforge.models.summary import describe_model
-    from cnnforge.training.parts import model_for
+    from cnnforge.training.assemble import model_for
 
     notes = []
     try:

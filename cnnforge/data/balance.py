@@ -18,43 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnforge.data.loading import EpochSampler
+from cnnforge.data.loading import training_labels
 from cnnforge.errors import ConfigError
 
-#: the random stream of the balanced draws (beside loading.py's AUGMENT, SHUFFLE and SPLIT)
-BALANCE = 3
 #: the largest class is this many times the smallest (or more): a run says so at its start
 IMBALANCE_RATIO = 3.0
-
-
-def training_labels(train: Any) -> np.ndarray:
-    """The labels of the training split (an ``AugmentedDataset``), when its dataset holds them in an array.
-
-    A dataset without a ``labels`` (or ``targets``) array gives each label only with its image; balancing
-    on it would decode every image first, so ``data.balance`` refuses it with what to do instead.
-    """
-    base = getattr(train, "base", train)
-    if getattr(base, "labels", None) is None and getattr(base, "targets", None) is None:
-        raise ConfigError(f"needs the training labels in memory, but the {type(base).__name__} dataset gives each "
-                          "label only with its image", where="data.balance",
-                          hint="give the dataset a `labels` array (one int per image), or use data.balance: none "
-                               "with train.class_weights")
-    return np.asarray(train.labels, dtype=np.int64)
-
-
-class BalancedSampler(EpochSampler):
-    """``(epoch, index)`` keys of ``len(labels)`` draws with replacement, each class equally likely per draw."""
-
-    def __init__(self, labels: np.ndarray, *, seed: int) -> None:
-        super().__init__(len(labels), shuffle=True, seed=seed)
-        counts = np.bincount(labels)
-        self.weights = torch.from_numpy(1.0 / counts[labels])
-
-    def permutation(self) -> np.ndarray:
-        """The epoch's draws (indices repeat): the same for every rank, worker count and resume."""
-        state = np.random.SeedSequence([self.seed, BALANCE, self.epoch]).generate_state(1, np.uint64)[0]
-        generator = torch.Generator().manual_seed(int(state))
-        return torch.multinomial(self.weights, self.n, replacement=True, generator=generator).numpy()
 
 
 def class_weights(recipe: Any, train: Any, num_classes: int) -> torch.Tensor | None:

@@ -110,6 +110,40 @@ class EpochSampler(Sampler):
         return iter([(self.epoch, int(i)) for i in order])
 
 
+#: the random stream of the balanced draws (beside AUGMENT, SHUFFLE and SPLIT)
+BALANCE = 3
+
+
+def training_labels(train: Any) -> np.ndarray:
+    """The labels of the training split (an ``AugmentedDataset``), when its dataset holds them in an array.
+
+    A dataset without a ``labels`` (or ``targets``) array gives each label only with its image; balancing
+    on it would decode every image first, so ``data.balance`` refuses it with what to do instead.
+    """
+    base = getattr(train, "base", train)
+    if getattr(base, "labels", None) is None and getattr(base, "targets", None) is None:
+        raise ConfigError(f"needs the training labels in memory, but the {type(base).__name__} dataset gives each "
+                          "label only with its image", where="data.balance",
+                          hint="give the dataset a `labels` array (one int per image), or use data.balance: none "
+                               "with train.class_weights")
+    return np.asarray(train.labels, dtype=np.int64)
+
+
+class BalancedSampler(EpochSampler):
+    """``(epoch, index)`` keys of ``len(labels)`` draws with replacement, each class equally likely per draw."""
+
+    def __init__(self, labels: np.ndarray, *, seed: int) -> None:
+        super().__init__(len(labels), shuffle=True, seed=seed)
+        counts = np.bincount(labels)
+        self.weights = torch.from_numpy(1.0 / counts[labels])
+
+    def permutation(self) -> np.ndarray:
+        """The epoch's draws (indices repeat): the same for every rank, worker count and resume."""
+        state = np.random.SeedSequence([self.seed, BALANCE, self.epoch]).generate_state(1, np.uint64)[0]
+        generator = torch.Generator().manual_seed(int(state))
+        return torch.multinomial(self.weights, self.n, replacement=True, generator=generator).numpy()
+
+
 def _open(recipe: Recipe, split: str) -> Any:
     from cnnforge import registry
 
@@ -248,7 +282,6 @@ def split_loader(dataset: Dataset, data: Any, seed: int, *, train: bool) -> Data
     batch_size = data.batch_size if train else data.eval_batch_size or data.batch_size
     sampler = None
     if train and data.balance == "sampler":  # class-balanced draws instead of the shuffle
-        from cnnforge.data.balance import BalancedSampler, training_labels
 
         sampler = BalancedSampler(training_labels(dataset), seed=seed)
     return make_loader(dataset, batch_size=batch_size, shuffle=train, seed=seed, num_workers=data.num_workers,

@@ -1,4 +1,5 @@
-"""Building a registered training part (loss, optimizer, LR schedule, callback) from its recipe section.
+"""Building a registered training part (loss, optimizer, LR schedule, callback) from its recipe section, and a
+run's callbacks (:func:`attach_callbacks`).
 
 One path for cnnforge's own parts and every plugin's: the registry finds the name (or says which names
 are close), the builder's signature checks the params, and a failure inside the builder names the
@@ -10,6 +11,7 @@ from typing import Any
 
 from cnnforge import registry
 from cnnforge.errors import CnnforgeError, ConfigError
+from cnnforge.training.callbacks import Attached, Callback, CallbackList
 
 
 def build_part(kind: str, name: str, params: dict[str, Any], context: dict[str, Any], where: str,
@@ -33,3 +35,21 @@ def build_part(kind: str, name: str, params: dict[str, Any], context: dict[str, 
         raise CnnforgeError(f"{name!r} returned {type(part).__name__}, not a {expected.__name__}",
                             where=f"{where} ({entry.package} {entry.version})")
     return part
+
+
+def attach_callbacks(recipe: Any, acc: Any) -> CallbackList:
+    """The recipe's callbacks, then those its keys imply (``train.ema``, a tracking backend), for this process."""
+    from cnnforge.training.tracking import TrackingCallback
+
+    specs = [(f"callbacks[{i}]", spec.name, spec.params) for i, spec in enumerate(recipe.callbacks)]
+    if recipe.train.ema is not None:
+        specs.append(("train.ema", "ema", {"decay": recipe.train.ema}))
+    every = []
+    for key, name, params in specs:
+        entry = registry.callbacks.get(name)
+        where = f"{recipe.source}: {key} ({name} from {entry.package} {entry.version})"
+        every.append(Attached(key, where, build_part("callbacks", name, params, {}, key, Callback)))
+    if recipe.tracking.backend != "none":
+        every.append(Attached("tracking", f"{recipe.source}: tracking", TrackingCallback()))
+    mine = [a for a in every if acc.is_main_process or a.callback.all_ranks]
+    return CallbackList(mine, present=bool(every))

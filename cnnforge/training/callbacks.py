@@ -161,23 +161,3 @@ class CallbackList:
         _, failure = self.agree(acc)
         if failure is not None:
             raise failure
-
-
-def attach_callbacks(recipe: Any, acc: Any) -> CallbackList:
-    """The recipe's callbacks, then those its keys imply (``train.ema``, a tracking backend), for this process."""
-    from cnnforge import registry
-    from cnnforge.training.builders import build_part
-    from cnnforge.training.tracking import TrackingCallback
-
-    specs = [(f"callbacks[{i}]", spec.name, spec.params) for i, spec in enumerate(recipe.callbacks)]
-    if recipe.train.ema is not None:
-        specs.append(("train.ema", "ema", {"decay": recipe.train.ema}))
-    every = []
-    for key, name, params in specs:
-        entry = registry.callbacks.get(name)
-        where = f"{recipe.source}: {key} ({name} from {entry.package} {entry.version})"
-        every.append(Attached(key, where, build_part("callbacks", name, params, {}, key, Callback)))
-    if recipe.tracking.backend != "none":
-        every.append(Attached("tracking", f"{recipe.source}: tracking", TrackingCallback()))
-    mine = [a for a in every if acc.is_main_process or a.callback.all_ranks]
-    return CallbackList(mine, present=bool(every))

@@ -1,40 +1,27 @@
-"""The training loop: plain PyTorch steps inside Accelerate, with checkpoints and metrics around them.
-
-The step itself, :class:`TrainStep`, is the one from Accelerate's examples (``accumulate``,
-``autocast``, ``backward``, ``step``), leaving out the wrappers that would do nothing for the run; the
-bookkeeping around it (per-batch metrics, EMA, lookahead, checkpoints, progress) stays on the device
-between sync points, so a step never waits for the GPU. What makes runs exact and resumable (the
-epoch/batch position, RNG states, running metric sums) lives in :class:`TrainState` and in checkpoints.
+"""The training loop: plain PyTorch steps (:mod:`cnnforge.training.step`) inside Accelerate, with checkpoints,
+metrics and callbacks around them, kept on the device between sync points so a step never waits for the GPU.
+What makes runs exact and resumable lives in :class:`~cnnforge.training.state.TrainState` and in checkpoints.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import ConfigDict
 from torch import nn
 
 from cnnforge import rundir
 from cnnforge.data.batch_augment import make_batch_augment
 from cnnforge.data.batch_mix import make_batch_mix
-from cnnforge.data.loading import DataInfo
 from cnnforge.data.normalize import Normalize
 from cnnforge.errors import NonFiniteLossError, recipe_source
 from cnnforge.recipe import Recipe
 from cnnforge.rundir import checkpoint as ckpt
-from cnnforge.rundir.files import RunIdentity
-from cnnforge.training.batches import DeviceBatches, DeviceSplit, LoaderBatches
-from cnnforge.training.callbacks import FitContext, attach_callbacks
-from cnnforge.training.eval_step import EvalResult
-from cnnforge.training.lookahead import make_lookahead
-from cnnforge.training.nonfinite import NonFiniteGuard
-from cnnforge.training.parts import (
+from cnnforge.training.assemble import (
     adopt_hyperparameters,
     constant_lr,
     make_loss,
@@ -42,53 +29,16 @@ from cnnforge.training.parts import (
     steps_per_epoch,
     use_channels_last,
 )
+from cnnforge.training.builders import attach_callbacks
+from cnnforge.training.callbacks import FitContext
+from cnnforge.training.eval_step import EvalResult
+from cnnforge.training.lookahead import make_lookahead
+from cnnforge.training.nonfinite import NonFiniteGuard
 from cnnforge.training.preemption import Preempted, StopSignals
-from cnnforge.training.progress import Progress
+from cnnforge.training.state import TrainParts, TrainState, is_better, tie_breaker
+from cnnforge.training.step import TrainStep, default_objective
 from cnnforge.training.step_log import StepLog
 from cnnforge.training.stopping import Stopping
-
-
-@dataclass
-class TrainState:
-    """Where training stands; saved in every checkpoint's ``state.json``, read back strictly."""
-
-    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)
-
-    epoch: int = 0  # the epoch in progress, 0-based
-    batch: int = 0  # batches of that epoch already trained
-    global_step: int = 0  # optimizer steps so far
-    best_value: float | None = None
-    best_epoch: int | None = None
-    best_tiebreak: float | None = None  # the tie-breaking metric at the best epoch
-    skipped_steps: int = 0
-    rollbacks: int = 0
-    lr_scale: float = 1.0
-    train_time: float = 0.0
-    eval_time: float = 0.0  # validation; with train_time, what train.max_time counts
-    stop_best: float | None = None  # train.early_stop: the metric's best value
-    stale_evals: int = 0  # evaluations since it improved
-    # why training ended before train.epochs (a resumed run then has nothing left to train), and a callback's words
-    stopped: Literal["early_stop", "max_time", "callback"] | None = None
-    stop_reason: str | None = None
-
-
-def tie_breaker(metric: str) -> tuple[str, str]:
-    """(metric, mode) deciding between epochs equal in ``metric``: accuracy ties on small validation sets are
-    common, and the first epoch to reach a value is rarely the best one, so the lower ``val/loss`` wins."""
-    return ("val/acc", "max") if metric == "val/loss" else ("val/loss", "min")
-
-
-def is_better(new: tuple[float, float | None], best: tuple[float | None, float | None], modes: tuple[str, str]) -> bool:
-    """Whether ``new`` (metric, tie-breaker) beats ``best``; a tie on both keeps the earlier epoch."""
-    for value, old, mode in zip(new, best, modes, strict=True):
-        if value is None or not math.isfinite(value):
-            return False
-        if old is None:
-            return True
-        if value != old:
-            return value > old if mode == "max" else value < old
-    return False
-
 
 #: rollbacks (each halving the LR) before ``on_nan: rollback`` gives up like ``stop``
 MAX_ROLLBACKS = 3
@@ -98,68 +48,6 @@ class _Rollback(Exception):
     def __init__(self, checkpoint: Path) -> None:
         super().__init__(str(checkpoint))
         self.checkpoint = checkpoint
-
-
-@dataclass
-class TrainParts:
-    """What a :class:`Trainer` works with, built from the recipe by ``training/run.py``."""
-
-    acc: Any  # the Accelerator
-    model: nn.Module  # as prepared by Accelerate (DDP-wrapped under several processes)
-    optimizer: Any  # parts.stepped_optimizer: the torch optimizer (Accelerate's wrapper under fp16)
-    schedule: Any
-    batches: DeviceBatches | LoaderBatches  # the training split
-    evals: dict[str, DeviceSplit | Any]  # "val", "test": held on the device, or their loaders
-    loaders: dict[str, Any]  # "train", "val", "test" DataLoaders, prepared by Accelerate
-    info: DataInfo
-    run_dir: Path
-    progress: Progress
-    reporter: Any = None  # reporter(row, checkpoint_dir or None off the main process) after every epoch (Ray)
-    identity: RunIdentity | None = None  # recorded in every checkpoint; resume refuses another run's
-    class_weights: torch.Tensor | None = None  # the loss's weight per class (data/balance.py)
-
-
-class TrainStep:
-    """Forward, loss, backward, step: Accelerate's ``cv_example`` step; returns the logits and the loss.
-
-    ``guard`` makes the optimizer skip a non-finite step on the device (no host sync) and writes its
-    verdict into ``found``. What the run needs is decided once, here, not per step: Accelerate's
-    ``accumulate``, ``autocast`` and ``backward`` are used where they have work to do (gradient
-    accumulation, mixed precision, fp16 loss scaling; otherwise they are context managers and a
-    division by 1), and a constant learning rate has no schedule to step. On a light model each of
-    these costs as much per step as a GPU takes for the step itself. Everything else a run does per
-    step (metrics, EMA, checkpoints, progress) happens around this call.
-    """
-
-    def __init__(self, parts: TrainParts, objective: Any, guard: NonFiniteGuard, *,
-                 clip_grad_norm: float | None, constant_lr: bool) -> None:
-        acc = parts.acc
-        self.acc, self.model, self.optimizer = acc, parts.model, parts.optimizer
-        self.objective, self.guard, self.clip_grad_norm = objective, guard, clip_grad_norm  # objective(x, logits, y)
-        self.schedule = None if constant_lr else parts.schedule
-        self.accumulating = acc.gradient_accumulation_steps > 1
-        self.autocast = acc.autocast if acc.native_amp else contextlib.nullcontext
-        self.accelerated_backward = self.accumulating or acc.scaler is not None  # divides by the steps, scales fp16
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, found: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        acc, model, optimizer = self.acc, self.model, self.optimizer
-        with acc.accumulate(model) if self.accumulating else contextlib.nullcontext():
-            with self.autocast():
-                logits = model(x)
-                loss = self.objective(x, logits, y)
-            if self.accelerated_backward:
-                acc.backward(loss)
-            else:
-                loss.backward()
-            if not self.accumulating or acc.sync_gradients:  # the last batch of an accumulation
-                self.guard.check(loss, found)
-                if self.clip_grad_norm:
-                    acc.clip_grad_norm_(model.parameters(), self.clip_grad_norm)
-                optimizer.step()
-                if self.schedule is not None:
-                    self.schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-        return logits, loss
 
 
 class Trainer:
@@ -186,7 +74,7 @@ class Trainer:
         torch_optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # under Accelerate's wrapper (fp16)
         self.guard = NonFiniteGuard(torch_optimizer, device, scaled=self.acc.scaler is not None)
         self.ctx = FitContext(recipe, self.run_dir, self.acc, self.bare_model(), self.optimizer, self.info,
-                              _objective(self.criterion), self.evaluate, self.train_inputs)
+                              default_objective(self.criterion), self.evaluate, self.train_inputs)
         self.step = TrainStep(parts, self.ctx.objective, self.guard, clip_grad_norm=recipe.train.clip_grad_norm,
                               constant_lr=constant_lr(recipe.schedule))
         self.ckpt_dir = self.run_dir / rundir.CHECKPOINTS
@@ -507,11 +395,3 @@ class Trainer:
         self.callbacks.restore(self.ctx, tensors.get("callbacks", {}), path)  # none saved (resume --force): start over
         self.callbacks.settle(self.acc)
         return state
-
-
-def _objective(criterion: Any) -> Any:
-    """The step's default objective: the recipe's loss of the logits (callbacks such as ``distill`` replace it)."""
-    def objective(x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return criterion(logits, y)
-
-    return objective

@@ -121,10 +121,11 @@ def find_lr(recipe: Recipe, acc: Any, test: RangeTest) -> LRFindResult:
     """Run the range test on ``recipe``'s parts with the Accelerator ``acc``; nothing is kept or written."""
     from accelerate.utils import set_seed
 
+    from cnnforge.training.assemble import build_parts
     from cnnforge.training.batches import train_batches
-    from cnnforge.training.loop import Trainer, TrainParts
+    from cnnforge.training.loop import Trainer
     from cnnforge.training.progress import Progress
-    from cnnforge.training.run import build_parts
+    from cnnforge.training.state import TrainParts
 
     set_seed(recipe.seed)
     trial = with_lr(recipe, test.start)
@@ -145,7 +146,7 @@ def _sweep(trainer: Any, test: RangeTest) -> LRFindResult:
     """The optimizer steps of the range test, one learning rate each, until ``steps`` or divergence."""
     from accelerate.utils import broadcast
 
-    from cnnforge.training.loop import TrainState
+    from cnnforge.training.state import TrainState
 
     acc, groups = trainer.acc, trainer.optimizer.param_groups
     # the groups' learning rates as built, before the schedule's first factor (onecycle starts at 1/25 of them):

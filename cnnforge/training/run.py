@@ -91,11 +91,12 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     from accelerate.utils import set_seed
 
     from cnnforge.data.balance import class_weights
+    from cnnforge.training.assemble import build_parts, make_accelerator
     from cnnforge.training.batches import eval_batches, train_batches
-    from cnnforge.training.loop import Trainer, TrainParts
+    from cnnforge.training.loop import Trainer
     from cnnforge.training.lr_finder import auto_lr
-    from cnnforge.training.parts import make_accelerator
     from cnnforge.training.progress import Progress
+    from cnnforge.training.state import TrainParts
 
     claimed = run_dir is None and recipe.train.run_dir is not None  # `run --run-dir`: training/requeue.py
     if run_dir is None and not claimed:
@@ -145,8 +146,8 @@ def _print_balance(recipe: Recipe, splits: Any, progress: Any) -> None:
 def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool, warm: bool = False) -> RunResult:
     """Train from ``start`` (or from scratch; ``warm``: another run's checkpoint) and test; a run that stops on an
     error leaves ``failed.json``, one stopped by ``train.signals`` a checkpoint (exit code ``EXIT_PREEMPTED``)."""
-    from cnnforge.training.loop import TrainState
     from cnnforge.training.preemption import Preempted
+    from cnnforge.training.state import TrainState
 
     acc, run_dir, progress = trainer.acc, trainer.run_dir, trainer.progress
     state = TrainState()
@@ -227,43 +228,6 @@ def _interrupted_line(run_dir: Path) -> str:
         return f"interrupted; continue with: cnnforge resume {run_dir}"
     return (f"interrupted before the first checkpoint: nothing was saved; start again with: "
             f"cnnforge run {run_dir / rundir.RECIPE}")
-
-
-def build_parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any, Any]:
-    """(model, optimizer, schedule, loaders, the train sampler, the splits); Accelerate has prepared the first four."""
-    from cnnforge.data.loading import build_splits, split_loader
-    from cnnforge.training.parts import (
-        check_skippable,
-        make_optimizer,
-        make_schedule,
-        model_for,
-        speed_up,
-        stepped_optimizer,
-        steps_per_epoch,
-        wrap_parallel,
-    )
-    from cnnforge.training.whiten import whiten_first_conv
-
-    splits = build_splits(recipe)
-    with recipe_source(recipe.source):  # data.balance: sampler needs the training labels
-        loaders = {split: split_loader(getattr(splits, split), recipe.data, recipe.seed, train=split == "train")
-                   for split in ("train", "val", "test")}
-    sampler = loaders["train"].sampler
-    with recipe_source(recipe.source):
-        model = model_for(recipe, splits.info)
-        if recipe.train.whiten_init is not None:  # before the optimizer: frozen whitening weights are not its params
-            whiten_first_conv(model, splits.train, splits.info, recipe.train.whiten_init)
-        model = speed_up(model, recipe, acc.device)
-        model = wrap_parallel(model, recipe.train, acc.num_processes)
-        optimizer = make_optimizer(model, recipe.optim)
-        check_skippable(optimizer, recipe.train)
-    model, optimizer, loaders["train"], loaders["val"], loaders["test"] = acc.prepare(
-        model, optimizer, loaders["train"], loaders["val"], loaders["test"])
-    optimizer = stepped_optimizer(optimizer, acc)
-    with recipe_source(recipe.source):
-        schedule = make_schedule(optimizer, recipe.schedule, recipe.train.epochs,
-                                 steps_per_epoch(len(loaders["train"]), recipe.train.grad_accum))
-    return model, optimizer, schedule, loaders, sampler, splits
 
 
 def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *, data_cache: Any,

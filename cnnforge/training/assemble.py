@@ -1,4 +1,5 @@
-"""Everything the loop needs, built from a recipe: accelerator, model, optimizer, LR schedule and loss."""
+"""Everything the loop needs, built from a recipe: accelerator, model, optimizer, LR schedule and loss, and
+:func:`build_parts`, which assembles them with the data for a run (and for the LR finder)."""
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from cnnforge.data.loading import DataInfo
-from cnnforge.errors import CnnforgeError, ConfigError
+from cnnforge.errors import CnnforgeError, ConfigError, recipe_source
 from cnnforge.launcher_env import env_int
 from cnnforge.recipe import Recipe
 from cnnforge.recipe.schema import OptimConfig, ScheduleConfig, TrainConfig
@@ -251,3 +252,30 @@ def adopt_hyperparameters(schedule: torch.optim.lr_scheduler.LRScheduler, groups
     for group, own in zip(schedule.optimizer.param_groups, groups, strict=True):
         group.update(own)
     scale_lr(schedule, lr_scale)
+
+
+def build_parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any, Any]:
+    """(model, optimizer, schedule, loaders, the train sampler, the splits); Accelerate has prepared the first four."""
+    from cnnforge.data.loading import build_splits, split_loader
+    from cnnforge.training.whiten import whiten_first_conv
+
+    splits = build_splits(recipe)
+    with recipe_source(recipe.source):  # data.balance: sampler needs the training labels
+        loaders = {split: split_loader(getattr(splits, split), recipe.data, recipe.seed, train=split == "train")
+                   for split in ("train", "val", "test")}
+    sampler = loaders["train"].sampler
+    with recipe_source(recipe.source):
+        model = model_for(recipe, splits.info)
+        if recipe.train.whiten_init is not None:  # before the optimizer: frozen whitening weights are not its params
+            whiten_first_conv(model, splits.train, splits.info, recipe.train.whiten_init)
+        model = speed_up(model, recipe, acc.device)
+        model = wrap_parallel(model, recipe.train, acc.num_processes)
+        optimizer = make_optimizer(model, recipe.optim)
+        check_skippable(optimizer, recipe.train)
+    model, optimizer, loaders["train"], loaders["val"], loaders["test"] = acc.prepare(
+        model, optimizer, loaders["train"], loaders["val"], loaders["test"])
+    optimizer = stepped_optimizer(optimizer, acc)
+    with recipe_source(recipe.source):
+        schedule = make_schedule(optimizer, recipe.schedule, recipe.train.epochs,
+                                 steps_per_epoch(len(loaders["train"]), recipe.train.grad_accum))
+    return model, optimizer, schedule, loaders, sampler, splits
