@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
+from cnnforge.compat.argparse_internals import subparsers
 from cnnforge.errors import EXIT_CONFIG, EXIT_FAILURE, CnnforgeError
 
 PROG = "cnnforge"
@@ -33,7 +34,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                          namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
-        has_commands = any(a.nargs == argparse.PARSER for a in self._get_positional_actions())
+        has_commands = bool(subparsers(self))
         if self._intermixing or has_commands:
             return super().parse_known_args(args, namespace)
         self._intermixing = True  # parse_known_intermixed_args calls back here twice
