@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
-from cnnforge.compat.versions import supported, unsupported
+from cnnforge.compat.versions import supported
 
 #: the torch releases these names were read from (2.14) and checked against
 TORCH = ">=2.4,<2.15"
@@ -75,12 +74,3 @@ def skips_on_device(optimizer: torch.optim.Optimizer, found: torch.Tensor) -> bo
     optimizer.found_inf = found  # type: ignore[attr-defined]  # read by torch's fused steps (Adam, AdamW, SGD)
     return True
 
-
-def forget_compiled_forward(module: nn.Module) -> None:
-    """Make a deep copy of a ``module.compile()``-d module run its own weights, not its original's compiled forward.
-
-    ``nn.Module.compile`` stores the compiled call on the module, and ``copy.deepcopy`` shares it.
-    """
-    if not _native():
-        raise unsupported("torch", TORCH, "a moving average (train.ema) of a compiled model (train.compile)")
-    module._compiled_call_impl = None

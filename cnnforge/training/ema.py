@@ -29,12 +29,10 @@ class WeightEMA(AveragedModel):
     training step wait for the GPU: whether the average has started is known on the host.
     """
 
-    def __init__(self, model: nn.Module, decay: float, *, compiled: bool = False) -> None:
-        super().__init__(model, use_buffers=True)
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__(model, use_buffers=True)  # a deep copy, which leaves out a compile()-d model's compiled call
         self.decay = decay
         self.started = False  # n_averaged > 0, known without reading the device
-        if compiled:  # the deep copy would share the compiled call of the *original* module
-            torch_internals.forget_compiled_forward(self.module)
 
     def update(self, model: nn.Module, step: int) -> None:
         """Average in ``model``'s weights after optimizer step ``step`` (0-based)."""
@@ -58,4 +56,4 @@ class WeightEMA(AveragedModel):
 
 def make_ema(model: nn.Module, recipe: Recipe) -> WeightEMA | None:
     """The moving average of ``model`` that ``train.ema`` asks for (None without it); checkpoints keep it."""
-    return None if recipe.train.ema is None else WeightEMA(model, recipe.train.ema, compiled=recipe.train.compile)
+    return None if recipe.train.ema is None else WeightEMA(model, recipe.train.ema)
