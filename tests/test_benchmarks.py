@@ -143,3 +143,11 @@ def test_data_scale_measures_memory_throughput_startup_and_wait() -> None:
     assert r["throughput"]["ratio"] == pytest.approx(rate["cnnforge"] / rate["torchvision"])
     assert r["startup"]["ratio"] == pytest.approx(r["startup"]["first_s"] / r["startup"]["second_s"])
     assert 0 <= r["data_wait"]["fraction"] <= 1
+
+
+@pytest.mark.slow
+def test_suite_cost_reports_cpu_seconds_per_test_and_per_cli_call() -> None:
+    r = bench("suite_cost")
+    assert r["tests"] > 0 and r["cpu_s"] == pytest.approx(sum(r["files"].values()))
+    assert list(r["files"]) == ["tests/test_step_log.py"]
+    assert set(r["cli_call_cpu_s"]) == {"subprocess", "in_process"} and r["cli_call_ratio"] > 0

@@ -1,7 +1,7 @@
 """The actions of an argparse parser, which argparse keeps in a private list.
 
-argparse has no public way to walk a parser's arguments; shtab (tab completion) and cnnforge's
-intermixed parsing both need it.
+argparse has no public way to walk a parser's arguments; shell completion (``cnnforge completion``)
+walks them to tell shtab which ones complete recipe files, folders or files.
 """
 from __future__ import annotations
 
