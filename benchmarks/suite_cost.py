@@ -15,6 +15,8 @@ seconds / N. Two measurements:
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import resource
@@ -71,9 +73,14 @@ def cli_call_cost(repeats: int) -> dict[str, float]:
     script = str(Path(sys.executable).parent / "cnnforge")
     times = interleaved({
         "subprocess": lambda: subprocess.run([script, "check", RECIPE], cwd=ROOT, capture_output=True, check=True),
-        "in_process": lambda: main(["check", RECIPE]),
+        "in_process": lambda: _quietly(main, ["check", RECIPE]),
     }, repeats, clock=cpu_seconds)
     return {name: best(t) for name, t in times.items()}
+
+
+def _quietly(fn: Any, *args: Any) -> None:
+    with contextlib.redirect_stdout(io.StringIO()):
+        fn(*args)
 
 
 def run_suite(pytest_args: list[str]) -> list[dict[str, Any]]:
