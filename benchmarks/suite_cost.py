@@ -4,8 +4,9 @@ Wall time on a shared 2-core machine measures the neighbours; CPU seconds (the t
 child it waited for) measure the work, and on N idle cores the suite's wall time is about its CPU
 seconds / N. Two measurements:
 
-1. ``cnnforge check digits_convnet`` as the tests' ``cli`` runs it (a new interpreter) against
-   ``cnnforge.cli.main`` in the test process (``cli_here``), interleaved, CPU seconds each;
+1. ``cnnforge show digits_convnet`` (it builds the model, so torch is imported) as the tests' ``cli``
+   runs it (a new interpreter) against ``cnnforge.cli.main`` in the test process (``cli_here``),
+   interleaved, CPU seconds each;
 2. a pytest selection (default: the quick loop, ``-m "not slow"``) run with this module as a plugin,
    which records each test's CPU seconds (setup, call, teardown; under ``-n`` per worker), then the
    costliest tests and files and the total.
@@ -67,13 +68,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 # ------------------------------------------------------------------------------ the measurements
 def cli_call_cost(repeats: int) -> dict[str, float]:
-    """Best CPU seconds of one ``check`` through a new interpreter and through ``cnnforge.cli.main``."""
+    """Best CPU seconds of one ``show`` through a new interpreter and through ``cnnforge.cli.main``."""
     from cnnforge.cli import main
 
     script = str(Path(sys.executable).parent / "cnnforge")
     times = interleaved({
-        "subprocess": lambda: subprocess.run([script, "check", RECIPE], cwd=ROOT, capture_output=True, check=True),
-        "in_process": lambda: _quietly(main, ["check", RECIPE]),
+        "subprocess": lambda: subprocess.run([script, "show", RECIPE], cwd=ROOT, capture_output=True, check=True),
+        "in_process": lambda: _quietly(main, ["show", RECIPE]),
     }, repeats, clock=cpu_seconds)
     return {name: best(t) for name, t in times.items()}
 
