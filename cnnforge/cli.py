@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from cnnforge.errors import EXIT_CONFIG, EXIT_FAILURE, CnnforgeError, ConfigError
 from cnnforge.launcher_env import check_launcher_env, env_int
@@ -32,11 +32,15 @@ class ArgumentParser(argparse.ArgumentParser):
     """
 
     _intermixing = False
+    _has_commands = False
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        self._has_commands = True
+        return super().add_subparsers(**kwargs)
 
     def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                          namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
-        has_commands = any(a.nargs == argparse.PARSER for a in self._get_positional_actions())
-        if self._intermixing or has_commands:
+        if self._intermixing or self._has_commands:
             return super().parse_known_args(args, namespace)
         self._intermixing = True  # parse_known_intermixed_args calls back here twice
         try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,23 @@ def _decoded_image_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small CIFAR-10 in torchvision's layout (200 train, 60 test images)."""
     return write_cifar10(tmp_path_factory.mktemp("cifar"))
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-epoch run of the digits recipe, a checkpoint after each epoch, trained once per test process
+    for every test that needs a finished run. Never change it: :func:`copy_run` gives a test its own copy."""
+    import cnnforge
+
+    out = tmp_path_factory.mktemp("digits-run")
+    return cnnforge.train(str(ROOT / "recipes" / "digits_convnet.yaml"),
+                          ["train.epochs=2", "train.checkpoint_every=1", "data.num_workers=0", f"train.out_dir={out}"],
+                          quiet=True).run_dir
+
+
+def copy_run(run: Path, parent: Path) -> Path:
+    """A copy of the run directory ``run`` under ``parent/<recipe name>/<run id>``, as a run of its own would lie."""
+    return Path(shutil.copytree(run, parent / run.parent.name / run.name, symlinks=True))
 
 
 def cli(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None, timeout: float = 600,

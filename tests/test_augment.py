@@ -15,7 +15,7 @@ from cnnforge.data.loading import Splits, build_splits
 from cnnforge.data.pipeline import build_pipeline, seed_pipeline
 from cnnforge.errors import ConfigError
 from cnnforge.recipe.schema import OpSpec
-from tests.conftest import cli, one_error_line
+from tests.conftest import cli_here, one_error_line
 
 OPS = ["hflip", "vflip", "color_jitter", "rotate", "cutout", "random_crop", "random_resized_crop", "gaussian_noise",
        "perspective", "normalize", "resize", "center_crop"]
@@ -151,10 +151,10 @@ def test_parameter_errors_name_the_op(augment: dict[str, Any], where: str, words
     assert f"<dict>: {where}" in str(err.value) and words in str(err.value)
 
 
-def test_cli_check_reports_op_typo_in_one_line(tmp_path: Path) -> None:
+def test_cli_check_reports_op_typo_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"augment": {"train": [{"name": "color_jitter", "hue": 0.05, "satur": 0.1}]}}))
-    proc = cli("check", str(recipe))
+    proc = cli_here(capsys, "check", str(recipe))
     assert proc.returncode == 2
     assert one_error_line(proc).endswith("augment.train[0].satur: unknown parameter of 'color_jitter' (did you mean "
                                          "saturation?)")
@@ -197,22 +197,22 @@ def test_normalize_sets_the_statistics_for_both_splits(cifar_root: Path) -> None
                                                                        "std": [0.5]}]})
 
 
-def test_preview_writes_a_readable_grid(cifar_root: Path, tmp_path: Path) -> None:
+def test_preview_writes_a_readable_grid(cifar_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import matplotlib.image
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"name": "prev", "data": {"name": "cifar10", "root": str(cifar_root)},
                                       "augment": {"train": "cifar_standard"}}))
     out = tmp_path / "grid.png"
-    proc = cli("augment", "preview", str(recipe), "augment.train=[{name: cifar_standard, cutout: 10}]",
+    proc = cli_here(capsys, "augment", "preview", str(recipe), "augment.train=[{name: cifar_standard, cutout: 10}]",
                "--out", str(out), "--n", "12")
     assert proc.returncode == 0, proc.stderr
     pixels = matplotlib.image.imread(out)
     assert pixels.shape[0] > 600 and pixels.shape[1] > 600 and pixels.std() > 0.05
-    batch = cli("augment", "preview", str(recipe), "augment.mode=batch", "augment.train=[{name: hflip}]",
+    batch = cli_here(capsys, "augment", "preview", str(recipe), "augment.mode=batch", "augment.train=[{name: hflip}]",
                 "--out", str(tmp_path / "batch.png"), "--n", "2", "--epochs", "1")
     assert batch.returncode == 0 and (tmp_path / "batch.png").stat().st_size > 1000, batch.stderr
-    bad = cli("augment", "preview", str(recipe), "--out", str(out), "--n", "0")
+    bad = cli_here(capsys, "augment", "preview", str(recipe), "--out", str(out), "--n", "0")
     assert bad.returncode == 2 and "--n: must be at least 1" in one_error_line(bad)
 
 

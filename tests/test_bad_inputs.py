@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import cli, one_error_line
+from tests.conftest import ROOT, cli_here, one_error_line
 from tests.datafiles import write_cifar10, write_idx, write_image_folder, write_mnist
 
 DIGITS = "recipes/digits_convnet.yaml"
@@ -371,10 +371,11 @@ def _snapshot(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def precious(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run that no failing command may touch."""
+    import cnnforge
+
     out = tmp_path_factory.mktemp("precious")
-    proc = cli("run", DIGITS, "train.epochs=1", "train.checkpoint_every=1", f"train.out_dir={out}")
-    assert proc.returncode == 0, proc.stderr
-    return next(out.rglob("manifest.json")).parent
+    return cnnforge.train(str(ROOT / DIGITS), ["train.epochs=1", "train.checkpoint_every=1", f"train.out_dir={out}"],
+                          quiet=True).run_dir
 
 
 def _prepare(case: Case, d: Path, precious: Path) -> dict[str, str]:
@@ -419,7 +420,11 @@ def _fill(arg: str, names: dict[str, str]) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, tmp_path: Path, precious: Path) -> None:
+def test_bad_input(case: Case, tmp_path: Path, precious: Path, capfd: pytest.CaptureFixture[str],
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each case through ``cnnforge.cli.main`` in this process (a new interpreter per case would cost seconds of
+    imports each); ``capfd`` captures what reaches the process's stdout and stderr, loader workers' included."""
+    monkeypatch.chdir(ROOT)  # where `cnnforge` runs in the other tests: the recipes' relative paths
     names = _prepare(case, tmp_path, precious)
     before = _snapshot(precious)
     out = tmp_path / "runs"
@@ -427,7 +432,7 @@ def test_bad_input(case: Case, tmp_path: Path, precious: Path) -> None:
     if args[0] == "run" and len(args) > 1 and not any(a.startswith("train.out_dir=") for a in args):
         args.append(f"train.out_dir={out}")
     damaged = _snapshot(tmp_path / "run") if "run" in names else None
-    proc = cli(*args)
+    proc = cli_here(capfd, *args)
     assert proc.returncode == case.code, proc.stderr
     line = one_error_line(proc)
     for text in case.expect:

@@ -158,7 +158,16 @@ def test_distill_compares_the_taught_student_with_the_student_alone() -> None:
     assert set(r["test_acc_per_seed"]) == {"student alone", "student + distill"}
     assert all(0.0 <= acc <= 1.0 for accs in r["test_acc_per_seed"].values() for acc in accs)
 
+
 def test_augment_policies_compares_the_policies_with_the_op_list() -> None:
     r = bench("augment_policies", "--workers", "0")
     assert set(r["variants"]) == {"ops", "trivial_augment", "rand_augment", "rand_augment+cutmix"}
     assert all(0.0 <= v["mean"] <= 1.0 and len(v["test_acc_per_seed"]) == 1 for v in r["variants"].values())
+
+
+@pytest.mark.slow
+def test_suite_cost_reports_cpu_seconds_per_test_and_per_cli_call() -> None:
+    r = bench("suite_cost")
+    assert r["tests"] > 0 and r["cpu_s"] == pytest.approx(sum(r["files"].values()))
+    assert list(r["files"]) == ["tests/test_step_log.py"]
+    assert set(r["cli_call_cpu_s"]) == {"subprocess", "in_process"} and r["cli_call_ratio"] > 0

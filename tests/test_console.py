@@ -16,7 +16,7 @@ import pytest
 import cnnforge
 from cnnforge.rundir.table import format_duration
 from cnnforge.training.progress import epoch_line
-from tests.conftest import ROOT, cli, one_error_line
+from tests.conftest import ROOT, cli, cli_here, one_error_line
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
 PLAIN_EPOCH = re.compile(r"^epoch (\d+)/2  train/loss \d+\.\d{4}  val/loss \d+\.\d{4}  val/acc \d\.\d{4}  "
@@ -95,8 +95,8 @@ def test_epoch_line_is_compact_and_verbose_adds_the_rest() -> None:
     assert [format_duration(s) for s in (5, 75, 3725)] == ["0:05", "1:15", "1:02:05"]
 
 
-def test_version_names_the_installed_distribution() -> None:
-    proc = cli("--version")
+def test_version_names_the_installed_distribution(capsys: pytest.CaptureFixture[str]) -> None:
+    proc = cli_here(capsys, "--version")
     assert proc.returncode == 0
     installed = importlib.metadata.version("cnnforge")
     assert proc.stdout.strip() == f"cnnforge {cnnforge.__version__}" == f"cnnforge {installed}"
@@ -111,8 +111,9 @@ def _complete(script: Path, words: list[str], cwd: Path) -> list[str]:
     return sorted(line for line in out.stdout.splitlines() if line)
 
 
-def test_bash_completion_knows_commands_choices_and_recipe_files(tmp_path: Path) -> None:
-    proc = cli("completion", "bash")
+def test_bash_completion_knows_commands_choices_and_recipe_files(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    proc = cli_here(capsys, "completion", "bash")
     assert proc.returncode == 0, proc.stderr
     script = tmp_path / "cnnforge.bash"
     script.write_text(proc.stdout)
@@ -146,12 +147,12 @@ def test_completion_install_writes_into_a_fresh_home(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("shell, marker", [("zsh", "#compdef cnnforge"), ("tcsh", "complete cnnforge")])
-def test_zsh_and_tcsh_scripts_are_generated(shell: str, marker: str) -> None:
-    proc = cli("completion", shell)
+def test_zsh_and_tcsh_scripts_are_generated(shell: str, marker: str, capsys: pytest.CaptureFixture[str]) -> None:
+    proc = cli_here(capsys, "completion", shell)
     assert proc.returncode == 0, proc.stderr
     assert marker in proc.stdout and "list" in proc.stdout and "completion" in proc.stdout
 
 
-def test_unknown_shell_is_a_usage_error() -> None:
-    proc = cli("completion", "fish")
+def test_unknown_shell_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    proc = cli_here(capsys, "completion", "fish")
     assert proc.returncode == 2 and "invalid choice: 'fish'" in proc.stderr

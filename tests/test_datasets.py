@@ -14,7 +14,7 @@ from cnnforge.data.idx import read_idx
 from cnnforge.data.image_folder import list_image_folder
 from cnnforge.data.loading import Splits, build_splits
 from cnnforge.errors import ConfigError, DataError
-from tests.conftest import cli, one_error_line
+from tests.conftest import cli, cli_here, one_error_line
 from tests.datafiles import truncate, write_cifar100, write_idx, write_image_folder, write_mnist
 
 
@@ -216,9 +216,10 @@ def test_bad_on_bad_image_value_is_a_config_error(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- CLI
 
-def test_data_split_materialises_the_in_memory_split(tmp_path: Path) -> None:
+def test_data_split_materialises_the_in_memory_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = write_image_folder(tmp_path / "src", per_class=10)
-    proc = cli("data", "split", str(src), str(tmp_path / "dst"), "--ratios", "0.6", "0.2", "0.2", "--seed", "5")
+    proc = cli_here(capsys, "data", "split", str(src), str(tmp_path / "dst"), "--ratios", "0.6", "0.2", "0.2",
+                    "--seed", "5")
     assert proc.returncode == 0, proc.stderr
     assert "train 18, val 6, test 6" in proc.stdout
     listing = list_image_folder(src)
@@ -227,30 +228,31 @@ def test_data_split_materialises_the_in_memory_split(tmp_path: Path) -> None:
         folder = tmp_path / "dst" / name
         on_disk = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
         assert on_disk == sorted(listing.files[i].relative_to(src).as_posix() for i in part.indices), name
-    again = cli("data", "split", str(src), str(tmp_path / "dst"))
+    again = cli_here(capsys, "data", "split", str(src), str(tmp_path / "dst"))
     assert again.returncode == 1 and "nothing is overwritten" in one_error_line(again)
     assert len(list((tmp_path / "dst").rglob("*.png"))) == 30
-    bad = cli("data", "split", str(src), str(tmp_path / "dst2"), "--ratios", "0.6", "0.3", "0.3")
+    bad = cli_here(capsys, "data", "split", str(src), str(tmp_path / "dst2"), "--ratios", "0.6", "0.3", "0.3")
     assert bad.returncode == 2 and "--ratios" in one_error_line(bad)
 
 
-def test_cli_bad_data_is_one_line(tmp_path: Path, folder_with_bad_images: Path) -> None:
+def test_cli_bad_data_is_one_line(tmp_path: Path, folder_with_bad_images: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
     write_mnist(tmp_path / "m", gz=True)
     truncate(tmp_path / "m" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz", 0.5)
     recipe = write_recipe(tmp_path / "r.yaml", {"name": "mnist", "root": str(tmp_path / "m")})
-    proc = cli("show", str(recipe), "--no-model")  # schema only: the data is not opened
+    proc = cli_here(capsys, "show", str(recipe), "--no-model")  # schema only: the data is not opened
     assert proc.returncode == 0
-    proc = cli("augment", "preview", str(recipe), "--out", str(tmp_path / "p.png"))
+    proc = cli_here(capsys, "augment", "preview", str(recipe), "--out", str(tmp_path / "p.png"))
     line = one_error_line(proc)
     assert proc.returncode == 1 and "t10k-labels-idx1-ubyte.gz" in line and not (tmp_path / "p.png").exists()
-    proc = cli("augment", "preview", str(recipe), "data.root=" + str(tmp_path / "missing"), "--out",
+    proc = cli_here(capsys, "augment", "preview", str(recipe), "data.root=" + str(tmp_path / "missing"), "--out",
                str(tmp_path / "p.png"))
     line = one_error_line(proc)
     missing = tmp_path.resolve() / "missing" / "MNIST" / "raw"
     assert proc.returncode == 1 and f"{missing}: no such folder (expected " in line
     assert "t10k-labels-idx1-ubyte" in line and "data.download: true" in line and "torchvision.datasets.MNIST" in line
     recipe = write_recipe(tmp_path / "f.yaml", {"name": "imagefolder", "root": str(folder_with_bad_images)})
-    proc = cli("augment", "preview", str(recipe), "--out", str(tmp_path / "p.png"))
+    proc = cli_here(capsys, "augment", "preview", str(recipe), "--out", str(tmp_path / "p.png"))
     assert proc.returncode == 1 and "dog/002.jpg: unreadable image" in one_error_line(proc)
 
 
@@ -264,10 +266,10 @@ def test_download_offline_fails_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "download failed" in line and "MNIST" in line
 
 
-def test_channel_mismatch_caught_before_training(tmp_path: Path) -> None:
+def test_channel_mismatch_caught_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = write_recipe(tmp_path / "r.yaml", {"name": "digits"}, model={"name": "convnet", "in_channels": 3},
                           train={"epochs": 1, "out_dir": str(tmp_path / "runs")})
-    proc = cli("run", str(recipe))
+    proc = cli_here(capsys, "run", str(recipe))
     line = one_error_line(proc)
     assert proc.returncode == 2 and "model.in_channels: is 3 but digits images have 1 channel(s)" in line
     assert not (tmp_path / "runs").exists()

@@ -277,8 +277,8 @@ def test_every_node_shares_the_runs_and_data_volumes(compose: dict) -> None:
     assert {"runs", "data"} <= set(compose["volumes"])
 
 
-def test_readme_shows_the_cluster_commands() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_docs_show_the_cluster_commands() -> None:
+    readme = (ROOT / "docs" / "distributed.md").read_text()
     assert "docker compose -f docker/compose.ray.yaml up" in readme
     assert re.search(r"exec head cnnforge tune \S+\.yaml --address auto", readme)
     for path in DOCKERFILES:

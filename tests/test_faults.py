@@ -230,16 +230,7 @@ def test_a_non_finite_step_never_reaches_weights_or_optimizer_state() -> None:
     assert (log.first, log.counters().tolist()) == (3, [0.0, 1.0])  # only the batches since the fold
 
 
-# ------------------------------------------------------------------------ a finished run, copied per test
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-epoch digits run with checkpoints after both epochs (tests work on copies)."""
-    out = tmp_path_factory.mktemp("finished")
-    proc = cli("run", DIGITS, "train.epochs=2", "train.checkpoint_every=1", f"train.out_dir={out}")
-    assert proc.returncode == 0, proc.stderr
-    return _run_dir(out)
-
-
+# ------------------------------------------------- a finished run (conftest's digits_run), copied per test
 def _copy(run: Path, tmp_path: Path) -> Path:
     import shutil
 
@@ -256,8 +247,8 @@ with exclusive(Path(sys.argv[1])):
 """
 
 
-def test_one_process_per_run_directory_and_a_killed_holder_frees_it(tmp_path: Path, finished: Path) -> None:
-    run = _copy(finished, tmp_path)
+def test_one_process_per_run_directory_and_a_killed_holder_frees_it(tmp_path: Path, digits_run: Path) -> None:
+    run = _copy(digits_run, tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
@@ -272,8 +263,8 @@ def test_one_process_per_run_directory_and_a_killed_holder_frees_it(tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
 
 
-def test_resume_keeps_every_intact_metrics_row_after_a_damaged_line(tmp_path: Path, finished: Path) -> None:
-    run = _copy(finished, tmp_path)
+def test_resume_keeps_every_intact_metrics_row_after_a_damaged_line(tmp_path: Path, digits_run: Path) -> None:
+    run = _copy(digits_run, tmp_path)
     rows = (run / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 2
     # a line cut short in the middle of the file
@@ -301,8 +292,8 @@ def _leftovers(folder: Path) -> list[str]:
     return [str(p) for p in folder.rglob("*") if ".tmp-" in p.name or (p.suffix == ".png" and p.stat().st_size == 0)]
 
 
-def test_a_full_disk_during_eval_names_the_file_and_keeps_the_report(tmp_path: Path, finished: Path) -> None:
-    run = _copy(finished, tmp_path)
+def test_a_full_disk_during_eval_names_the_file_and_keeps_the_report(tmp_path: Path, digits_run: Path) -> None:
+    run = _copy(digits_run, tmp_path)
     report = (run / "reports" / "metrics.json").read_bytes()
     proc = subprocess.run([str(Path(sys.executable).parent / "cnnforge"), "eval", str(run)], cwd=ROOT, text=True,
                           capture_output=True, preexec_fn=_limited(8_000), timeout=600)

@@ -8,7 +8,7 @@ from torch import nn
 import cnnforge
 from cnnforge.errors import ConfigError
 from cnnforge.models.layers import SpatialDropout
-from tests.conftest import cli, one_error_line
+from tests.conftest import ROOT, cli_here, one_error_line
 
 # (name, channels, input size, parameters the seed reports or implies)
 SEEDS = [
@@ -152,15 +152,19 @@ def test_unknown_parameter_names_what_the_builder_accepts() -> None:
     assert info.value.where == "model.dropuot" and "dropout" in (info.value.hint or "")
 
 
-def test_cli_reports_a_model_that_cannot_take_the_data_in_one_line(tmp_path) -> None:
-    proc = cli("run", "recipes/digits_convnet.yaml", "model.name=lenet", f"train.out_dir={tmp_path}")
+def test_cli_reports_a_model_that_cannot_take_the_data_in_one_line(tmp_path, capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # the recipes' relative paths, as `cli` runs them
+    proc = cli_here(capsys, "run", "recipes/digits_convnet.yaml", "model.name=lenet", f"train.out_dir={tmp_path}")
     assert proc.returncode == 2
     line = one_error_line(proc)
     assert "lenet needs images of at least 16x16 pixels" in line and "got 8x8" in line
 
 
-def test_show_prints_layer_table_parameters_and_flops_at_the_data_size() -> None:
-    proc = cli("show", "recipes/digits_convnet.yaml")
+def test_show_prints_layer_table_parameters_and_flops_at_the_data_size(capsys: pytest.CaptureFixture[str],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # the recipes' relative paths, as `cli` runs them
+    proc = cli_here(capsys, "show", "recipes/digits_convnet.yaml")
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout[proc.stdout.index("model: convnet"):]
     assert text.splitlines()[0] == "model: convnet (SeedNet)  input 1x8x8"

@@ -17,16 +17,14 @@ import torch
 
 import cnnforge
 from cnnforge.data.loading import build_splits
-from tests.conftest import ROOT, cli, cli_here, one_error_line
+from tests.conftest import ROOT, cli, cli_here, copy_run, one_error_line
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    return cnnforge.train(DIGITS, ["train.epochs=2", "optim.lr=0.01", "data.num_workers=0", f"train.out_dir={out}"],
-                          quiet=True).run_dir
+def run_dir(tmp_path_factory: pytest.TempPathFactory, digits_run: Path) -> Path:
+    return copy_run(digits_run, tmp_path_factory.mktemp("runs"))  # exports are written into the run
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import yaml
 
 import cnnforge
 from cnnforge.errors import ConfigError
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, cli_here
 
 
 def test_load_recipe_defaults_name_and_overrides(tmp_path: Path) -> None:
@@ -49,10 +49,11 @@ def test_every_shipped_recipe_checks(recipe: str) -> None:
     cnnforge.check_recipe(cnnforge.load_recipe(ROOT / "recipes" / recipe))
 
 
-def test_check_and_show_cli() -> None:
-    ok = cli("check", "recipes/digits_convnet.yaml", "optim.lr=0.01")
+def test_check_and_show_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # the recipes' relative paths, as `cli` runs them
+    ok = cli_here(capsys, "check", "recipes/digits_convnet.yaml", "optim.lr=0.01")
     assert ok.returncode == 0 and "ok" in ok.stdout.lower(), ok.stderr
-    shown = cli("show", "recipes/digits_convnet.yaml", "optim.lr=0.02")
+    shown = cli_here(capsys, "show", "recipes/digits_convnet.yaml", "optim.lr=0.02")
     assert shown.returncode == 0, shown.stderr
     resolved = yaml.safe_load(shown.stdout.split("\n\n")[0])
     assert resolved["optim"]["lr"] == 0.02 and resolved["model"]["name"] == "convnet"

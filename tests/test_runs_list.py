@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import cnnforge
-from tests.conftest import ROOT, cli, cli_here, one_error_line
+from tests.conftest import ROOT, cli, cli_here, copy_run, one_error_line
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
 
@@ -20,11 +19,10 @@ def _set_created(run: Path, created: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(tmp_path_factory: pytest.TempPathFactory, digits_run: Path) -> dict[str, Path]:
     """A finished run, a copy of it cut before its end (no summary.json) and a run stopped by a NaN loss."""
     out = tmp_path_factory.mktemp("runs")
-    overrides = ["train.epochs=2", "data.num_workers=0", f"train.out_dir={out}"]
-    finished = cnnforge.train(DIGITS, overrides, quiet=True).run_dir
+    finished = copy_run(digits_run, out)
     interrupted = finished.with_name("20990101-000000")
     shutil.copytree(finished, interrupted)
     (interrupted / "summary.json").unlink()

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cnnforge import registry
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, cli, cli_here
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +81,8 @@ def test_name_families_complete_by_prefix(validator: jsonschema.Draft202012Valid
         assert _errors(validator, {"model": {"name": prefix}}) != []
 
 
-def test_recipe_with_the_schema_comment_still_loads(tmp_path: Path) -> None:
+def test_recipe_with_the_schema_comment_still_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text("# yaml-language-server: $schema=../cnnforge.schema.json\nname: r\nmodel: {name: convnet}\n")
-    proc = cli("check", str(recipe))
+    proc = cli_here(capsys, "check", str(recipe))
     assert proc.returncode == 0, proc.stderr

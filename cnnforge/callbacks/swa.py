@@ -50,16 +50,20 @@ class SWA(Callback):
         import torch
         from torch.optim.swa_utils import update_bn
 
+        from cnnforge.compat import torch_internals
+
         with torch.no_grad():
-            torch._foreach_copy_([p.detach() for p in ctx.model.parameters()],
-                                 [p.detach() for p in self.average.module.parameters()])
+            torch_internals.foreach_copy_([p.detach() for p in ctx.model.parameters()],
+                                          [p.detach() for p in self.average.module.parameters()])
         update_bn(ctx.train_inputs(ctx.epoch - 1), ctx.model)
         if ctx.acc.num_processes > 1:  # each rank saw its shard: all use the mean of their statistics
-            norms = [m for m in ctx.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+            kinds = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+            norms = [m for m in ctx.model.modules() if isinstance(m, kinds)]
             for buffer in (b for m in norms for b in (m.running_mean, m.running_var) if b is not None):
                 buffer.copy_(ctx.acc.reduce(buffer.clone(), reduction="mean"))
         val = ctx.evaluate("val")
-        metrics.update({"val/loss": val.loss, "val/acc": val.acc})
+        metrics.update({"val/loss": val.loss, "val/acc": val.acc, "val/balanced_acc": val.balanced_acc,
+                        "val/macro_f1": val.macro_f1})
 
     def on_checkpoint(self, ctx: FitContext) -> Any:
         return self.average.state_dict()

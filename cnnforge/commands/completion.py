@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnforge.atomic_write import atomic_write_text
+from cnnforge.compat.argparse_internals import parser_actions, subparsers
 from cnnforge.errors import CnnforgeError
 
 SHELLS = ("bash", "zsh", "tcsh")
@@ -68,11 +69,10 @@ NEXT_STEP = {"bash": "open a new shell (bash-completion loads it on first use)",
 
 def mark_paths(parser: argparse.ArgumentParser, shtab: Any) -> None:
     """Tell shtab which arguments, in every subcommand, complete recipe files or directories."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
-                mark_paths(child, shtab)
-        elif action.dest in RECIPE_DESTS:
+    for child in subparsers(parser):
+        mark_paths(child, shtab)
+    for action in parser_actions(parser):
+        if action.dest in RECIPE_DESTS:
             action.complete = RECIPE_FILE  # type: ignore[attr-defined]
         elif action.dest in DIR_DESTS:
             action.complete = shtab.DIRECTORY  # type: ignore[attr-defined]

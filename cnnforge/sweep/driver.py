@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnforge import rundir
+from cnnforge.compat import ray_internals
 from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.optional_deps import require
 from cnnforge.recipe import Recipe, open_recipe
@@ -268,7 +269,7 @@ def _connect(address: str | None, verbose: bool = False) -> bool:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=verbose)
         else:  # Ray's own cluster for this call: its advice about token authentication is not for the user
-            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+            ray_internals.quiet_token_advice()
             ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=verbose)
     except ConnectionError as exc:
         raise CnnforgeError(f"cannot reach a Ray cluster: {str(exc).splitlines()[0]}", where=f"--address {address}",
@@ -293,15 +294,7 @@ def _refused_without_token(address: str) -> bool:
     """
     if address == "auto" or "://" in address or _has_token():
         return False
-    import grpc
-
-    with grpc.insecure_channel(address) as channel:
-        call = channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId")
-        try:
-            call(b"", timeout=5.0)  # an empty GetClusterIdRequest
-        except grpc.RpcError as exc:
-            return exc.code() == grpc.StatusCode.UNAUTHENTICATED
-    return False
+    return ray_internals.refuses_without_token(address)
 
 
 def trial_resources(recipe: Recipe, spec: TuneConfig) -> dict[str, float]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from cnnforge.compat import ray_internals
 from cnnforge.recipe import Recipe
 from cnnforge.recipe.tune import SampleSpec, TuneConfig
 from cnnforge.sweep.search import distribution
@@ -62,10 +63,7 @@ def _population_based_training(recipe: Recipe, spec: TuneConfig) -> Any:
             super().on_trial_add(tune_controller, trial)
             epoch = int((trial.last_result or {}).get(TIME_ATTR, 0))  # a restored trial's; 0 for a new one
             if epoch:
-                state = self._trial_state[trial]
-                state.last_train_time, state.last_perturbation_time = epoch, epoch - epoch % interval
-                slowest = min(s.last_train_time for s in self._trial_state.values())
-                self._next_perturbation_sync = (slowest // interval + 1) * interval
+                ray_internals.restore_pbt_progress(self, trial, epoch, interval)
 
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
             if result.get(TIME_ATTR, 0) >= recipe.train.epochs:

@@ -21,14 +21,15 @@ from typing import Any
 from ray.tune import Callback
 
 from cnnforge.atomic_write import save_file_atomic
+from cnnforge.compat.ray_internals import state_file_templates
 from cnnforge.errors import CnnforgeError
 
 ARCHIVE = "ray_state.zip"
 #: the way out of an archive that cannot be put back
 FRESH_HINT = "run with --fresh to start a new experiment beside this one"
-#: the files of one Ray save, by the save's session (the time its driver started); the first names the session
-STATE_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json", "searcher-state-{}.pkl",
-               "basic-variant-state-{}.json", "callback-states-{}.pkl")
+#: the files of one Ray save, by the save's session (the time its driver started); the first names the session.
+#: Empty with a Ray cnnforge does not know: nothing is archived, and a rerun restores from Ray's own copy.
+STATE_FILES = state_file_templates()
 
 
 class StateSnapshot(Callback):
@@ -45,7 +46,7 @@ class StateSnapshot(Callback):
         self.on_step_end(-1, trials)
 
     def _pack(self, staging: Path, experiment: Path) -> None:
-        files = newest_save(staging)
+        files = newest_save(staging) if STATE_FILES else []
         stats = [(p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files]
         if not files or stats == self._packed:
             return
@@ -74,7 +75,7 @@ def put_back(experiment: Path) -> None:
     """Replace Ray's saves in ``experiment`` with the archived one, if there is an archive (experiments written
     by cnnforge before it existed have none, and are restored from Ray's copy)."""
     path = experiment / ARCHIVE
-    if not path.is_file():
+    if not path.is_file() or not STATE_FILES:
         return
     try:
         with zipfile.ZipFile(path) as archive:

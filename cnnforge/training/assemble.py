@@ -41,9 +41,9 @@ def make_accelerator(train: TrainConfig) -> Any:
                             "(RANK/MASTER_ADDR/MASTER_PORT missing)", where="environment",
                             hint="start several processes with `accelerate launch --multi_gpu --num_processes N`")
     if launcher_world == 1:  # a second run in one process (a notebook, a sweep worker) may change precision
-        from accelerate.state import AcceleratorState
+        from cnnforge.compat.accelerate_internals import reset_accelerator_state
 
-        AcceleratorState._reset_state(reset_partial_state=True)
+        reset_accelerator_state()
     acc = Accelerator(
         cpu=not cuda, mixed_precision=precision, gradient_accumulation_steps=train.grad_accum,
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=True)],

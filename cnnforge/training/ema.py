@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
+
+from cnnforge.compat import torch_internals
 
 WARMUP = 10  # timm's constant: the decay (1 + t) / (WARMUP + t) is 0.5 at step 8 and 0.9 at step 80
 
@@ -30,11 +31,9 @@ class WeightEMA(AveragedModel):
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        super().__init__(model, use_buffers=True)
+        super().__init__(model, use_buffers=True)  # a deep copy, which leaves out a compile()-d model's compiled call
         self.decay = decay
         self.started = False  # n_averaged > 0, known without reading the device
-        # nn.Module.compile stores a compiled call of the *original* module, which the deep copy would share
-        self.module._compiled_call_impl = None
 
     def update(self, model: nn.Module, step: int) -> None:
         """Average in ``model``'s weights after optimizer step ``step`` (0-based)."""
@@ -42,10 +41,10 @@ class WeightEMA(AveragedModel):
         theirs = [t.detach() for t in itertools.chain(model.parameters(), model.buffers())]
         with torch.no_grad():
             if not self.started:
-                torch._foreach_copy_(ours, theirs)
+                torch_internals.foreach_copy_(ours, theirs)
             else:
                 average = get_ema_multi_avg_fn(min(self.decay, (1 + step) / (WARMUP + step)))
-                for (_, _), ([mine, other], _) in _group_tensors_by_device_and_dtype([ours, theirs]).items():
+                for mine, other in torch_internals.group_by_device_and_dtype([ours, theirs]):
                     average(mine, other, None)
             self.n_averaged += 1
         self.started = True

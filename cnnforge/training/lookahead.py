@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnforge.compat import torch_internals
 from cnnforge.recipe.tricks import LookaheadConfig
 
 
@@ -44,15 +45,15 @@ class Lookahead:
                 return
             rho = c.decay ** c.every * min(1.0, step / self.total_steps) ** c.power
             slow, weights = list(self.slow.values()), [fast[name] for name in self.slow]
-            torch._foreach_lerp_(slow, weights, 1.0 - rho)
-            torch._foreach_copy_(weights, slow)
+            torch_internals.foreach_lerp_(slow, weights, 1.0 - rho)
+            torch_internals.foreach_copy_(weights, slow)
 
     def end_epoch(self, model: nn.Module) -> None:
         """Every epoch ends on the slow weights (what airbench evaluates)."""
         if self.slow is not None:
             fast = self._fast(model)
             with torch.no_grad():
-                torch._foreach_copy_([fast[name] for name in self.slow], list(self.slow.values()))
+                torch_internals.foreach_copy_([fast[name] for name in self.slow], list(self.slow.values()))
 
     def state_dict(self) -> dict[str, torch.Tensor] | None:
         return self.slow

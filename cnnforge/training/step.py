@@ -46,7 +46,7 @@ class TrainStep:
                 self.guard.check(loss, found)
                 if self.clip_grad_norm:
                     acc.clip_grad_norm_(model.parameters(), self.clip_grad_norm)
-                optimizer.step()
+                self.guard.step(optimizer)
                 if self.schedule is not None:
                     self.schedule.step()
                 optimizer.zero_grad(set_to_none=True)
