@@ -11,7 +11,7 @@ from torchvision.transforms import v2
 
 import cnnforge
 from cnnforge.data.batch_mix import BatchMix, cutmix_box
-from cnnforge.recipe import MixSpec
+from cnnforge.recipe.schema import MixSpec
 from tests.conftest import ROOT, cli, one_error_line
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
