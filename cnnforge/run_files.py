@@ -48,6 +48,13 @@ class RunIdentity(_File):
     recipe_sha256: str
 
 
+class SplitRecord(_File):
+    """A split's sample count and the digest of its samples (:mod:`cnnforge.data.fingerprints`)."""
+
+    samples: Annotated[int, Field(ge=0)]
+    sha256: str
+
+
 class RunManifest(_File):
     """``manifest.json``: versions, devices and the recipe hash of a run, written when it starts."""
 
@@ -68,6 +75,7 @@ class RunManifest(_File):
     run_id: str | None = None  # runs made before checkpoints recorded their run have none
     data_cache: Any = None  # how the data was held (data.cache) and why, as build_splits chose it
     started_from: str | None = None  # another run's checkpoint this one continued (population-based training)
+    data_splits: dict[str, SplitRecord] | None = None  # what resume and eval check the data against
 
 
 class CheckpointManifest(_File):

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cnnforge.data import MAX_IMAGE_SIDE
 from cnnforge.data.builtin_datasets import ChannelStats
 from cnnforge.data.decode import resize_image
 from cnnforge.data.pipeline import resolve_pipelines, seed_pipeline
@@ -134,12 +135,14 @@ def data_info(ds: Any, where: str) -> DataInfo:
     if len(ds) == 0:
         raise DataError("the dataset is empty", where=where)
     classes = getattr(ds, "classes", None)
+    if classes is not None and (isinstance(classes, str) or not isinstance(classes, list | tuple)):
+        raise DataError(f"the dataset's `classes` must be a list of names, not {type(classes).__name__} "
+                        f"{classes!r:.60}", where=where)
     if not classes:
         raise DataError("the dataset has no `classes` list", where=where)
     if len(classes) < 2:
         raise DataError(f"the dataset has one class ({classes[0]!r}); a classifier needs at least two", where=where)
-    # a folder name that is not UTF-8 must not break the reports (JSON, plots) after training
-    classes = [str(c).encode("utf-8", "surrogateescape").decode("utf-8", "replace") for c in classes]
+    classes = printable_classes(classes, where)
     first = np.asarray(ds[0][0])
     if first.ndim == 2:
         first = first[..., None]
@@ -151,6 +154,20 @@ def data_info(ds: Any, where: str) -> DataInfo:
         mean, std = stats.result()
     return DataInfo(list(classes), tuple(float(m) for m in mean), tuple(float(s) for s in std), int(first.shape[-1]),
                     (int(first.shape[0]), int(first.shape[1])))
+
+
+def printable_classes(classes: Sequence[Any], where: str) -> list[str]:
+    """Class names the reports (JSON, CSV, plots) can write and read back as they are, each once.
+
+    Bytes that are not UTF-8 (a Latin-1 folder name) are spelled out (``d\\xf6g``), so two such names
+    stay two; a name that repeats is refused, since its classes would be reported as one.
+    """
+    names = [str(c).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for c in classes]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataError(f"class name {repeated[0]!r} appears {names.count(repeated[0])} times in the dataset's "
+                        "classes", where=where, hint="each class needs its own name")
+    return names
 
 
 def _check_labels(labels: np.ndarray, info: DataInfo, where: str) -> None:
@@ -198,6 +215,9 @@ def build_splits(recipe: Recipe) -> Splits:
         sample = _model_sized(sample, pool.image_size, recipe)
     pipes = resolve_pipelines(recipe.augment, src, sample)
     height, width, channels = pipes.shape
+    if max(height, width) > MAX_IMAGE_SIDE:  # refused now: the run's records hold sides up to this
+        raise ConfigError(f"the model would get {height}x{width} images; sides up to {MAX_IMAGE_SIDE} are supported",
+                          where=f"{src}: augment.train", hint="resize or crop to a smaller size")
     info = replace(info, image_size=(height, width), channels=channels,
                    **(dict(zip(("mean", "std"), pipes.stats, strict=False)) if pipes.stats else {}))
     train_transform = pipes.train if recipe.augment.mode == "sample" else None  # batch: the trainer augments

@@ -90,7 +90,10 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
         best = path / rundir.CHECKPOINTS / rundir.BEST
         if best.exists():
             ckpt.load_weights(best)  # damaged best weights are named now, not after the rest of training
-        return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start, identity=own)
+        records = {k: v.model_dump() for k, v in manifest.data_splits.items()} if manifest.data_splits else None
+        data_check = DataCheck(records, str(path / rundir.MANIFEST), force)
+        return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start, identity=own,
+                        data_check=data_check)
 
 
 def _rank_zero() -> bool:
@@ -113,17 +116,33 @@ def _check_identity(start: Path, own: RunIdentity | None) -> None:
                           where=str(start), hint="use --force to resume from it anyway")
 
 
+@dataclass(frozen=True)
+class DataCheck:
+    """What a resumed run's data is checked against: the manifest's split records (None in older runs)."""
+
+    records: dict[str, Any] | None
+    where: str
+    force: bool
+
+
+#: the splits a run records and a resume checks
+DATA_SPLITS = ("train", "val", "test")
+
+
 def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None = None,
-             start: Path | None = None, identity: RunIdentity | None = None) -> RunResult:
+             start: Path | None = None, identity: RunIdentity | None = None,
+             data_check: DataCheck | None = None) -> RunResult:
     with contextlib.ExitStack() as held:
-        return _train(recipe, held, quiet=quiet, reporter=reporter, run_dir=run_dir, start=start, identity=identity)
+        return _train(recipe, held, quiet=quiet, reporter=reporter, run_dir=run_dir, start=start, identity=identity,
+                      data_check=data_check)
 
 
 def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter: Any, run_dir: Path | None,
-           start: Path | None, identity: RunIdentity | None) -> RunResult:
+           start: Path | None, identity: RunIdentity | None, data_check: DataCheck | None = None) -> RunResult:
     """One run; a new run directory is locked (``held``) from the moment it exists."""
     from accelerate.utils import set_seed
 
+    from cnnforge.data.fingerprints import check_splits, split_record
     from cnnforge.training.batches import eval_batches, train_batches
     from cnnforge.training.loop import Trainer, TrainParts
     from cnnforge.training.parts import make_accelerator
@@ -138,7 +157,12 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     model, optimizer, schedule, loaders, sampler, splits = _parts(recipe, acc)
     warm = run_dir is None and start is not None  # a new run from another run's checkpoint
     if run_dir is None:
-        run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache, started_from=start)
+        records = {name: split_record(getattr(splits, name)) for name in DATA_SPLITS}
+        run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache, data_splits=records,
+                                          started_from=start)
+    elif data_check is not None:  # a resume: the data must be the run's (unless --force)
+        check_splits(data_check.records, splits, DATA_SPLITS, where=data_check.where, force=data_check.force,
+                     action="resume")
     tracking = start_tracking(acc, recipe, run_dir) if acc.is_main_process else False
     progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
                         quiet=quiet)
@@ -243,7 +267,7 @@ def _parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any
 
 
 def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *, data_cache: Any,
-                  started_from: Path | None = None) -> tuple[Path, RunIdentity | None]:
+                  data_splits: dict[str, Any], started_from: Path | None = None) -> tuple[Path, RunIdentity | None]:
     """A new run directory on every process, and the run's identity (on the main process, which locks the
     directory in ``held`` as it creates it and writes the recipe and the manifest)."""
     import torch
@@ -264,7 +288,7 @@ def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *, data_
     device = f"cuda ({torch.cuda.get_device_name(acc.device)})" if cuda else str(acc.device)
     manifest = {**rundir.manifest(recipe, world_size=acc.num_processes, device=device,
                                   precision=str(acc.mixed_precision), recipe_yaml=recipe_yaml),
-                "data_cache": data_cache}
+                "data_cache": data_cache, "data_splits": data_splits}
     if started_from is not None:
         manifest["started_from"] = str(started_from)
     rundir.write_json(path / rundir.MANIFEST, manifest)
