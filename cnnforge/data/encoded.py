@@ -107,9 +107,10 @@ def integer_labels(values: Any, where: str) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != 1:
         raise DataError("does not hold one label per sample", where=where)
-    if array.dtype.kind == "b" or array.dtype.kind not in "iuf":
-        kind = "booleans" if array.dtype.kind == "b" else f"{array.dtype} values, not integers"
-        raise DataError(f"labels are {kind}", where=where, hint="class labels are integers 0..K-1")
+    if array.dtype.kind not in "iuf":
+        kind = {"b": "booleans", "U": "strings", "S": "strings", "O": "strings or objects"}.get(array.dtype.kind,
+                                                                                               str(array.dtype))
+        raise DataError(f"labels are {kind}, not integers", where=where, hint="class labels are integers 0..K-1")
     if array.dtype.kind == "f":
         bad = ~np.isfinite(array) | (array != np.round(array))
         if bad.any():
