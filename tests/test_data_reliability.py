@@ -58,7 +58,7 @@ def _rewrite_keeping_stat(file: Path, data: bytes) -> None:
 
 def test_content_key_sees_a_same_size_file_copied_with_its_timestamps(tmp_path: Path) -> None:
     root = write_image_folder(tmp_path / "photos", per_class=4, size=8, suffix=".bmp")  # BMP: same size, any pixels
-    before = _pixels(_cached(root, "content").train)
+    before = _pixels(_cached(root, "mtime").train)
     for file in sorted(root.rglob("*.bmp")):
         header = 54  # a 24-bit BMP's headers; the rest is pixels
         data = file.read_bytes()
@@ -98,8 +98,8 @@ def test_a_damaged_cache_is_rebuilt_before_the_run_starts(tmp_path: Path, damage
 
 # ------------------------------------------------------------------------------- runs remember their data
 
-def test_resume_and_eval_refuse_a_changed_split_unless_forced(tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_and_eval_refuse_a_changed_split_unless_forced(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             caplog: pytest.LogCaptureFixture) -> None:
     root = write_image_folder(tmp_path / "photos", classes=("cat", "dog"), per_class=10, size=8)
     proc = _run(capsys, tmp_path / "runs", "data.name=imagefolder", f"data.root={root}", "data.image_size=8",
                 "train.checkpoint_every=1")
@@ -114,11 +114,11 @@ def test_resume_and_eval_refuse_a_changed_split_unless_forced(tmp_path: Path,
     _refused(cli_here(capsys, "eval", str(run)), 2, "the test split differs", "samples now, 4 when")
     forced = cli_here(capsys, "eval", str(run), "--force")
     assert forced.returncode == 0, forced.stderr
-    assert "--force: evaluate anyway" in forced.stderr
+    assert "the test split differs from the run's data" in caplog.text and "--force: evaluate anyway" in caplog.text
     assert len(list((run / "reports").glob("test-*-new-data/metrics.json"))) == 1
     assert (run / "reports" / "metrics.json").read_bytes() == report  # the run's own report is kept
     resumed = cli_here(capsys, "resume", str(run), "--force")
-    assert resumed.returncode == 0 and "--force: resume anyway" in resumed.stderr
+    assert resumed.returncode == 0 and "--force: resume anyway" in caplog.text
 
 
 # ----------------------------------------------------------------------- labels and classes: checked, not coerced

@@ -115,7 +115,7 @@ def integer_labels(values: Any, where: str) -> np.ndarray:
         bad = ~np.isfinite(array) | (array != np.round(array))
         if bad.any():
             first = int(np.argmax(bad))
-            raise DataError(f"label {array[first]!r} (sample {first}) is not a whole number", where=where,
+            raise DataError(f"label {array[first].item()!r} (sample {first}) is not a whole number", where=where,
                             hint="class labels are integers 0..K-1")
     return array.astype(np.int64)
 

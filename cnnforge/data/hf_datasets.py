@@ -45,16 +45,16 @@ def _parquet_files(folder: Path, split: str) -> list[Path]:
     return []
 
 
-def _damaged_parquet(files: list[Path]) -> str:
-    """Which of ``files`` pyarrow cannot read (footer, schema, row groups); the split's files when each reads."""
+def _check_parquet(files: list[Path]) -> None:
+    """Each file's footer read (cheap: no row is read), so a damaged file is named before ``datasets`` reads them all."""
     import pyarrow.parquet as pq
 
     for file in files:
         try:
-            pq.read_table(file)
-        except Exception:  # noqa: BLE001 - any failure names this file
-            return str(file)
-    return ", ".join(str(f) for f in files)
+            pq.read_metadata(file)
+        except Exception as exc:  # pyarrow raises many types for a damaged file
+            raise DataError(f"cannot read the parquet file ({type(exc).__name__}: {exc})".splitlines()[0],
+                            where=str(file)) from None
 
 
 def open_split(root: str, split: str) -> tuple[Any, list[str]] | None:
@@ -77,11 +77,12 @@ def open_split(root: str, split: str) -> tuple[Any, list[str]] | None:
         return (loaded, [f["filename"] for f in loaded.cache_files]) if loaded is not None else None
     files = _parquet_files(folder, split)
     if files:
+        _check_parquet(files)
         try:
             return datasets.Dataset.from_parquet([str(f) for f in files]), [str(f) for f in files]
         except Exception as exc:  # pyarrow and datasets raise many types for a damaged file
-            raise DataError(f"cannot read the parquet file ({type(exc).__name__}: {exc})".splitlines()[0],
-                            where=_damaged_parquet(files)) from None
+            raise DataError(f"cannot read the parquet files ({type(exc).__name__}: {exc})".splitlines()[0],
+                            where=", ".join(str(f) for f in files)) from None
     if _parquet_files(folder, "train") or any(_parquet_files(folder, s) for s in ("val", "test")):
         return None
     raise DataError("is not a Hugging Face dataset (no dataset_dict.json or state.json from save_to_disk, "
