@@ -46,7 +46,7 @@ def _parquet_files(folder: Path, split: str) -> list[Path]:
 
 
 def _check_parquet(files: list[Path]) -> None:
-    """Each file's footer read (cheap: no row is read), so a damaged file is named before ``datasets`` reads them all."""
+    """Each file's footer read (no row is), so a damaged file is named before ``datasets`` reads them all."""
     import pyarrow.parquet as pq
 
     for file in files:
