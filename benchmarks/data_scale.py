@@ -6,7 +6,9 @@ Four measurements, each with its contenders in the same run:
   workers' PSS, summed over the process tree every 100 ms) on a folder of ``--small`` vs
   ``--large`` JPEGs, with ``data.cache: none`` and ``disk`` (the disk run builds its cache), and on
   the same JPEGs packed as WebDataset shards (``cnnforge data pack``) read with ``cache: none``, alone
-  and under 2-process CPU DDP (``accelerate launch``; each rank's processes counted apart). The
+  and under 2-process CPU DDP (``accelerate launch``; each rank's processes counted apart); these
+  resize to 16 px before the model. Two more rows train at the images' own size (``cache: none``,
+  ``num_workers`` 0 and 2), where a model's step allocates and frees batch-sized buffers. The
   growth from small to large must stay under 10 % of the growth of the decoded data (what
   ``memory`` would hold). ``private`` is the USS, the pages no other process shares;
 * **decode + augment throughput** per loader worker: cnnforge's lazy dataset (``cache: none``)
@@ -20,6 +22,8 @@ Four measurements, each with its contenders in the same run:
   (decoding in its loader workers); target < 5 % of step time, last epoch.
 
     python -m benchmarks.data_scale [--small 5000 --large 50000 --side 128 --workers 2 --repeats 2]
+    python -m benchmarks.data_scale --small 2000 --large 20000 --repeats 1 --memory-only \
+        "none, model at image size, 0 workers" "none, model at image size, 2 workers"
 
 The images are 128 px by default so that the decoded growth (2.1 GiB from 5k to 50k) stands well above
 the run-to-run noise of a whole run's peak (tens of MiB: which loader workers overlap when); at 64 px
@@ -101,9 +105,11 @@ def tree_memory(proc: Any) -> dict[str, tuple[int, int]]:
 
 
 def peak_rss(folder: Path, cache: str, side: int, workers: int, tmp: Path,
-             dataset: str = "imagefolder", ranks: int = 1, attempt: int = 0) -> dict[str, float]:
+             dataset: str = "imagefolder", ranks: int = 1, attempt: int = 0,
+             model_side: int | None = 16) -> dict[str, float]:
     """Run one epoch on ``folder`` (under ``accelerate launch`` when ``ranks`` > 1), sampling its memory until it exits.
 
+    ``model_side`` resizes the images before the model (None: the model trains at ``side``, the images' size).
     Returns the peak PSS and USS of the whole process tree and, under DDP, each rank's peak PSS.
     """
     import psutil
@@ -113,8 +119,8 @@ def peak_rss(folder: Path, cache: str, side: int, workers: int, tmp: Path,
         if ranks > 1 else [str(bin_dir / "cnnforge")]
     cmd = [*launch, "run", str(RUN_RECIPE), f"data.name={dataset}",
            f"data.root={folder}", f"data.cache={cache}", f"data.image_size={side}", f"data.num_workers={workers}",
-           "data.batch_size=256", "augment.train=[{name: resize, size: 16}]", "train.epochs=1", "train.plots=false",
-           f"train.out_dir={tmp / 'runs'}"]
+           "data.batch_size=256", "train.epochs=1", "train.plots=false", f"train.out_dir={tmp / 'runs'}",
+           *([f"augment.train=[{{name: resize, size: {model_side}}}]"] if model_side else [])]
     # a cache folder of its own: every attempt with cache: disk builds its cache, and no run reuses a shard index
     env = {**os.environ, "CNNFORGE_CACHE": str(tmp / f"cache-{folder.name}-{cache}-{ranks}-{attempt}")}
     start = time.perf_counter()
@@ -142,22 +148,30 @@ def packed(folder: Path) -> Path:
     return out
 
 
-#: what the memory rows run: (data.cache, data.name, DDP ranks); the last row is each rank of a 2-process run
-MEMORY_CASES = {"none": ("none", "imagefolder", 1), "disk": ("disk", "imagefolder", 1),
-                "webdataset": ("none", "webdataset", 1), "webdataset, 2 DDP ranks, per rank": ("none", "webdataset", 2)}
+#: what the memory rows run: (data.cache, data.name, DDP ranks, loader workers (None: --workers), the model's input
+#: side (None: the images' own)); the 2-rank row is each rank of a 2-process run. The "model at image size" rows
+#: train at the images' size, as a user does; the others resize to 16 px first, so the model's step is cheap
+MEMORY_CASES = {"none": ("none", "imagefolder", 1, None, 16), "disk": ("disk", "imagefolder", 1, None, 16),
+                "webdataset": ("none", "webdataset", 1, None, 16),
+                "webdataset, 2 DDP ranks, per rank": ("none", "webdataset", 2, None, 16),
+                "none, model at image size, 0 workers": ("none", "imagefolder", 1, 0, None),
+                "none, model at image size, 2 workers": ("none", "imagefolder", 1, 2, None)}
 
 
 def memory_rows(folders: dict[str, tuple[Path, int]], side: int, workers: int, tmp: Path,
-                repeats: int) -> tuple[list, dict]:
+                repeats: int, cases: list[str]) -> tuple[list, dict]:
     """Each case's peak memory on the small and the large folder: the lowest peak of ``repeats`` runs (a run's
     peak catches transients, such as the moment the last loader workers and the test loader's overlap)."""
     n_small, n_large = folders["small"][1], folders["large"][1]
     decoded_growth = (n_large - n_small) * side * side * 3 / 2**20
     rows, result = [], {"decoded_growth_mib": decoded_growth}
-    shards = {name: packed(folder) for name, (folder, _) in folders.items()}
-    for case, (cache, dataset, ranks) in MEMORY_CASES.items():
-        at = {name: min((peak_rss(shards[name] if dataset == "webdataset" else folder, cache, side, workers, tmp,
-                                  dataset=dataset, ranks=ranks, attempt=r) for r in range(repeats)),
+    shards = {name: packed(folder) for name, (folder, _) in folders.items()} \
+        if any(MEMORY_CASES[c][1] == "webdataset" for c in cases) else {}
+    for case in cases:
+        cache, dataset, ranks, case_workers, model_side = MEMORY_CASES[case]
+        at = {name: min((peak_rss(shards[name] if dataset == "webdataset" else folder, cache, side,
+                                  workers if case_workers is None else case_workers, tmp, dataset=dataset,
+                                  ranks=ranks, attempt=r, model_side=model_side) for r in range(repeats)),
                         key=lambda m: m["pss_mib"]) for name, (folder, _) in folders.items()}
         if ranks > 1:  # the mean of the ranks' peaks stands for "one rank"; USS is not split by rank
             for m in at.values():
@@ -258,7 +272,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--side", type=int, default=128, help="image side in pixels (default 128)")
     p.add_argument("--workers", type=int, default=2, help="loader workers (default 2)")
     p.add_argument("--wait-images", type=int, default=12000, help="CIFAR-sized JPEGs for the data wait (default 12000)")
+    p.add_argument("--memory-only", nargs="*", metavar="CASE", default=None,
+                   help=f"measure only peak memory, of these cases (default: all): {', '.join(MEMORY_CASES)}")
     args = p.parse_args(argv)
+    unknown = set(args.memory_only or ()) - set(MEMORY_CASES)
+    if unknown:
+        p.error(f"unknown memory case(s) {sorted(unknown)}; choose from {list(MEMORY_CASES)}")
     small, large, side, wait_images = args.small, args.large, args.side, args.wait_images
     if args.tiny:
         small, large, side, wait_images = 100, 400, 16, 300
@@ -267,7 +286,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tmp = Path(name)
         folders = {"small": (write_jpegs(tmp / "small", small, side), small),
                    "large": (write_jpegs(tmp / "large", large, side, seed=1), large)}
-        rows, memory = memory_rows(folders, side, args.workers, tmp, repeats)
+        rows, memory = memory_rows(folders, side, args.workers, tmp, repeats, args.memory_only or list(MEMORY_CASES))
+        if args.memory_only is not None:
+            return report("data_scale", rows, {"images": {"small": small, "large": large, "side": side},
+                                               "memory": memory, "targets": {"growth_ratio": 0.10}}, tiny=args.tiny)
         speed = throughput(folders["small"][0], args.workers, repeats)
         listed = listing(folders["large"][0], tmp)
         start = startup(folders["large"][0], side, tmp)

@@ -32,13 +32,17 @@ class RunSplit:
     predictor: Any
     dataset: Any
     loader: Any
+    new_data: bool = False  # the split differs from the one the run recorded (evaluated under --force)
 
 
-def open_split(run_dir: Path, split: str, checkpoint: str | None, *, limit: int | None = None) -> RunSplit:
+def open_split(run_dir: Path, split: str, checkpoint: str | None, *, limit: int | None = None,
+               force: bool = False) -> RunSplit:
     """Load ``run_dir``'s model on this process's device and shard ``split`` across processes.
 
-    ``limit`` keeps a seeded random subset of that many samples (in dataset order).
+    ``limit`` keeps a seeded random subset of that many samples (in dataset order). A split that differs
+    from the run's record (``manifest.json``) is refused unless ``force``.
     """
+    from cnnforge.data.fingerprints import check_splits
     from cnnforge.data.loading import AugmentedDataset, build_splits, split_loader
     from cnnforge.predict import load_predictor
     from cnnforge.recipe import open_recipe
@@ -52,6 +56,9 @@ def open_split(run_dir: Path, split: str, checkpoint: str | None, *, limit: int 
         acc = make_accelerator(recipe.train)
     predictor = load_predictor(run_dir, checkpoint=checkpoint, device=acc.device)
     splits = build_splits(recipe)
+    records = rundir.read_manifest(run_dir).data_splits
+    changed = check_splits({k: v.model_dump() for k, v in records.items()} if records else None, splits, [split],
+                           where=str(run_dir / rundir.MANIFEST), force=force, action="evaluate")
     if splits.info.classes != predictor.classes:
         raise DataError(f"the dataset's classes {splits.info.classes[:5]}... differ from the run's "
                         f"{predictor.classes[:5]}...", where=f"{recipe.data.root} ({recipe.data.name})")
@@ -60,35 +67,39 @@ def open_split(run_dir: Path, split: str, checkpoint: str | None, *, limit: int 
         picks = np.sort(np.random.default_rng(recipe.seed).choice(len(dataset), size=limit, replace=False))
         dataset = AugmentedDataset(dataset.base, dataset.indices[picks], dataset.transform, dataset.seed, dataset.size)
     loader = split_loader(dataset, recipe.data, recipe.seed, train=False)
-    return RunSplit(recipe, acc, predictor, dataset, acc.prepare(loader))
+    return RunSplit(recipe, acc, predictor, dataset, acc.prepare(loader), bool(changed))
 
 
-def report_dir(run_dir: Path, split: str, checkpoint: str) -> Path:
-    """``reports/`` for the run's own test evaluation; ``reports/<split>-<checkpoint>/`` for any other.
+def report_dir(run_dir: Path, split: str, checkpoint: str, *, new_data: bool = False) -> Path:
+    """``reports/`` for the run's own test evaluation; ``reports/<split>-<checkpoint>/`` for any other, and
+    ``reports/<split>-<checkpoint>-new-data/`` for a split that is no longer the run's (``--force``).
 
-    A run's report is never replaced by an evaluation of another split or other weights.
+    A run's report is never replaced by an evaluation of another split, other weights or other data.
     """
     base = run_dir / rundir.REPORTS
+    if new_data:
+        return base / f"{split}-{checkpoint}-new-data"
     own = split == "test" and checkpoint == rundir.resolve_checkpoint(run_dir, None)
     return base if own else base / f"{split}-{checkpoint}"
 
 
-def evaluate_run(run_dir: str | Path, *, split: str = "test",
-                 checkpoint: str | None = None) -> tuple[Path, dict[str, Any]]:
+def evaluate_run(run_dir: str | Path, *, split: str = "test", checkpoint: str | None = None,
+                 force: bool = False) -> tuple[Path, dict[str, Any]]:
     """Evaluate a run's weights on ``split`` and write its report; (report folder, summary numbers).
 
-    Works under ``accelerate launch`` (every process calls it; the main one writes).
+    Works under ``accelerate launch`` (every process calls it; the main one writes). ``force`` evaluates a
+    split that differs from the run's record, into a report folder of its own.
     """
     from cnnforge.training.run_reports import write_run_reports
 
     path = Path(run_dir)
-    loaded = open_split(path, split, checkpoint)
+    loaded = open_split(path, split, checkpoint, force=force)
     acc, predictor = loaded.acc, loaded.predictor
     try:
         with torch.no_grad():
             logits, y = gather_outputs(predictor.logits, loaded.loader, acc)
         result = eval_result(logits, y)
-        out = report_dir(path, split, predictor.checkpoint)
+        out = report_dir(path, split, predictor.checkpoint, new_data=loaded.new_data)
         if acc.is_main_process:
             write_run_reports(path, result, predictor.info, rundir.read_metrics(path), split=split,
                               checkpoint=predictor.checkpoint, images=loaded.dataset, out=out)
@@ -124,7 +135,7 @@ def _working(text: str, quiet: bool) -> Iterator[None]:
 
 
 def embed_run(run_dir: str | Path, *, method: str = "tsne", n: int = 2000, split: str = "test",
-              checkpoint: str | None = None, quiet: bool = False) -> Path | None:
+              checkpoint: str | None = None, quiet: bool = False, force: bool = False) -> Path | None:
     """Embed up to ``n`` samples of ``split`` and write ``embedding_<method>.png`` and ``embedding_<method>.npz``
     (features, labels, class names and the 2-D coordinates: each method keeps its own).
 
@@ -136,7 +147,7 @@ def embed_run(run_dir: str | Path, *, method: str = "tsne", n: int = 2000, split
     if n < 3:
         raise ConfigError(f"is {n}; a 2-D projection needs at least 3 samples", where="--n")
     path = Path(run_dir)
-    loaded = open_split(path, split, checkpoint, limit=n)
+    loaded = open_split(path, split, checkpoint, limit=n, force=force)
     acc, predictor = loaded.acc, loaded.predictor
     try:
         with torch.no_grad(), penultimate(predictor.model) as features:
@@ -159,7 +170,7 @@ def _write(run_dir: Path, split: str, loaded: RunSplit, vectors: np.ndarray, lab
     name = "t-SNE" if method == "tsne" else "PCA"
     with _working(f"{name} of {len(vectors)} samples x {vectors.shape[1]} dimensions", quiet):
         coords, axes = project(vectors, method, loaded.recipe.seed)
-    out = report_dir(run_dir, split, predictor.checkpoint)
+    out = report_dir(run_dir, split, predictor.checkpoint, new_data=loaded.new_data)
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / f"embedding_{method}.npz", features=vectors, labels=labels,
                         classes=np.asarray(predictor.classes), coords=coords)

@@ -52,6 +52,7 @@ def _pack(args: argparse.Namespace) -> int:
 
     from datasets.utils.py_utils import convert_file_size_to_int
 
+    from cnnforge.data.image_folder import check_outside
     from cnnforge.data.pack import folder_sources, pack, recipe_sources
     from cnnforge.errors import ConfigError
 
@@ -59,6 +60,7 @@ def _pack(args: argparse.Namespace) -> int:
         shard_size = convert_file_size_to_int(args.shard_size)
     except ValueError:
         raise ConfigError(f"is not a size like 64MB or 1GB: {args.shard_size!r}", where="--shard-size") from None
+    check_outside(Path(args.src.split("{")[0]).expanduser(), Path(args.dst).expanduser())
     if args.recipe:
         splits, classes = recipe_sources(_pack_recipe(args.recipe, args.src))
     else:
@@ -76,9 +78,12 @@ def _pack_recipe(path: str, root: str) -> Any:
     import inspect
 
     from cnnforge import registry
-    from cnnforge.recipe import open_recipe
+    from cnnforge.recipe import check_recipe, load_recipe
+    from cnnforge.recipe.loading import recipe_from_dict
 
-    recipe = open_recipe(path, [f"data.root={root}"])
+    recipe = load_recipe(path)
+    data = recipe.to_dict()
+    data["data"]["root"] = root  # a value as it is: a path is never parsed as YAML
     if "cache" in inspect.signature(registry.datasets.get(recipe.data.name).fn).parameters:
-        recipe = open_recipe(path, [f"data.root={root}", "data.cache=none"])
-    return recipe
+        data["data"]["cache"] = "none"
+    return check_recipe(recipe_from_dict(data, recipe.source))

@@ -15,6 +15,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=("test", "val", "train"), help="split to embed (default test)")
     p.add_argument("--checkpoint", choices=("best", "last"), default=None,
                    help="weights (default: what the run was tested with)")
+    p.add_argument("--force", action="store_true",
+                   help="use the split even if it differs from the run's data (into a report folder of its own)")
     p.set_defaults(func=_embed)
 
 
@@ -22,7 +24,7 @@ def _embed(args: argparse.Namespace) -> int:
     from cnnforge.evaluation import embed_run
 
     png = embed_run(args.run_dir, method=args.method, n=args.n, split=args.split, checkpoint=args.checkpoint,
-                    quiet=args.quiet)
+                    quiet=args.quiet, force=args.force)
     if png is not None:
         print(f"embedding plot: {png}")
         print(f"embedding data: {png.with_suffix('.npz')} (features, labels, classes, coords)")

@@ -67,10 +67,11 @@ def choose_cache(source: EncodedImages, grayscale: bool, size: tuple[int, int] |
 
 
 def image_dataset(source: EncodedImages, *, cache: str, image_size: int | tuple[int, int] | None, grayscale: bool,
-                  on_bad_image: str, where: str) -> Any:
+                  on_bad_image: str, where: str, cache_key: str = "mtime") -> Any:
     """``source`` as a dataset of (uint8 HxWxC or HxW image, int label) with ``classes`` and ``labels``.
 
-    ``cache`` is one of :data:`CacheMode`; the dataset's ``cache_choice`` says which mode was used and why.
+    ``cache`` is one of :data:`CacheMode`, ``cache_key`` one of :data:`CacheKey`; the dataset's
+    ``cache_choice`` says which mode was used and why, its ``sample_ids`` which file each sample is.
     """
     size = (image_size, image_size) if isinstance(image_size, int) else (tuple(image_size) if image_size else None)
     reason = f"data.cache: {cache}"
@@ -82,8 +83,11 @@ def image_dataset(source: EncodedImages, *, cache: str, image_size: int | tuple[
     if cache == "memory":
         dataset: Any = in_memory(source, grayscale=grayscale, size=size, on_bad_image=on_bad_image, where=where)
     elif cache == "disk":
-        dataset = cached_on_disk(source, grayscale=grayscale, size=size, on_bad_image=on_bad_image, where=where)
+        dataset = cached_on_disk(source, grayscale=grayscale, size=size, on_bad_image=on_bad_image, where=where,
+                                 content=cache_key == "content")
     else:
         dataset = LazyImages(source, grayscale=grayscale, image_size=size, on_bad_image=on_bad_image)
     dataset.cache_choice = {"mode": cache, "reason": reason}
+    keep = getattr(dataset, "keep", None)  # memory and disk hold only the readable samples
+    dataset.sample_ids = tuple(ids if keep is None else ids[keep] for ids in source.sample_ids())
     return dataset

@@ -4,9 +4,11 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from cnnforge.data import MAX_IMAGE_SIDE
 from cnnforge.errors import DataError
 
 
@@ -22,6 +24,9 @@ def decode_image(data: bytes, grayscale: bool) -> np.ndarray:
         raise BadImage("the file is empty (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as im:
+            check_side(im.height, im.width)
+            if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):
+                im = _sixteen_to_eight(im)
             return np.asarray(im.convert("L" if grayscale else "RGB"))
     except UnidentifiedImageError:
         pass
@@ -36,7 +41,23 @@ def decode_image(data: bytes, grayscale: bool) -> np.ndarray:
         raise BadImage(f"OpenCV refused it ({' '.join(str(exc).split()[-6:])})") from None
     if array is None:
         raise BadImage("neither Pillow nor OpenCV can decode it")
+    check_side(*array.shape[:2])
     return array if grayscale else cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+
+
+def check_side(height: int, width: int) -> None:
+    """An image with a side over :data:`~cnnforge.data.MAX_IMAGE_SIDE` is refused before it is decoded."""
+    if max(height, width) > MAX_IMAGE_SIDE:
+        raise BadImage(f"is {height}x{width}; cnnforge reads images with sides up to {MAX_IMAGE_SIDE}")
+
+
+def _sixteen_to_eight(im: Any) -> Any:
+    """A 16-bit greyscale image (PNG, TIFF) scaled to 8 bits, 0..65535 onto 0..255 rounded; Pillow's ``convert``
+    would clip every value above 255 to white."""
+    from PIL import Image
+
+    wide = np.asarray(im, dtype=np.uint32)
+    return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
 
 
 def image_shape(data: bytes) -> tuple[int, int] | None:

@@ -17,10 +17,12 @@ import logging
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
+from pydantic import Field
 
+from cnnforge.data import MAX_IMAGE_SIDE
 from cnnforge.data.builtin_datasets import ArrayDataset
 from cnnforge.data.decode import BadImage, decode_image, resize_image
 from cnnforge.data.work_progress import WorkProgress, is_main_process
@@ -29,7 +31,12 @@ from cnnforge.errors import DataError
 log = logging.getLogger("cnnforge")
 
 CacheMode = Literal["auto", "memory", "disk", "none"]
+#: what keys the decoded-image cache: each file's path, size and mtime, or the bytes of every file
+CacheKey = Literal["mtime", "content"]
 BadImagePolicy = Literal["error", "skip"]
+Side = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
+#: ``data.image_size`` of every dataset that decodes files: one side or (height, width), each at most 8192
+ImageSize = Side | tuple[Side, Side] | None
 
 
 class EncodedImages(Protocol):
@@ -46,8 +53,13 @@ class EncodedImages(Protocol):
     def name(self, index: int) -> str:
         """What an error names: a file path, or ``shard.tar: member``."""
 
-    def fingerprint(self) -> str:
-        """Changes whenever any sample's bytes may have changed (the disk cache's key)."""
+    def fingerprint(self, content: bool = False) -> str:
+        """Changes whenever any sample's bytes may have changed (the disk cache's key): judged by each file's
+        size and mtime, or with ``content`` by a digest of every file's bytes."""
+
+    def sample_ids(self) -> tuple[np.ndarray, ...]:
+        """Arrays aligned with the samples that say which file each is (path and size, shard member, row): a
+        run's record of its splits (:mod:`cnnforge.data.fingerprints`)."""
 
 
 class UnreadableImage(DataError):
@@ -84,6 +96,28 @@ def decode_all(source: EncodedImages, indices: range, grayscale: bool, size: tup
             if progress is not None:
                 progress.advance()
     return out
+
+
+def integer_labels(values: Any, where: str) -> np.ndarray:
+    """``values`` as int64 labels, refused (naming ``where``) unless each is a whole number: never rounded or cast.
+
+    Booleans, strings, fractions and missing values are refused; whole floats (2.0, as parquet stores a
+    nullable integer column) are taken.
+    """
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise DataError("does not hold one label per sample", where=where)
+    if array.dtype.kind not in "iuf":
+        kind = {"b": "booleans", "U": "strings", "S": "strings", "O": "strings or objects"}.get(array.dtype.kind,
+                                                                                               str(array.dtype))
+        raise DataError(f"labels are {kind}, not integers", where=where, hint="class labels are integers 0..K-1")
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array) | (array != np.round(array))
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise DataError(f"label {array[first].item()!r} (sample {first}) is not a whole number", where=where,
+                            hint="class labels are integers 0..K-1")
+    return array.astype(np.int64)
 
 
 def unreadable(source: EncodedImages, index: int, why: str) -> UnreadableImage:
@@ -127,7 +161,9 @@ def in_memory(source: EncodedImages, *, grayscale: bool, size: tuple[int, int] |
     report_skipped([(source.name(i), why) for i, why in bad], len(decoded), where)
     keep = [i for i, image in enumerate(decoded) if not isinstance(image, str)]
     check_same_size(((i, decoded[i].shape) for i in keep), source, keep[0], decoded[keep[0]].shape)
-    return ArrayDataset(np.stack([decoded[i] for i in keep]), source.labels[keep], source.classes)
+    dataset = ArrayDataset(np.stack([decoded[i] for i in keep]), source.labels[keep], source.classes)
+    dataset.keep = np.asarray(keep, dtype=np.int64)  # which samples of the source it holds
+    return dataset
 
 
 class LazyImages:

@@ -17,22 +17,20 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
-from cnnforge.data import MAX_IMAGE_SIDE
 from cnnforge.data.cache_modes import image_dataset
-from cnnforge.data.encoded import BadImagePolicy, CacheMode
+from cnnforge.data.encoded import BadImagePolicy, CacheKey, CacheMode, ImageSize
 from cnnforge.data.listing import IMAGE_SUFFIXES, list_folder
 from cnnforge.errors import ConfigError, DataError
 from cnnforge.registry import register_dataset
 
-__all__ = ["IMAGE_SUFFIXES", "FolderListing", "imagefolder", "list_image_folder", "materialise_split", "split_layout"]
+__all__ = ["IMAGE_SUFFIXES", "FolderListing", "check_outside", "imagefolder", "list_image_folder", "materialise_split",
+           "split_layout"]
 
 SPLITS = ("train", "val", "test")
-Side = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
 
 
 @dataclass(frozen=True)
@@ -72,24 +70,33 @@ def _declared_shape(grayscale: bool = False, image_size: Any = None, **_: Any) -
 
 
 @register_dataset(shape=_declared_shape)
-def imagefolder(*, root: str, split: str, grayscale: bool = False,
-                image_size: Side | tuple[Side, Side] | None = None,
-                on_bad_image: BadImagePolicy = "error", cache: CacheMode = "auto") -> Any | None:
+def imagefolder(*, root: str, split: str, grayscale: bool = False, image_size: ImageSize = None,
+                on_bad_image: BadImagePolicy = "error", cache: CacheMode = "auto",
+                cache_key: CacheKey = "mtime") -> Any | None:
     """One folder per class (``train/ val/ test/`` when present); ``grayscale`` reads 1 channel, ``image_size``
-    resizes, ``cache``: auto|memory|disk|none."""
+    resizes, ``cache``: auto|memory|disk|none, ``cache_key``: mtime|content."""
     base = Path(root).expanduser()
+    fresh = cache_key == "content"  # folder mtimes are not trusted either: walk the folder again
     if split_layout(base):
         folder = base / split
         if not folder.is_dir():
             return None  # carved from train/ by data.val_fraction
-        source = list_folder(folder, None if split == "train" else _class_dirs(base / "train"))
+        source = list_folder(folder, None if split == "train" else _class_dirs(base / "train"), fresh=fresh)
     elif split == "train":
         folder = base
-        source = list_folder(base)
+        source = list_folder(base, fresh=fresh)
     else:
         return None  # one pool: val and test are carved from it by data.split
     return image_dataset(source, cache=cache, image_size=image_size, grayscale=grayscale, on_bad_image=on_bad_image,
-                         where=str(folder))
+                         where=str(folder), cache_key=cache_key)
+
+
+def check_outside(src: Path, dst: Path) -> None:
+    """A destination inside the source folder is refused: its copies would become part of the data."""
+    inner, outer = dst.resolve(), src.resolve()
+    if inner == outer or inner.is_relative_to(outer):
+        raise DataError(f"is inside the source folder {src}; the output would be read back as data", where=str(dst),
+                        hint="choose a destination outside it")
 
 
 def materialise_split(src: Path, dst: Path, ratios: Sequence[float], seed: int, *,
@@ -105,6 +112,7 @@ def materialise_split(src: Path, dst: Path, ratios: Sequence[float], seed: int, 
     if abs(sum(ratios) - 1.0) > 1e-6 or len(ratios) != 3 or min(ratios) < 0 or ratios[0] <= 0:
         raise ConfigError(f"must be three fractions train val test adding up to 1 (train > 0), got {list(ratios)}",
                           where="--ratios")
+    check_outside(src, dst)
     if split_layout(src):
         raise DataError("is already split into train/ val/ test/ folders", where=str(src))
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnforge.data.fingerprints import files_digest
 from cnnforge.data.work_progress import WorkProgress
 from cnnforge.errors import DataError
 
@@ -45,11 +46,16 @@ class FolderImages:
         with open(self.name(index), "rb") as f:
             return f.read()
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, content: bool = False) -> str:
         digest = hashlib.sha256("\0".join(self.classes).encode("utf-8", "surrogateescape"))
         for array in (self.paths, self.labels, self.stats):
             digest.update(np.ascontiguousarray(array).tobytes())
+        if content:
+            digest.update(files_digest([self.name(i) for i in range(len(self))]).encode())
         return digest.hexdigest()
+
+    def sample_ids(self) -> tuple[np.ndarray, ...]:
+        return self.paths, self.stats[:, 0]  # path and size: a copy elsewhere is the same data
 
 
 def _class_dirs(root: Path) -> list[str]:
@@ -152,10 +158,11 @@ def _stat_all(root: Path, paths: np.ndarray) -> np.ndarray:
     return np.asarray(stats, dtype=np.int64).reshape(-1, 2)
 
 
-def list_folder(root: Path, classes: Sequence[str] | None = None) -> FolderImages:
+def list_folder(root: Path, classes: Sequence[str] | None = None, *, fresh: bool = False) -> FolderImages:
     """Every image under ``root/<class>/`` (sub-folders included), sorted by path.
 
     ``classes`` fixes the label order (val/ and test/ use train/'s); a class folder outside it is an error.
+    ``fresh`` walks the folder even when a saved listing's folder mtimes still match.
     """
     if not root.is_dir():
         raise DataError("no such folder" if not root.exists() else "is not a folder", where=str(root.resolve()),
@@ -168,5 +175,5 @@ def list_folder(root: Path, classes: Sequence[str] | None = None) -> FolderImage
     for name in present:
         if name not in names:
             raise DataError(f"class folder {name!r} is not one of the training classes", where=str(root / name))
-    listing = _cached(_listing_file(root, names), root) or _scan(root, names, present)
+    listing = (None if fresh else _cached(_listing_file(root, names), root)) or _scan(root, names, present)
     return FolderImages(root, listing[0], listing[1], names, _stat_all(root, listing[0]))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cnnforge.data import MAX_IMAGE_SIDE
 from cnnforge.data.builtin_datasets import ChannelStats
 from cnnforge.data.decode import resize_image
 from cnnforge.data.pipeline import resolve_pipelines, seed_pipeline
@@ -170,12 +171,14 @@ def data_info(ds: Any, where: str) -> DataInfo:
     if len(ds) == 0:
         raise DataError("the dataset is empty", where=where)
     classes = getattr(ds, "classes", None)
+    if classes is not None and (isinstance(classes, str) or not isinstance(classes, list | tuple)):
+        raise DataError(f"the dataset's `classes` must be a list of names, not {type(classes).__name__} "
+                        f"{classes!r:.60}", where=where)
     if not classes:
         raise DataError("the dataset has no `classes` list", where=where)
     if len(classes) < 2:
         raise DataError(f"the dataset has one class ({classes[0]!r}); a classifier needs at least two", where=where)
-    # a folder name that is not UTF-8 must not break the reports (JSON, plots) after training
-    classes = [str(c).encode("utf-8", "surrogateescape").decode("utf-8", "replace") for c in classes]
+    classes = printable_classes(classes, where)
     first = np.asarray(ds[0][0])
     if first.ndim == 2:
         first = first[..., None]
@@ -187,6 +190,20 @@ def data_info(ds: Any, where: str) -> DataInfo:
         mean, std = stats.result()
     return DataInfo(list(classes), tuple(float(m) for m in mean), tuple(float(s) for s in std), int(first.shape[-1]),
                     (int(first.shape[0]), int(first.shape[1])))
+
+
+def printable_classes(classes: Sequence[Any], where: str) -> list[str]:
+    """Class names the reports (JSON, CSV, plots) can write and read back as they are, each once.
+
+    Bytes that are not UTF-8 (a Latin-1 folder name) are spelled out (``d\\xf6g``), so two such names
+    stay two; a name that repeats is refused, since its classes would be reported as one.
+    """
+    names = [str(c).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for c in classes]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DataError(f"class name {repeated[0]!r} appears {names.count(repeated[0])} times in the dataset's "
+                        "classes", where=where, hint="each class needs its own name")
+    return names
 
 
 def _check_labels(labels: np.ndarray, info: DataInfo, where: str) -> None:
@@ -212,19 +229,7 @@ def build_splits(recipe: Recipe) -> Splits:
     for name, split in (("test", test), ("val", val)):  # a separate split's labels are checked before training too
         if split is not None:
             _check_labels(_labels(split), info, f"{d.root} ({d.name}, {name} split)")
-    if test is None and val is None:  # one pool: data.split
-        train_idx, val_idx, test_idx = stratified_split(labels, d.split, seed)
-        val, test = pool, pool
-    elif test is None:  # train/ and val/ folders: the test share of data.split comes out of train
-        train_idx, test_idx = stratified_split(labels, (1.0 - d.split[2], d.split[2]), seed)
-        val_idx, test = np.arange(len(val)), pool
-    else:
-        if val is None:
-            train_idx, val_idx = stratified_split(labels, (1.0 - d.val_fraction, d.val_fraction), seed)
-            val = pool
-        else:
-            train_idx, val_idx = np.arange(len(pool)), np.arange(len(val))
-        test_idx = np.arange(len(test))
+    train_idx, val, val_idx, test, test_idx = _carve(pool, labels, val, test, d, seed)
     if len(train_idx) == 0:
         raise ConfigError("leaves no training samples", where=f"{src}: data.split")
     sample = np.asarray(pool[int(train_idx[0])][0])
@@ -234,6 +239,9 @@ def build_splits(recipe: Recipe) -> Splits:
         sample = _model_sized(sample, pool.image_size, recipe)
     pipes = resolve_pipelines(recipe.augment, src, sample)
     height, width, channels = pipes.shape
+    if max(height, width) > MAX_IMAGE_SIDE:  # refused now: the run's records hold sides up to this
+        raise ConfigError(f"the model would get {height}x{width} images; sides up to {MAX_IMAGE_SIDE} are supported",
+                          where=f"{src}: augment.train", hint="resize or crop to a smaller size")
     info = replace(info, image_size=(height, width), channels=channels,
                    **(dict(zip(("mean", "std"), pipes.stats, strict=False)) if pipes.stats else {}))
     train_transform = pipes.train if recipe.augment.mode == "sample" else None  # batch: the trainer augments
@@ -243,6 +251,21 @@ def build_splits(recipe: Recipe) -> Splits:
     return Splits(AugmentedDataset(pool, train_idx, train_transform, seed, size),
                   AugmentedDataset(val, val_idx, pipes.eval, seed, size),
                   AugmentedDataset(test, test_idx, pipes.eval, seed, size), info, cache)
+
+
+def _carve(pool: Any, labels: np.ndarray, val: Any, test: Any, d: Any, seed: int) -> tuple[Any, ...]:
+    """(train indices, val dataset, its indices, test dataset, its indices): the splits a dataset lacks are carved
+    from its train split, stratified by label."""
+    if test is None and val is None:  # one pool: data.split
+        train_idx, val_idx, test_idx = stratified_split(labels, d.split, seed)
+        return train_idx, pool, val_idx, pool, test_idx
+    if test is None:  # train/ and val/ folders: the test share of data.split comes out of train
+        train_idx, test_idx = stratified_split(labels, (1.0 - d.split[2], d.split[2]), seed)
+        return train_idx, val, np.arange(len(val)), pool, test_idx
+    if val is None:
+        train_idx, val_idx = stratified_split(labels, (1.0 - d.val_fraction, d.val_fraction), seed)
+        return train_idx, pool, val_idx, test, np.arange(len(test))
+    return np.arange(len(pool)), val, np.arange(len(val)), test, np.arange(len(test))
 
 
 def _model_sized(sample: np.ndarray, image_size: tuple[int, int] | None, recipe: Recipe) -> np.ndarray:

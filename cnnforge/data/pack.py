@@ -78,6 +78,14 @@ def _samples(source: Any, split: str) -> Iterator[tuple[str, bytes, int]]:
             progress.advance()
 
 
+def _check_lines(classes: list[str], where: str) -> None:
+    """``classes.txt`` holds a name per line, read back stripped: a name it cannot give back is refused."""
+    for name in classes:
+        if not name.strip() or name != name.strip() or any(c in name for c in "\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"):
+            raise DataError(f"class name {name!r} cannot be written as a line of classes.txt (a line break, or "
+                            "space at an end)", where=where, hint="rename the class folder, or use --format hf")
+
+
 def _write_webdataset(splits: dict[str, Any], classes: list[str], out: Path, shard_size: int) -> None:
     import webdataset
 
@@ -147,6 +155,8 @@ def pack(splits: dict[str, Any], classes: list[str], dst: Path, fmt: str, shard_
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise DataError("already exists and is not an empty folder; nothing is overwritten", where=str(dst),
                         hint="choose a new destination")
+    if fmt == "webdataset":
+        _check_lines(classes, str(dst))
     dst.parent.mkdir(parents=True, exist_ok=True)
     partial = dst.parent / f".{dst.name}.partial-{os.getpid()}"
     partial.mkdir()

@@ -49,6 +49,13 @@ class RunIdentity(_File):
     recipe_sha256: str
 
 
+class SplitRecord(_File):
+    """A split's sample count and the digest of its samples (:mod:`cnnforge.data.fingerprints`)."""
+
+    samples: Annotated[int, Field(ge=0)]
+    sha256: str
+
+
 class RunManifest(_File):
     """``manifest.json``: versions, devices and the recipe hash of a run, written when it starts."""
 
@@ -70,6 +77,7 @@ class RunManifest(_File):
     data_cache: Any = None  # how the data was held (data.cache) and why, as build_splits chose it
     started_from: str | None = None  # another run's checkpoint this one continued (population-based training)
     lr_find: dict[str, Any] | None = None  # optim.lr: auto's range test: the value chosen, how (training/lr_finder.py)
+    data_splits: dict[str, SplitRecord] | None = None  # what resume and eval check the data against
 
 
 class CheckpointManifest(_File):

@@ -30,17 +30,45 @@ class EvalResult:
 
 def gather_outputs(forward: Callable[[torch.Tensor], torch.Tensor], loader: Any,
                    acc: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``forward(x)`` over every batch of ``loader``; (outputs, labels) of the whole split on the CPU, in order."""
-    outputs, labels = [], []
+    """``forward(x)`` over every batch of ``loader``; (outputs, labels) of the whole split on the CPU, in order.
+
+    Each batch's rows are copied into one buffer per result (:class:`Rows`), not kept as the batch's own
+    small tensors: allocated between batch-sized buffers and alive to the end, those pin glibc's heap
+    (see :mod:`cnnforge.training.step_log`).
+    """
+    outputs, labels = Rows(), Rows()
     for x, y in loader:
         with acc.autocast():
             out = forward(x)
         out, y = acc.gather_for_metrics((out.float(), y.to(acc.device)))
-        outputs.append(out.cpu())
-        labels.append(y.cpu())
-    if not outputs:
+        outputs.add(out.cpu())
+        labels.add(y.cpu())
+    if outputs.data is None:
         return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
-    return torch.cat(outputs), torch.cat(labels)
+    return outputs.result(), labels.result()
+
+
+class Rows:
+    """Batches of rows appended into one CPU tensor that doubles when full: a few allocations, not one a batch."""
+
+    def __init__(self) -> None:
+        self.data: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, rows: torch.Tensor) -> None:
+        end = self.count + rows.shape[0]
+        if self.data is None or end > self.data.shape[0]:
+            grown = torch.empty((max(end, 2 * (0 if self.data is None else self.data.shape[0])), *rows.shape[1:]),
+                                dtype=rows.dtype)
+            if self.data is not None:
+                grown[:self.count] = self.data[:self.count]
+            self.data = grown
+        self.data[self.count:end] = rows
+        self.count = end
+
+    def result(self) -> torch.Tensor:
+        """The rows added, in order."""
+        return self.data[:self.count] if self.data is not None else torch.zeros(0)
 
 
 def tta_logits(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: str) -> torch.Tensor:

@@ -71,7 +71,8 @@ def resume(run_dir: str | os.PathLike[str], *, force: bool = False, quiet: bool 
     with rundir.exclusive(path) if _rank_zero() else contextlib.nullcontext():
         start, own = prepare_resume(path, manifest, main=_rank_zero(), force=force,
                                     checkpoint=Path(checkpoint) if checkpoint is not None else None)
-        return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start, identity=own)
+        return _execute(recipe, quiet=quiet, reporter=reporter, run_dir=path, start=start, identity=own,
+                        data_check=_data_check(path, manifest, force))
 
 
 def _rank_zero() -> bool:
@@ -79,18 +80,39 @@ def _rank_zero() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+@dataclass(frozen=True)
+class DataCheck:
+    """What a resumed run's data is checked against: the manifest's split records (None in older runs)."""
+
+    records: dict[str, Any] | None
+    where: str
+    force: bool
+
+
+#: the splits a run records and a resume checks
+DATA_SPLITS = ("train", "val", "test")
+
+
+def _data_check(path: Path, manifest: Any, force: bool) -> DataCheck:
+    records = {k: v.model_dump() for k, v in manifest.data_splits.items()} if manifest.data_splits else None
+    return DataCheck(records, str(path / rundir.MANIFEST), force)
+
+
 def _execute(recipe: Recipe, *, quiet: bool, reporter: Any, run_dir: Path | None = None,
-             start: Path | None = None, identity: RunIdentity | None = None) -> RunResult:
+             start: Path | None = None, identity: RunIdentity | None = None,
+             data_check: DataCheck | None = None) -> RunResult:
     with contextlib.ExitStack() as held:
-        return _train(recipe, held, quiet=quiet, reporter=reporter, run_dir=run_dir, start=start, identity=identity)
+        return _train(recipe, held, quiet=quiet, reporter=reporter, run_dir=run_dir, start=start, identity=identity,
+                      data_check=data_check)
 
 
 def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter: Any, run_dir: Path | None,
-           start: Path | None, identity: RunIdentity | None) -> RunResult:
+           start: Path | None, identity: RunIdentity | None, data_check: DataCheck | None = None) -> RunResult:
     """One run; a new run directory is locked (``held``) from the moment it exists."""
     from accelerate.utils import set_seed
 
     from cnnforge.data.balance import class_weights
+    from cnnforge.data.fingerprints import check_splits, split_record
     from cnnforge.training.assemble import build_parts, make_accelerator
     from cnnforge.training.batches import eval_batches, train_batches
     from cnnforge.training.loop import Trainer
@@ -110,15 +132,20 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
             return _already_finished(plan.run_dir, acc, quiet)
         if plan.action == "resume":
             run_dir, start, identity = plan.run_dir, plan.start, plan.identity
+            data_check = _data_check(run_dir, rundir.read_manifest(run_dir), False)
     recipe, lr_found = auto_lr(recipe, acc, quiet=quiet)  # optim.lr: auto; a resumed run's recipe has the number
     set_seed(recipe.seed)  # after the finder: the run is the one a recipe with its value as optim.lr gives
     model, optimizer, schedule, loaders, sampler, splits = build_parts(recipe, acc)
     with recipe_source(recipe.source):  # before the run directory: a wrong train.class_weights creates none
         weights = class_weights(recipe, splits.train, len(splits.info.classes))
     if run_dir is None:
-        run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache, started_from=start,
-                                          lr_found=lr_found,
+        records = {name: split_record(getattr(splits, name)) for name in DATA_SPLITS}
+        run_dir, identity = _open_run_dir(recipe, acc, held, data_cache=splits.cache, data_splits=records,
+                                          started_from=start, lr_found=lr_found,
                                           claimed=Path(str(recipe.train.run_dir)) if claimed else None)
+    elif data_check is not None:  # a resume: the data must be the run's (unless --force)
+        check_splits(data_check.records, splits, DATA_SPLITS, where=data_check.where, force=data_check.force,
+                     action="resume")
     progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
                         quiet=quiet)
     batches = train_batches(recipe, splits.train, loaders["train"], sampler, acc)
@@ -231,7 +258,7 @@ def _interrupted_line(run_dir: Path) -> str:
 
 
 def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *, data_cache: Any,
-                  started_from: Path | None = None, lr_found: Any = None,
+                  data_splits: dict[str, Any], started_from: Path | None = None, lr_found: Any = None,
                   claimed: Path | None = None) -> tuple[Path, RunIdentity | None]:
     """A new run directory on every process, and the run's identity (on the main process, which locks the
     directory in ``held`` as it creates it and writes the recipe, the manifest and ``optim.lr: auto``'s range
@@ -256,7 +283,7 @@ def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *, data_
     device = f"cuda ({torch.cuda.get_device_name(acc.device)})" if cuda else str(acc.device)
     manifest = {**rundir.manifest(recipe, world_size=acc.num_processes, device=device,
                                   precision=str(acc.mixed_precision), recipe_yaml=recipe_yaml),
-                "data_cache": data_cache}
+                "data_cache": data_cache, "data_splits": data_splits}
     if started_from is not None:
         manifest["started_from"] = str(started_from)
     if lr_found is not None:
