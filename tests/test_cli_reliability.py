@@ -192,5 +192,5 @@ def test_runs_shows_a_sweep_trials_id_and_swept_values_and_one_duration_format(
     assert row["trial"] == "a1b2c3" and row["swept"] == {"model.activation": "elu", "optim.lr": 0.003}
     table = cli_here(capsys, "runs", str(tmp_path / "out")).stdout
     assert "a1b2c3 model.activation=elu optim.lr=0.003" in table
-    assert re.search(r"finished\s+1/1\s+val/acc \S+\s+\S+\s+\d+:\d\d\s*$", table, re.M), table
+    assert re.search(r"finished\s+1/1\s+val/acc \S+(\s+\S+){3}\s+\d+:\d\d\s*$", table, re.M), table  # 3 test columns
     assert yaml.safe_load((experiment / "sweep.yaml").read_text())["tune"]
