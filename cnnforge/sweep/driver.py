@@ -25,7 +25,7 @@ from cnnforge import rundir
 from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.extras import require
 from cnnforge.recipe import Recipe, check_recipe, load_recipe
-from cnnforge.sweep.results import TrialRow, collect_trials, report_results
+from cnnforge.sweep.results import TrialRow, collect_trials, report_results, trial_restarts
 from cnnforge.tune_spec import TuneConfig
 
 if TYPE_CHECKING:
@@ -107,7 +107,8 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
             print(f"interrupted: run the same command again to continue {experiment}", flush=True)
             raise KeyboardInterrupt
         print("interrupted after every trial had ended: the sweep is complete", flush=True)
-    trials = collect_trials(grid, recipe, _replay_prefix(recipe_or_path, overrides, experiment))
+    trials = collect_trials(grid, recipe, _replay_prefix(recipe_or_path, overrides, experiment),
+                            trial_restarts(experiment))
     result = TuneResult(experiment, trials, metric=spec.metric)
     result.best_recipe = report_results(experiment, recipe, trials)
     return result
