@@ -27,7 +27,7 @@ from cnnforge.optional_deps import require
 from cnnforge.recipe import Recipe, open_recipe
 from cnnforge.recipe.tune import TuneConfig
 from cnnforge.sweep.experiment import check_trusted, find_or_create, with_absolute_data_root
-from cnnforge.sweep.results import TrialRow, collect_trials, report_results
+from cnnforge.sweep.results import TrialRow, collect_trials, report_results, trial_restarts
 
 if TYPE_CHECKING:
     from cnnforge.sweep.console import SweepConsole
@@ -87,7 +87,8 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
                 print(f"interrupted: run the same command again to continue {experiment}", flush=True)
                 raise KeyboardInterrupt
             print("interrupted after every trial had ended: the sweep is complete", flush=True)
-        trials = collect_trials(grid, recipe, _replay_prefix(recipe_or_path, overrides, experiment))
+        trials = collect_trials(grid, recipe, _replay_prefix(recipe_or_path, overrides, experiment),
+                                trial_restarts(experiment))
         result = TuneResult(experiment, trials, metric=spec.metric)
         result.best_recipe = report_results(experiment, recipe, trials)
     return result

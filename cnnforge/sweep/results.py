@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,11 +58,13 @@ def _config(result: Any) -> dict[str, Any]:
     return json.loads(params.read_text()) if params.is_file() else {}
 
 
-def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str]) -> list[TrialRow]:
-    """Every trial of a Ray ``ResultGrid``, best first by ``tune.metric``; failed trials come last."""
+def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str],
+                   restarts: Mapping[str, int] | None = None) -> list[TrialRow]:
+    """Every trial of a Ray ``ResultGrid``, best first by ``tune.metric``; failed trials come last. ``restarts``:
+    {trial folder: restarts} (:func:`trial_restarts`)."""
     assert recipe.tune is not None
     metric, maximize = recipe.tune.metric, recipe.tune.mode == "max"
-    restarts = _restarts(grid.experiment_path)
+    restarts = restarts or {}
     rows = []
     for result in grid:
         metrics = result.metrics or {}
@@ -87,11 +89,11 @@ def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str]) -> list[Tri
     return sorted(rows, key=lambda r: (r.failed, r.value is None, sign * (r.value or 0.0), r.trial))
 
 
-def _restarts(experiment_path: str) -> dict[str, int]:
+def trial_restarts(experiment_path: str | Path) -> dict[str, int]:
     """{trial folder: restarts after a failure}, from the state Ray saved (``Trial.num_failures``)."""
     from ray.tune import ExperimentAnalysis
 
-    return {Path(t.path).name: int(t.num_failures) for t in ExperimentAnalysis(experiment_path).trials if t.path}
+    return {Path(t.path).name: int(t.num_failures) for t in ExperimentAnalysis(str(experiment_path)).trials if t.path}
 
 
 def _record_failures(trials: list[TrialRow]) -> None:

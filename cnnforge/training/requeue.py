@@ -69,10 +69,10 @@ def decide(recipe: Recipe, held: contextlib.ExitStack) -> Plan:
         return Plan("fresh", path)
     _refuse_foreign(recipe, path)
     manifest = rundir.read_manifest(path)
-    check_unchanged(path, manifest)
     _check_same_recipe(recipe, path, manifest)
     if (path / rundir.SUMMARY).exists():
-        return Plan("finished", path)
+        return Plan("finished", path)  # whatever made it: nothing is trained again
+    check_unchanged(path, manifest)
     start, identity = prepare_resume(path, manifest, main=True, from_scratch=True)
     return Plan("resume", path, start, identity)
 
