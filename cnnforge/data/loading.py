@@ -7,6 +7,7 @@ from the middle of an epoch (``skip_first_batches`` just drops the first positio
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -305,7 +306,6 @@ def split_loader(dataset: Dataset, data: Any, seed: int, *, train: bool) -> Data
     batch_size = data.batch_size if train else data.eval_batch_size or data.batch_size
     sampler = None
     if train and data.balance == "sampler":  # class-balanced draws instead of the shuffle
-
         sampler = BalancedSampler(training_labels(dataset), seed=seed)
     return make_loader(dataset, batch_size=batch_size, shuffle=train, seed=seed, num_workers=data.num_workers,
                        pin_memory=torch.cuda.is_available(), sampler=sampler)
@@ -318,10 +318,23 @@ def make_loader(ds: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_w
     workers = num_workers > 0
     if sampler is None:
         sampler = EpochSampler(len(ds), shuffle=shuffle, seed=seed)
+    if workers:
+        _end_workers_at_exit()
     return DataLoader(ds, batch_size=batch_size, sampler=sampler,
                       num_workers=num_workers, pin_memory=pin_memory, persistent_workers=workers,
                       prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(seed),
                       worker_init_fn=outlive_stop_signals if workers else None)
+
+
+@functools.cache
+def _end_workers_at_exit() -> None:
+    """At exit, multiprocessing ends daemonic children (loader workers) with SIGTERM, which the workers ignore
+    (:func:`outlive_stop_signals`), then waits for them: a script that called ``cnnforge.train`` would never
+    exit. This handler, registered after multiprocessing's own and so run before it, ends them with SIGKILL."""
+    import atexit
+    import multiprocessing
+
+    atexit.register(lambda: [child.kill() for child in multiprocessing.active_children() if child.daemon])
 
 
 def outlive_stop_signals(worker_id: int) -> None:
