@@ -55,7 +55,7 @@ def test_registry_names_are_the_completion_lists(schema: dict[str, Any]) -> None
     ({"model": {"name": "vgg_bn", "dropot": 0.5}}, "'dropot' was unexpected"),
     ({"model": {"name": "vgg_bn", "activation": "relux"}}, "'relux' is not one of"),
     ({"optim": {"lr": -1}}, "-1 is not valid under any of the given schemas"),  # neither a positive number nor auto
-    ({"schedule": {"gamma": 0}}, "less than or equal to the minimum of 0"),
+    ({"schedule": {"name": "step", "gamma": 0}}, "less than or equal to the minimum of 0"),
     ({"trian": {"epochs": 2}}, "'trian' was unexpected"),
     ({"augment": {"train": [{"name": "rotate", "limt": 20}]}}, "is not valid under any of the given schemas"),
     ({"train": {"precision": "fp8"}}, "'fp8' is not one of"),
