@@ -96,8 +96,7 @@ def run(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
 
 def draw_cost(n: int, rounds: int) -> dict[str, float]:
     """CPU milliseconds of one epoch's order of ``n`` samples: ``data.balance: sampler``'s draws and the shuffle."""
-    from cnnforge.data.balance import BalancedSampler
-    from cnnforge.data.loading import EpochSampler
+    from cnnforge.data.loading import BalancedSampler, EpochSampler
 
     shares = np.asarray([0.3, 0.3, 0.2, 0.1, 0.04, 0.02, 0.02, 0.01, 0.005, 0.005])
     labels = np.random.default_rng(0).choice(10, n, p=shares)

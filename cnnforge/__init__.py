@@ -8,6 +8,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+# OpenCV (the fallback image decoder) reads its pixel limit once, when it loads: Pillow's decompression-bomb
+# limit (2 x PIL.Image.MAX_IMAGE_PIXELS) must hold for it too, checked from the header before decoding;
+# set before anything below can import it
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2 * 89_478_485))
+
 # registry.models / .datasets / .losses ... (not top-level names: cnnforge.models is the zoo)
 from cnnforge import registry
 from cnnforge._version import __version__
@@ -22,10 +27,6 @@ from cnnforge.registry import (
     register_optimizer,
     register_schedule,
 )
-
-# OpenCV (the fallback image decoder) reads its pixel limit once, when it loads: Pillow's decompression-bomb
-# limit (2 x PIL.Image.MAX_IMAGE_PIXELS) must hold for it too, checked from the header before decoding
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2 * 89_478_485))
 
 if TYPE_CHECKING:  # the names __getattr__ loads on first use, for type checkers and editors
     from cnnforge.models.build import build_model  # noqa: F401

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import cnnforge  # (first, as in the CLI: it sets OpenCV's pixel limit before any test loads cv2)
 from tests.datafiles import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +37,6 @@ def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 2-epoch run of the digits recipe, a checkpoint after each epoch, trained once per test process
     for every test that needs a finished run. Never change it: :func:`copy_run` gives a test its own copy."""
-    import cnnforge
-
     out = tmp_path_factory.mktemp("digits-run")
     return cnnforge.train(str(ROOT / "recipes" / "digits_convnet.yaml"),
                           ["train.epochs=2", "train.checkpoint_every=1", "data.num_workers=0", f"train.out_dir={out}"],

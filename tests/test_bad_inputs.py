@@ -327,7 +327,7 @@ CASES = [
     Case("tune-grid-none-value", ["tune", DIGITS, "tune={grid: {optim.lr: [0.1, null]}}"], 2,
          ["tune.grid.optim.lr", "value None is invalid"]),
     Case("tune-grid-unknown-key", ["check", DIGITS, "tune={grid: {optim.lrr: [0.1]}}"], 2,
-         ["tune.grid.optim.lrr", "unknown key"]),
+         ["tune.grid.optim.lrr", "unknown parameter of 'adam'", "did you mean lr"]),
     Case("tune-grace-period-in-check",
          ["check", DIGITS, "tune={grid: {optim.lr: [0.1]}, scheduler: {name: asha, grace_period: 99}}"],
          2, ["tune.scheduler.grace_period", "longer than train.epochs"]),

@@ -138,6 +138,7 @@ def test_outside_a_known_range_the_error_names_package_version_and_range() -> No
 def test_a_second_accelerator_in_one_process_takes_its_own_precision() -> None:
     from accelerate import Accelerator
 
+    accelerate_internals.reset_accelerator_state()  # what an earlier test's Accelerator left
     Accelerator(cpu=True, mixed_precision="bf16")
     accelerate_internals.reset_accelerator_state()
     assert Accelerator(cpu=True).mixed_precision == "no"

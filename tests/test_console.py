@@ -119,8 +119,8 @@ def test_bash_completion_knows_commands_choices_and_recipe_files(tmp_path: Path,
     script.write_text(proc.stdout)
     assert "run" in _complete(script, ["cnnforge", ""], tmp_path)
     assert _complete(script, ["cnnforge", "li"], tmp_path) == ["list"]
-    assert _complete(script, ["cnnforge", "list", ""], tmp_path) == ["augmentations", "datasets", "models", "plugins",
-                                                                     "recipes"]
+    assert _complete(script, ["cnnforge", "list", ""], tmp_path) == [
+        "augmentations", "callbacks", "datasets", "losses", "models", "optimizers", "plugins", "recipes", "schedules"]
     (tmp_path / "a.yaml").write_text("name: a\n")
     (tmp_path / "notes.txt").write_text("")
     (tmp_path / "recipes").mkdir()

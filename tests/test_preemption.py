@@ -43,8 +43,8 @@ import os
 import signal
 from pathlib import Path
 
-from cnnforge import checkpoint
-from cnnforge.training import loop
+from cnnforge.rundir import checkpoint
+from cnnforge.training import step as train_step
 
 PLAN = Path(os.environ.get("SIGNAL_PLAN", "/nonexistent"))
 
@@ -60,7 +60,7 @@ def send(name, to="self"):
 if PLAN.exists() and os.environ.get("RANK", "0") == "0":
     plan = json.loads(PLAN.read_text())
     PLAN.unlink()  # one shot: the rerun of the same command trains on undisturbed
-    step, write, steps = loop.TrainStep.__call__, checkpoint._write_folder, []
+    step, write, steps = train_step.TrainStep.__call__, checkpoint._write_folder, []
 
     def counted_step(*args, **kwargs):
         steps.append(1)
@@ -73,7 +73,7 @@ if PLAN.exists() and os.environ.get("RANK", "0") == "0":
             send(plan.pop("in_save"))
         return write(*args, **kwargs)
 
-    loop.TrainStep.__call__, checkpoint._write_folder = counted_step, interrupted_write
+    train_step.TrainStep.__call__, checkpoint._write_folder = counted_step, interrupted_write
 '''
 
 

@@ -1,4 +1,5 @@
-"""Commands that only look stay light: no torch, Ray, wandb or albumentations at start-up (``-X importtime``)."""
+"""Commands that only look stay light (``check`` without its data probe): no torch, Ray, wandb or
+albumentations at start-up (``-X importtime``)."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,8 @@ from benchmarks.startup import HEAVY, heavy_imports, imported_modules
 
 
 @pytest.mark.parametrize("args", [["--help"], ["list", "models"], ["list", "augmentations"],
-                                  ["check", "recipes/digits_convnet.yaml"],
-                                  ["check", "recipes/cifar_vgg_bn.yaml", "augment.mode=batch"]],
+                                  ["check", "--no-data", "recipes/digits_convnet.yaml"],
+                                  ["check", "--no-data", "recipes/cifar_vgg_bn.yaml", "augment.mode=batch"]],
                          ids=lambda a: " ".join(a))
 def test_looking_commands_import_no_heavy_library(args: list[str]) -> None:
     modules = imported_modules(["-m", "cnnforge", *args])

@@ -120,9 +120,10 @@ def test_a_state_ray_cannot_restore_is_one_line_and_trains_nothing(tmp_path: Pat
     saved.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
 
     def state() -> tuple[dict[str, bytes], list[str]]:
-        """Ray's files (its storage marker aside) and the trial folders."""
+        """Ray's files (its storage marker and cnnforge's lock, which holds the pid of its holder, aside) and the
+        trial folders."""
         files = {p.name: p.read_bytes() for p in experiment.iterdir()
-                 if p.is_file() and p.name != ".validate_storage_marker"}
+                 if p.is_file() and p.name not in (".validate_storage_marker", ".lock")}
         return files, sorted(p.name for p in experiment.iterdir() if p.is_dir())
 
     before = state()

@@ -26,7 +26,7 @@ from cnnforge.errors import CnnforgeError, ConfigError
 from cnnforge.optional_deps import require
 from cnnforge.recipe import Recipe, open_recipe
 from cnnforge.recipe.tune import TuneConfig
-from cnnforge.sweep.experiment import check_trusted, find_or_create, with_absolute_data_root
+from cnnforge.sweep.experiment import check_trusted, discard_unstarted, find_or_create, with_absolute_data_root
 from cnnforge.sweep.results import TrialRow, collect_trials, report_results, trial_restarts
 
 if TYPE_CHECKING:
@@ -79,18 +79,23 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
 
     check_data(recipe)  # once, here: missing data fails every trial, each with a traceback and retries
     experiment, restoring = find_or_create(recipe, fresh)
-    with rundir.exclusive(experiment, what="experiment"):  # one driver per experiment
-        grid, interrupted = _fit(recipe, spec, experiment, restoring, address=address,
-                                 max_concurrent=max_concurrent, quiet=quiet, verbose=verbose)
-        if interrupted:
-            if not _every_trial_ended(experiment, spec):
-                print(f"interrupted: run the same command again to continue {experiment}", flush=True)
-                raise KeyboardInterrupt
-            print("interrupted after every trial had ended: the sweep is complete", flush=True)
-        trials = collect_trials(grid, recipe, _replay_prefix(recipe_or_path, overrides, experiment),
-                                trial_restarts(experiment))
-        result = TuneResult(experiment, trials, metric=spec.metric)
-        result.best_recipe = report_results(experiment, recipe, trials)
+    try:
+        with rundir.exclusive(experiment, what="experiment"):  # one driver per experiment
+            grid, interrupted = _fit(recipe, spec, experiment, restoring, address=address,
+                                     max_concurrent=max_concurrent, quiet=quiet, verbose=verbose)
+            if interrupted:
+                if not _every_trial_ended(experiment, spec):
+                    print(f"interrupted: run the same command again to continue {experiment}", flush=True)
+                    raise KeyboardInterrupt
+                print("interrupted after every trial had ended: the sweep is complete", flush=True)
+            trials = collect_trials(grid, recipe, _replay_prefix(recipe_or_path, overrides, experiment),
+                                    trial_restarts(experiment))
+            result = TuneResult(experiment, trials, metric=spec.metric)
+            result.best_recipe = report_results(experiment, recipe, trials)
+    except CnnforgeError:
+        if not restoring:
+            discard_unstarted(experiment)
+        raise
     return result
 
 

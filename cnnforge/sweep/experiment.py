@@ -13,6 +13,7 @@ than the user's own private group). Code that runs as the user (the trials thems
 """
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -67,6 +68,17 @@ def find_or_create(recipe: Recipe, fresh: bool) -> tuple[Path, bool]:
     path = rundir.timestamped_dir(base, EXPERIMENT_PREFIX, what="experiment", recipe=recipe)
     (path / rundir.SWEEP_RECIPE).write_text(text)
     return path, False
+
+
+def discard_unstarted(path: Path) -> None:
+    """Remove a new experiment folder that holds nothing but its ``sweep.yaml`` and lock: a sweep refused before
+    Ray wrote anything (resources no node has) would otherwise leave one that the fixed rerun "continues"."""
+    if {p.name for p in path.iterdir()} <= {rundir.SWEEP_RECIPE, rundir.LOCK}:
+        for name in (rundir.SWEEP_RECIPE, rundir.LOCK):
+            (path / name).unlink(missing_ok=True)
+        path.rmdir()
+        with contextlib.suppress(OSError):  # the recipe's folder, when this was its only experiment
+            path.parent.rmdir()
 
 
 def _sweep_text(path: Path) -> str | None:
