@@ -7,7 +7,7 @@ Every epoch checkpoint cnnforge writes is also handed to Ray (``tune.report(...,
 so ASHA sees each epoch and a retried or restored trial continues from the checkpoint Ray recorded
 in the run directory that wrote it. When PBT restarts a trial from another trial's checkpoint with a
 perturbed config, the trial starts a new run directory in its own folder from that checkpoint with the
-new values (:meth:`~cnnforge.training.loop.Trainer.warm_start`); its earlier run stays as it was.
+new values (:func:`~cnnforge.training.checkpointing.warm_start`); its earlier run stays as it was.
 The last epoch is reported only once the run has finished (test metrics, ``summary.json``), because
 Ray may stop a trial at any report and ASHA always stops one that reaches its last epoch; a run that
 stops early (``train.early_stop``, ``train.max_time``: its row says ``stopped``) reports its last epoch

@@ -15,6 +15,7 @@ from cnnforge.errors import CnnforgeError, ConfigError, recipe_source
 from cnnforge.launcher_env import env_int
 from cnnforge.recipe import Recipe
 from cnnforge.recipe.schema import OptimConfig, ScheduleConfig, TrainConfig
+from cnnforge.training.state import TrainParts
 
 log = logging.getLogger("cnnforge")
 
@@ -254,9 +255,11 @@ def adopt_hyperparameters(schedule: torch.optim.lr_scheduler.LRScheduler, groups
     scale_lr(schedule, lr_scale)
 
 
-def build_parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any], Any, Any]:
-    """(model, optimizer, schedule, loaders, the train sampler, the splits); Accelerate has prepared the first four."""
+def build_parts(recipe: Recipe, acc: Any, *, evaluate: bool = True) -> TrainParts:
+    """The model, optimizer, schedule and batches of ``recipe``, prepared by Accelerate; the run directory and what
+    depends on it are the caller's. ``evaluate=False`` (the LR finder) leaves the validation and test batches out."""
     from cnnforge.data.loading import build_splits, split_loader
+    from cnnforge.training.batches import eval_batches, train_batches
     from cnnforge.training.whiten import whiten_first_conv
 
     splits = build_splits(recipe)
@@ -278,4 +281,6 @@ def build_parts(recipe: Recipe, acc: Any) -> tuple[Any, Any, Any, dict[str, Any]
     with recipe_source(recipe.source):
         schedule = make_schedule(optimizer, recipe.schedule, recipe.train.epochs,
                                  steps_per_epoch(len(loaders["train"]), recipe.train.grad_accum))
-    return model, optimizer, schedule, loaders, sampler, splits
+    batches = train_batches(recipe, splits.train, loaders["train"], sampler, acc)
+    evals = eval_batches(recipe, splits, loaders, batches, acc) if evaluate else {}
+    return TrainParts(acc, model, optimizer, schedule, batches, evals, loaders, splits)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,8 @@ from cnnforge.data.normalize import Normalize
 from cnnforge.errors import NonFiniteLossError, recipe_source
 from cnnforge.recipe import Recipe
 from cnnforge.rundir import checkpoint as ckpt
+from cnnforge.training import checkpointing
 from cnnforge.training.assemble import (
-    adopt_hyperparameters,
     constant_lr,
     make_loss,
     scale_lr,
@@ -32,6 +31,7 @@ from cnnforge.training.assemble import (
 from cnnforge.training.builders import attach_callbacks
 from cnnforge.training.callbacks import FitContext
 from cnnforge.training.eval_step import EvalResult
+from cnnforge.training.finish import finish
 from cnnforge.training.lookahead import make_lookahead
 from cnnforge.training.nonfinite import NonFiniteGuard
 from cnnforge.training.preemption import Preempted, StopSignals
@@ -79,7 +79,8 @@ class Trainer:
                               constant_lr=constant_lr(recipe.schedule))
         self.ckpt_dir = self.run_dir / rundir.CHECKPOINTS
         self.log = StepLog(len(parts.batches), device)
-        self._sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*n, correct, n of the folded batches
+        #: loss*n, correct, n of the batches folded so far this epoch; in checkpoints (training/checkpointing.py)
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)
         self._data_wait = 0.0
         self.stopping = Stopping(recipe.train.early_stop, recipe.train.max_time, recipe.train.epochs, self.acc)
         self.stop = StopSignals(recipe.train.signals, self.acc)  # train.signals: checkpoint and stop (preemption.py)
@@ -120,6 +121,14 @@ class Trainer:
         self.callbacks.call("on_fit_end", self.ctx, summary)
         self.callbacks.settle(self.acc)
 
+    def run(self, state: TrainState) -> dict[str, Any]:
+        """Train from ``state`` to the end, test, write ``summary.json`` and the reports; the summary."""
+        with self.stop.installed():
+            state = self.fit(state)
+            summary = finish(self, state)
+        self.end(summary)
+        return summary
+
     def fit(self, state: TrainState) -> TrainState:
         while state.epoch < self.recipe.train.epochs and state.stopped is None:
             first_step = state.global_step
@@ -149,7 +158,7 @@ class Trainer:
             self.lookahead.end_epoch(self.bare_model())
         self._sync(state)
         state.train_time += time.perf_counter() - self._epoch_start
-        sums = self.acc.reduce(self._sums.clone(), reduction="sum").tolist()
+        sums = self.acc.reduce(self.sums.clone(), reduction="sum").tolist()
         n, elapsed = max(1.0, sums[2]), time.perf_counter() - start
         return {"epoch": state.epoch + 1, "train/loss": sums[0] / n, "train/acc": sums[1] / n,
                 "lr": float(self.optimizer.param_groups[0]["lr"]), "time/epoch_s": round(elapsed, 4),
@@ -206,19 +215,24 @@ class Trainer:
             if self.stop.due(state.global_step) and self.stop.agreed():
                 self._preempt(state)
         if self.progress.due(state.batch):  # the one device read of this refresh (the log is not folded: see _sync)
-            self.progress.update(state.batch, (self._sums + self.log.sums()).tolist())
+            self.progress.update(state.batch, (self.sums + self.log.sums()).tolist())
 
     def _checkpoint_mid_epoch(self, state: TrainState) -> Path | None:
         self._sync(state)
         now = time.perf_counter()
         state.train_time += now - self._epoch_start
         self._epoch_start = now
-        return self.save_checkpoint(state)
+        return self._save(state)
+
+    def _save(self, state: TrainState) -> Path | None:
+        saved = checkpointing.save(self, state)
+        self._saved = ((state.epoch, state.batch), saved)
+        return saved
 
     def _preempt(self, state: TrainState) -> None:
         """A stop signal: checkpoint where training stands (unless that checkpoint was just written) and stop."""
         saved = self._saved[1] if self._saved and self._saved[0] == (state.epoch, state.batch) else (
-            self._checkpoint_mid_epoch(state) if state.batch else self.save_checkpoint(state))
+            self._checkpoint_mid_epoch(state) if state.batch else self._save(state))
         raise Preempted(self.stop.received or "another rank's signal", saved)
 
     def _sync(self, state: TrainState) -> None:
@@ -229,7 +243,7 @@ class Trainer:
         in the same order as an uninterrupted one, and its metrics match to the last bit.
         """
         start, sums, counters = self.log.fold()
-        self._sums += sums
+        self.sums += sums
         if self.acc.num_processes > 1 and self.guard.scaled:  # fp16: per-rank verdicts (the loss's); agree on one
             import torch.distributed as dist
 
@@ -252,7 +266,7 @@ class Trainer:
 
     def _rollback(self, state: TrainState, path: Path) -> TrainState:
         self.optimizer.zero_grad(set_to_none=True)  # the non-finite gradients must not leak into the next step
-        restored = self.load_checkpoint(path)
+        restored = checkpointing.restore(self, path)
         restored.rollbacks = state.rollbacks + 1
         restored.lr_scale = state.lr_scale * 0.5
         restored.skipped_steps = state.skipped_steps
@@ -270,7 +284,7 @@ class Trainer:
             row["train/skipped_steps"] = state.skipped_steps
         epoch = state.epoch
         state.epoch, state.batch = epoch + 1, 0
-        self._sums.zero_()
+        self.sums.zero_()
         failure = self._epoch_callbacks(state, row)
         self._track_best(state, row, epoch)
         if self.acc.is_main_process:
@@ -283,7 +297,7 @@ class Trainer:
         saved = None
         if (every and (epoch + 1) % every == 0) or state.epoch == self.recipe.train.epochs or state.stopped \
                 or failure is not None:
-            saved = self.save_checkpoint(state)
+            saved = self._save(state)
         if failure is not None:
             raise type(failure)(f"{failure.message}; training stopped with checkpoint {saved or 'written'}")
         if self.parts.reporter is not None:  # on every rank: Ray Train's report is a barrier (sweep/ddp_trial.py)
@@ -326,72 +340,3 @@ class Trainer:
                                    self.acc)
         self.model.train()
         return eval_result(logits, y)
-
-    # ------------------------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, state: TrainState) -> Path | None:
-        """Every rank contributes its RNG and metric sums; the main process writes the folder (and returns it)."""
-        from accelerate.utils import gather_object
-
-        mine = {"torch": torch.get_rng_state(), "sums": self._sums.cpu().clone()}
-        if torch.cuda.is_available():
-            mine["cuda"] = torch.cuda.get_rng_state(self.acc.device)
-        ranks = gather_object([mine]) if self.acc.num_processes > 1 else [mine]
-        if self.acc.is_main_process:
-            tensors: dict[str, Any] = {"optimizer": self.optimizer.state_dict(),
-                                       "scheduler": self.schedule.state_dict(), "ranks": ranks}
-            if self.acc.scaler is not None:
-                tensors["scaler"] = self.acc.scaler.state_dict()
-            states = self.callbacks.states(self.ctx)
-            if states:
-                tensors["callbacks"] = states
-            if self.lookahead is not None and self.lookahead.state_dict() is not None:
-                tensors["lookahead"] = self.lookahead.state_dict()
-            tag = f"e{state.epoch:04d}-b{state.batch:06d}"
-            path = ckpt.save_checkpoint(self.ckpt_dir, tag, model=self.bare_model().state_dict(), tensors=tensors,
-                                        state=asdict(state), keep=self.recipe.train.keep_checkpoints,
-                                        identity=self.parts.identity)
-        self.acc.wait_for_everyone()
-        saved = path if self.acc.is_main_process else None
-        self._saved = ((state.epoch, state.batch), saved)
-        return saved
-
-    def warm_start(self, path: Path) -> TrainState:
-        """Continue from another run's checkpoint with this recipe's hyperparameters (population-based training).
-
-        The weights, the optimizer's state (momentum, Adam's moments), the schedule's position and the epoch
-        are the checkpoint's; the learning rate, weight decay and the like are this recipe's, or the perturbed
-        values would be overwritten by the ones the checkpoint was trained with. The best epoch and the early
-        stop's count are this run's own: the other run's best weights are not in its checkpoint.
-        """
-        own = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
-        state = self.load_checkpoint(path)
-        adopt_hyperparameters(self.schedule, own, state.lr_scale)
-        return replace(state, best_value=None, best_epoch=None, best_tiebreak=None, stop_best=None, stale_evals=0,
-                       stopped=None)
-
-    def load_checkpoint(self, path: Path) -> TrainState:
-        weights, tensors, state = ckpt.load_checkpoint(path, TrainState)
-        ckpt.check_compatible(self.bare_model(), weights, str(path))
-        self.bare_model().load_state_dict(weights)
-        self.optimizer.load_state_dict(tensors["optimizer"])
-        self.schedule.load_state_dict(tensors["scheduler"])
-        if "scaler" in tensors and self.acc.scaler is not None:
-            self.acc.scaler.load_state_dict(tensors["scaler"])
-        if self.lookahead is not None:  # absent from the checkpoint: it had not started there
-            self.lookahead.load_state_dict(tensors.get("lookahead"), self.acc.device)
-        ranks = tensors["ranks"]
-        if len(ranks) != self.acc.num_processes:
-            from cnnforge.errors import CnnforgeError
-
-            raise CnnforgeError(f"checkpoint was written by {len(ranks)} process(es), this run has "
-                                f"{self.acc.num_processes}", where=str(path),
-                                hint="launch with the same --num_processes")
-        mine = ranks[self.acc.process_index]
-        torch.set_rng_state(mine["torch"])
-        if "cuda" in mine and torch.cuda.is_available():
-            torch.cuda.set_rng_state(mine["cuda"], self.acc.device)
-        self._sums = mine["sums"].to(self.acc.device)
-        self.ctx.epoch, self.ctx.global_step = state.epoch, state.global_step
-        self.callbacks.restore(self.ctx, tensors.get("callbacks", {}), path)  # none saved (resume --force): start over
-        self.callbacks.settle(self.acc)
-        return state

@@ -17,7 +17,7 @@ a fresh model with the suggestion.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,22 +122,18 @@ def find_lr(recipe: Recipe, acc: Any, test: RangeTest) -> LRFindResult:
     from accelerate.utils import set_seed
 
     from cnnforge.training.assemble import build_parts
-    from cnnforge.training.batches import train_batches
     from cnnforge.training.loop import Trainer
     from cnnforge.training.progress import Progress
-    from cnnforge.training.state import TrainParts
 
     set_seed(recipe.seed)
     trial = with_lr(recipe, test.start)
-    model, optimizer, schedule, loaders, sampler, splits = build_parts(trial, acc)
-    batches = train_batches(trial, splits.train, loaders["train"], sampler, acc)
-    quiet = Progress(enabled=False, epochs=1, steps_per_epoch=len(batches))
-    trainer = Trainer(trial, TrainParts(acc, model, optimizer, schedule, batches, {}, loaders, splits.info,
-                                        Path(recipe.train.out_dir), quiet))
+    parts = build_parts(trial, acc, evaluate=False)
+    quiet = Progress(enabled=False, epochs=1, steps_per_epoch=len(parts.batches))
+    trainer = Trainer(trial, replace(parts, run_dir=Path(recipe.train.out_dir), progress=quiet))
     try:
         return _sweep(trainer, test)
     finally:
-        for loader in loaders.values():
+        for loader in parts.loaders.values():
             loader.end()  # a loader left mid-epoch stays in Accelerate's gradient state otherwise
         acc.free_memory()  # the model, optimizer and loaders go; the Accelerator's step count restarts at 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,8 @@ def train(recipe: str | os.PathLike[str] | Recipe | dict[str, Any], overrides: I
     ``reporter(row, checkpoint_dir)`` is called after every epoch on every process (the checkpoint folder on the main
     one, None on the others); Ray Tune and Ray Train use it.
     ``warm_start`` is another run's checkpoint folder to continue from with this recipe's hyperparameters
-    (:meth:`Trainer.warm_start`: population-based training); ``manifest.json`` records it as ``started_from``.
+    (:func:`~cnnforge.training.checkpointing.warm_start`: population-based training); ``manifest.json`` records
+    it as ``started_from``.
     A run stopped by one of ``train.signals`` returns no metrics and ``exit_code`` ``EXIT_PREEMPTED`` (75).
     """
     resolved = open_recipe(recipe, overrides)
@@ -114,11 +115,9 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     from cnnforge.data.balance import class_weights
     from cnnforge.data.fingerprints import check_splits, split_record
     from cnnforge.training.assemble import build_parts, make_accelerator
-    from cnnforge.training.batches import eval_batches, train_batches
     from cnnforge.training.loop import Trainer
     from cnnforge.training.lr_finder import auto_lr
     from cnnforge.training.progress import Progress
-    from cnnforge.training.state import TrainParts
 
     claimed = run_dir is None and recipe.train.run_dir is not None  # `run --run-dir`: training/requeue.py
     if run_dir is None and not claimed:
@@ -135,7 +134,8 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
             data_check = _data_check(run_dir, rundir.read_manifest(run_dir), False)
     recipe, lr_found = auto_lr(recipe, acc, quiet=quiet)  # optim.lr: auto; a resumed run's recipe has the number
     set_seed(recipe.seed)  # after the finder: the run is the one a recipe with its value as optim.lr gives
-    model, optimizer, schedule, loaders, sampler, splits = build_parts(recipe, acc)
+    parts = build_parts(recipe, acc)
+    splits = parts.splits
     with recipe_source(recipe.source):  # before the run directory: a wrong train.class_weights creates none
         weights = class_weights(recipe, splits.train, len(splits.info.classes))
     if run_dir is None:
@@ -146,14 +146,12 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     elif data_check is not None:  # a resume: the data must be the run's (unless --force)
         check_splits(data_check.records, splits, DATA_SPLITS, where=data_check.where, force=data_check.force,
                      action="resume")
-    progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs, steps_per_epoch=len(loaders["train"]),
-                        quiet=quiet)
-    batches = train_batches(recipe, splits.train, loaders["train"], sampler, acc)
-    evals = eval_batches(recipe, splits, loaders, batches, acc)
+    progress = Progress(enabled=acc.is_main_process, epochs=recipe.train.epochs,
+                        steps_per_epoch=len(parts.loaders["train"]), quiet=quiet)
     if acc.is_main_process:
         _print_balance(recipe, splits, progress)
-    trainer = Trainer(recipe, TrainParts(acc, model, optimizer, schedule, batches, evals, loaders, splits.info,
-                                         run_dir, progress, reporter, identity, weights))
+    trainer = Trainer(recipe, replace(parts, run_dir=run_dir, progress=progress, reporter=reporter,
+                                      identity=identity, class_weights=weights))
     return _fit(trainer, recipe, start, quiet=quiet, warm=warm)
 
 
@@ -173,6 +171,7 @@ def _print_balance(recipe: Recipe, splits: Any, progress: Any) -> None:
 def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool, warm: bool = False) -> RunResult:
     """Train from ``start`` (or from scratch; ``warm``: another run's checkpoint) and test; a run that stops on an
     error leaves ``failed.json``, one stopped by ``train.signals`` a checkpoint (exit code ``EXIT_PREEMPTED``)."""
+    from cnnforge.training import checkpointing
     from cnnforge.training.preemption import Preempted
     from cnnforge.training.state import TrainState
 
@@ -180,15 +179,12 @@ def _fit(trainer: Any, recipe: Recipe, start: Path | None, *, quiet: bool, warm:
     state = TrainState()
     trainer.start()  # the callbacks' on_fit_start, before they restore their state
     if start is not None:
-        state = trainer.warm_start(start) if warm else trainer.load_checkpoint(start)
+        state = checkpointing.warm_start(trainer, start) if warm else checkpointing.restore(trainer, start)
     if acc.is_main_process and (start is not None or (run_dir / rundir.METRICS).exists()):
         rundir.truncate_metrics(run_dir, state.epoch)  # a run dir started again from scratch has rows too
         progress.print(_resuming_line(run_dir, start, state, recipe.train.epochs, warm))
     try:
-        with trainer.stop.installed():
-            state = trainer.fit(state)
-            summary = _finish(trainer, state, recipe, acc)
-        trainer.end(summary)
+        summary = trainer.run(state)
         acc.wait_for_everyone()  # tear down together: a gloo rank whose peer is still busy can abort at exit
     except Preempted as stop:
         progress.close()
@@ -293,60 +289,3 @@ def _open_run_dir(recipe: Recipe, acc: Any, held: contextlib.ExitStack, *, data_
         manifest["lr_find"] = {**lr_found.summary(), "file": str(data.relative_to(path))}
     rundir.write_json(path / rundir.MANIFEST, manifest)
     return path, RunIdentity(run_id=manifest["run_id"], recipe_sha256=manifest["recipe_sha256"])
-
-
-def _finish(trainer: Any, state: Any, recipe: Recipe, acc: Any) -> dict[str, Any]:
-    """Final weights, the test evaluation (with the best weights) and summary.json."""
-    from cnnforge.rundir import checkpoint as ckpt
-
-    run_dir = trainer.run_dir
-    if acc.is_main_process:
-        ckpt.save_weights(trainer.weights_module().state_dict(), run_dir / rundir.WEIGHTS)
-    acc.wait_for_everyone()
-    tested_with = rundir.tested_weights(run_dir)
-    if tested_with == "best":
-        trainer.weights_module().load_state_dict(ckpt.load_weights(rundir.weights_file(run_dir, "best")))
-    test = trainer.evaluate("test")
-    in_sync = _ranks_in_sync(trainer.bare_model(), acc)
-    history = rundir.read_metrics(run_dir) if acc.is_main_process else []
-    metric = recipe.train.best_metric
-    summary: dict[str, Any] = {
-        "test/acc": test.acc, "test/loss": test.loss, "test/balanced_acc": test.balanced_acc,
-        "test/macro_f1": test.macro_f1, f"best/{metric}": state.best_value, "best/epoch": state.best_epoch,
-        "stopped": state.stopped or "epochs", "stopped_epoch": state.epoch,
-        "test/weights": tested_with, "epochs": state.epoch, "steps": state.global_step,
-        "train/time_s": round(state.train_time, 3), "world_size": acc.num_processes,
-        "test/samples": int(len(test.y_true)),
-        "ranks_in_sync": in_sync,
-    }
-    if history:
-        summary.update({f"final/{k}": v for k, v in history[-1].items() if k.startswith(("train/", "val/"))})
-    if state.stop_reason:
-        summary["stop_reason"] = state.stop_reason
-    if recipe.train.on_nan != "stop":
-        summary["train/skipped_steps"] = state.skipped_steps
-        summary["train/rollbacks"] = state.rollbacks
-    if acc.is_main_process:
-        from cnnforge.training.run_reports import write_run_reports
-
-        rundir.write_json(run_dir / rundir.SUMMARY, summary)
-        write_run_reports(run_dir, test, trainer.info, history, split="test", checkpoint=tested_with,
-                          images=trainer.loaders["test"].dataset, plots=recipe.train.plots)
-    acc.wait_for_everyone()
-    return summary
-
-
-def _ranks_in_sync(model: Any, acc: Any) -> bool:
-    """Whether every rank ends with bit-identical weights (DDP's promise, checked rather than assumed)."""
-    if acc.num_processes == 1:
-        return True
-    import hashlib
-
-    import torch
-    from accelerate.utils import gather_object
-
-    digest = hashlib.sha256()
-    for key, tensor in model.state_dict().items():
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().to(torch.float64).numpy().tobytes())
-    return len(set(gather_object([digest.hexdigest()]))) == 1

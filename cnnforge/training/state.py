@@ -13,7 +13,7 @@ import torch
 from pydantic import ConfigDict
 from torch import nn
 
-from cnnforge.data.loading import DataInfo
+from cnnforge.data.loading import DataInfo, Splits
 from cnnforge.rundir.files import RunIdentity
 from cnnforge.training.batches import DeviceBatches, DeviceSplit, LoaderBatches
 from cnnforge.training.progress import Progress
@@ -63,7 +63,9 @@ def is_better(new: tuple[float, float | None], best: tuple[float | None, float |
 
 @dataclass
 class TrainParts:
-    """What a :class:`Trainer` works with, built from the recipe by ``training/run.py``."""
+    """What a :class:`Trainer` works with: :func:`~cnnforge.training.assemble.build_parts` builds the model, the
+    optimizer, the schedule and the data from the recipe; ``training/run.py`` adds the run directory and the rest
+    once the run exists."""
 
     acc: Any  # the Accelerator
     model: nn.Module  # as prepared by Accelerate (DDP-wrapped under several processes)
@@ -72,9 +74,13 @@ class TrainParts:
     batches: DeviceBatches | LoaderBatches  # the training split
     evals: dict[str, DeviceSplit | Any]  # "val", "test": held on the device, or their loaders
     loaders: dict[str, Any]  # "train", "val", "test" DataLoaders, prepared by Accelerate
-    info: DataInfo
-    run_dir: Path
-    progress: Progress
+    splits: Splits
+    run_dir: Path | None = None
+    progress: Progress | None = None
     reporter: Any = None  # reporter(row, checkpoint_dir or None off the main process) after every epoch (Ray)
     identity: RunIdentity | None = None  # recorded in every checkpoint; resume refuses another run's
     class_weights: torch.Tensor | None = None  # the loss's weight per class (data/balance.py)
+
+    @property
+    def info(self) -> DataInfo:
+        return self.splits.info
