@@ -14,7 +14,7 @@ import yaml
 from torch import nn
 
 import cnnforge
-from cnnforge.training.lr_finder import steepest
+from cnnforge.training.lr_finder import valley
 from cnnforge.training.run import resume
 from tests.conftest import ROOT, cli_here, one_error_line
 from tests.test_train import assert_same_weights, weights
@@ -45,11 +45,16 @@ def _quick(tmp: Path, *extra: str) -> list[str]:
     return ["data.num_workers=0", f"train.out_dir={tmp}", *extra]
 
 
-def test_steepest_picks_the_fastest_fall_against_log_lr() -> None:
+def test_valley_picks_two_thirds_down_the_longest_fall_not_its_steep_end() -> None:
     lrs = [10.0 ** (k / 4 - 6) for k in range(30)]  # 1e-6 .. ~1e1
-    loss = [2.0] * 12 + [2.0 - 0.1 * k for k in range(1, 9)] + [1.2 - 0.5 * k for k in range(1, 3)] + [0.5] * 8
-    assert steepest(lrs, loss) == float(f"{lrs[20]:.3g}")  # the 0.5-per-step drop, not the 0.1 ones
-    assert steepest(lrs[:3], loss[:3]) is None  # two points left without the last: no slope to compare
+    # flat and noisy, a long gentle fall over points 10..22 (a bump at 15 does not cut it), then divergence
+    loss = [2.0, 2.01] * 5 + [1.9, 1.8, 1.7, 1.6, 1.5, 1.55, 1.4, 1.3, 1.2, 1.1, 1.0, 0.5, 0.4] + [3.0] * 7
+    # the longest decreasing run: 2.01 at 7, 2.0 at 8, down to 0.4 at 22 with the bump left out: 14 points, so
+    # start = 22 - 14 = 8, and two thirds down it is 8 + int(14 / 3) + int(14 / 3 / 2) = 14
+    assert valley(lrs, loss) == float(f"{lrs[14]:.3g}")
+    assert valley(lrs, loss) < lrs[21]  # the steepest drop (1.0 -> 0.5) is further right, near divergence
+    assert valley(lrs[:2], loss[:2]) is None
+    assert valley([1e-3, 1e-2, 1e-1, 1.0], [2.0, float("nan"), 1.0, float("inf")]) is None  # 2 finite points
 
 
 def test_lr_find_writes_curve_and_suggestion_and_keeps_no_model(tmp_path: Path,

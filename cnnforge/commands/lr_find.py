@@ -9,8 +9,9 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "lr-find", parents=[common], help="suggest optim.lr with a learning-rate range test",
         description="Train the recipe's model for up to --steps optimizer steps while the learning rate grows "
-                    "exponentially from --start to --end, stop when the smoothed loss diverges, and suggest the "
-                    "learning rate where it falls fastest. Writes lr_find.png and lr_find.json; keeps no weights.")
+                    "exponentially from --start to --end, stop when the smoothed loss diverges, and suggest a "
+                    "learning rate two thirds down the longest fall of the loss (fastai's valley). Writes "
+                    "lr_find.png and lr_find.json; keeps no weights.")
     p.add_argument("recipe", help="recipe YAML file or packaged recipe name (cnnforge list recipes)")
     p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="dotted overrides, e.g. data.root=images")
