@@ -24,7 +24,7 @@ import time
 from statistics import median
 from typing import Any
 
-from cnnforge.registry import register_model
+from cnnforge.registry import register_callback, register_model
 
 #: the near-free model of :func:`host_cost`, registered when this module is imported
 PROBE = "bench_probe"
@@ -38,9 +38,27 @@ def probe(*, num_classes: int, in_channels: int = 3, image_size: Any = None) -> 
     return nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(in_channels * 16, num_classes))
 
 
-def recipe(root: Any, out_dir: Any, *, tiny: bool, epochs: int) -> dict[str, Any]:
-    """LeNet on in-memory CIFAR-shaped data, no augmentation or schedule (the plain loop has neither)."""
+#: the epoch-level callback of ``--callback``, registered when this module is imported
+EPOCH_PROBE = "bench_epoch_probe"
+
+
+@register_callback(EPOCH_PROBE)
+def epoch_probe() -> Any:
+    """Reads every epoch's metrics and changes nothing: what an epoch-level callback costs the steps around it."""
+    from cnnforge.training.callbacks import Callback
+
+    class EpochProbe(Callback):
+        def on_epoch_end(self, ctx: Any, metrics: dict[str, Any]) -> None:
+            self.last = dict(metrics)
+
+    return EpochProbe()
+
+
+def recipe(root: Any, out_dir: Any, *, tiny: bool, epochs: int, callback: bool = False) -> dict[str, Any]:
+    """LeNet on in-memory CIFAR-shaped data, no augmentation or schedule (the plain loop has neither); ``callback``
+    adds :data:`EPOCH_PROBE` (only cnnforge runs callbacks; the plain loop and Lightning ignore the key)."""
     return {
+        "callbacks": [{"name": EPOCH_PROBE}] if callback else [],
         "name": "light", "seed": 0,
         "data": {"name": "cifar10", "root": str(root), "batch_size": 64, "eval_batch_size": 500, "num_workers": 0,
                  "val_fraction": 0.1},

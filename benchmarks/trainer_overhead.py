@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--ddp", action="store_true", help="two CPU processes (gloo) instead of one")
     p.add_argument("--light", action="store_true", help="LeNet at batch 64: the light-step case")
+    p.add_argument("--callback", action="store_true",
+                   help="with --light: cnnforge runs an epoch-level callback that reads every epoch's metrics")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--worker", choices=("plain", "cnnforge"), help=argparse.SUPPRESS)
     p.add_argument("--recipe", type=Path, help=argparse.SUPPRESS)
@@ -225,12 +227,13 @@ def light(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {1: [], epochs: []} for name in contenders}
     with tempfile.TemporaryDirectory(prefix="cnnforge-light-") as tmp:
         root = write_cifar(Path(tmp) / "data", n_train=640 if args.tiny else 11_000, n_test=200 if args.tiny else 1000)
-        warm_up = light_step.recipe(root, Path(tmp) / "runs", tiny=args.tiny, epochs=1)
+        warm_up = light_step.recipe(root, Path(tmp) / "runs", tiny=args.tiny, epochs=1, callback=args.callback)
         for fn in contenders.values():  # imports and first calls, counted by no one
             fn(warm_up)
         for _ in range(repeats):
             for e in (1, epochs):
-                recipe_data = light_step.recipe(root, Path(tmp) / "runs", tiny=args.tiny, epochs=e)
+                recipe_data = light_step.recipe(root, Path(tmp) / "runs", tiny=args.tiny, epochs=e,
+                                                callback=args.callback)
                 for name, fn in contenders.items():
                     run = light_step.timed(fn, recipe_data)
                     if run is not None:
@@ -244,7 +247,7 @@ def light(args: argparse.Namespace) -> dict[str, Any]:
     plain_w, ours_w = runs["plain"][epochs][0]["weights"], runs["cnnforge"][epochs][0]["weights"]
     result["weights_equal"] = weights_equal(plain_w, ours_w)
     result.update({"host_ms_per_step": median(host), "host_ms_per_step_rounds": host, "model": "lenet",
-                   "batch_size": 64, "epochs": epochs,
+                   "batch_size": 64, "epochs": epochs, "epoch_callback": args.callback,
                    "repeats": repeats, "steps_per_epoch": steps,
                    "targets": {"overhead_ms_per_step": 0.1, "fixed_cost_extra_s": 0.15, "end_to_end_vs_plain": 0.95,
                                "end_to_end_vs_lightning": 1.0, "weights_equal": True}})

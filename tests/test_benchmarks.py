@@ -36,7 +36,8 @@ def test_trainer_overhead_gives_the_plain_loops_weights() -> None:
 
 
 def test_trainer_overhead_light_step_reports_overhead_and_fixed_cost() -> None:
-    r = bench("trainer_overhead", "--light")
+    r = bench("trainer_overhead", "--light", "--callback")  # cnnforge with an epoch-level callback (issue 29)
+    assert r["epoch_callback"] is True
     assert r["weights_equal"] is True and r["steps_per_epoch"] > 0
     assert {"plain", "cnnforge"} <= set(r) and r["cnnforge"]["cpu_s"] > 0
     assert r["end_to_end_vs_plain"] == pytest.approx(r["plain"]["cpu_s"] / r["cnnforge"]["cpu_s"])  # one round
