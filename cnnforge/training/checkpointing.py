@@ -44,8 +44,9 @@ def _tensors(trainer: Any, ranks: list[dict[str, Any]]) -> dict[str, Any]:
     states = trainer.callbacks.states(trainer.ctx)
     if states:
         tensors["callbacks"] = states
-    if trainer.lookahead is not None and trainer.lookahead.state_dict() is not None:
-        tensors["lookahead"] = trainer.lookahead.state_dict()
+    lookahead = trainer.lookahead.state_dict() if trainer.lookahead is not None else None
+    if lookahead is not None:
+        tensors["lookahead"] = lookahead
     return tensors
 
 

@@ -26,7 +26,7 @@ def finish(trainer: Any, state: TrainState) -> dict[str, Any]:
     if tested_with == "best":
         trainer.weights_module().load_state_dict(ckpt.load_weights(rundir.weights_file(run_dir, "best")))
     test = trainer.evaluate("test")
-    in_sync = ranks_in_sync(trainer.bare_model(), acc)
+    in_sync = _ranks_in_sync(trainer.bare_model(), acc)
     history = rundir.read_metrics(run_dir) if acc.is_main_process else []
     metric = recipe.train.best_metric
     summary: dict[str, Any] = {
@@ -55,7 +55,7 @@ def finish(trainer: Any, state: TrainState) -> dict[str, Any]:
     return summary
 
 
-def ranks_in_sync(model: Any, acc: Any) -> bool:
+def _ranks_in_sync(model: Any, acc: Any) -> bool:
     """Whether every rank ends with bit-identical weights (DDP's promise, checked rather than assumed)."""
     if acc.num_processes == 1:
         return True
