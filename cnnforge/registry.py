@@ -62,7 +62,9 @@ class Registry:
         """Add ``fn`` under ``name``; re-registering from the same module (a reload) replaces it.
 
         With ``prefix=True`` the entry serves every ``name<anything>`` (bridges such as ``timm/``):
-        it is then called with the rest of the name as its first positional argument.
+        it is then called with the rest of the name as its first positional argument. Such a family's
+        builder may carry ``fn.list_names()`` (the names, for ``cnnforge list``) and ``fn.check_name(rest)``
+        (a ValueError saying what is wrong with the name: :meth:`check_name`).
         """
         package, version = _provider_of(fn)
         table = self._prefixes if prefix else self._entries
@@ -82,13 +84,32 @@ class Registry:
         load_plugins()
         if name in self._entries:
             return self._entries[name]
-        for prefix, entry in self._prefixes.items():
-            if name.startswith(prefix) and len(name) > len(prefix):
-                # a bridge builder gets the rest of the name ("resnet18" of "timm/resnet18") first
-                return Entry(name, functools.partial(entry.fn, name[len(prefix):]), entry.package, entry.version)
+        family = self._family(name)
+        if family is not None:  # a bridge builder gets the rest of the name ("resnet18" of "timm/resnet18") first
+            return Entry(name, functools.partial(family.fn, name[len(family.name):]), family.package, family.version)
         hint = did_you_mean(name, list(self._entries) + [p + "*" for p in self._prefixes])
         hints = [hint or f"see `cnnforge list {self.kind}`", selection_hint()]
         raise ConfigError(f"unknown {self.noun} {name!r}", hint="; ".join(h for h in hints if h))
+
+    def check_name(self, name: str) -> None:
+        """``get``, and a name family's own verdict on the name (``fn.check_name``: ``timm/resnt18`` is refused).
+
+        A family asks its library (timm, torchvision), which imports torch: ``get`` leaves this to the callers
+        that may import it (``cnnforge check`` with its data probe, the sweep driver), so the light recipe checks
+        stay light."""
+        self.get(name)
+        family = None if name in self._entries else self._family(name)
+        check = getattr(family.fn, "check_name", None) if family is not None else None
+        if family is None or check is None:
+            return
+        try:
+            check(name[len(family.name):])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _family(self, name: str) -> Entry | None:
+        """The name family (its entry is named by its prefix) that serves ``name``."""
+        return next((e for p, e in self._prefixes.items() if name.startswith(p) and len(name) > len(p)), None)
 
     def names(self) -> list[str]:
         from cnnforge.plugins import load_plugins

@@ -37,13 +37,15 @@ LAST_STOP = {1: 67, 2: 17}
 RECIPE = ["digits_convnet", "train.epochs=2", "data.batch_size=32", "data.num_workers=0", "train.plots=false"]
 
 SIGNALLER = '''
-"""Sends the signals of the plan in $SIGNAL_PLAN ({"step", "signal", "to", "in_save"}) from rank 0."""
+"""Sends the signals of the plan in $SIGNAL_PLAN ({"step", "signal", "to", "in_save"}) from rank 0; step 0: as
+the run starts, once its run directory exists and before its first step."""
 import json
 import os
 import signal
 from pathlib import Path
 
 from cnnforge.rundir import checkpoint
+from cnnforge.training import loop
 from cnnforge.training import step as train_step
 
 PLAN = Path(os.environ.get("SIGNAL_PLAN", "/nonexistent"))
@@ -60,7 +62,12 @@ def send(name, to="self"):
 if PLAN.exists() and os.environ.get("RANK", "0") == "0":
     plan = json.loads(PLAN.read_text())
     PLAN.unlink()  # one shot: the rerun of the same command trains on undisturbed
-    step, write, steps = train_step.TrainStep.__call__, checkpoint._write_folder, []
+    step, write, start, steps = train_step.TrainStep.__call__, checkpoint._write_folder, loop.Trainer.start, []
+
+    def starting(*args, **kwargs):
+        if plan["step"] == 0:
+            send(plan["signal"], plan["to"])
+        return start(*args, **kwargs)
 
     def counted_step(*args, **kwargs):
         steps.append(1)
@@ -74,6 +81,7 @@ if PLAN.exists() and os.environ.get("RANK", "0") == "0":
         return write(*args, **kwargs)
 
     train_step.TrainStep.__call__, checkpoint._write_folder = counted_step, interrupted_write
+    loop.Trainer.start = starting
 '''
 
 
@@ -129,6 +137,16 @@ def test_a_signal_checkpoints_and_the_rerun_is_bit_exact(tmp_path: Path, plugin_
     for plan in _plans(sig, 1, signal=sig, in_save=None):
         cut = _stopped_and_rerun(tmp_path, plugin_env, plan, 1, EXIT_PREEMPTED)
         assert_same_weights(ref, cut)
+
+
+def test_a_signal_while_the_run_starts_stops_it_after_its_first_step(tmp_path: Path,
+                                                                      plugin_env: dict[str, str]) -> None:
+    """Slurm's warning can come while the run directory is new and no step has run: the run holds the signal,
+    checkpoints after its first step and exits 75 (the signal's default action would kill it: exit 138)."""
+    ref = _reference(tmp_path, plugin_env, 1)
+    cut = _stopped_and_rerun(tmp_path, plugin_env, {"step": 0, "signal": "USR1", "to": "self", "in_save": None}, 1,
+                             EXIT_PREEMPTED)
+    assert_same_weights(ref, cut)
 
 
 def test_a_signal_to_every_process_of_the_run_spares_its_loader_workers(tmp_path: Path,

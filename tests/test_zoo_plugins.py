@@ -96,3 +96,23 @@ def test_an_unknown_bridge_name_suggests_close_ones(tmp_path: Path) -> None:
     assert proc.returncode == 2
     line = one_error_line(proc)
     assert "timm has no model 'resnet_18'" in line and "did you mean" in line and "resnet18" in line
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("model.name=timm/resnt18", "model.name: timm has no model 'resnt18' (did you mean resnet18"),
+    ("model.name=tv/resnt18", "model.name: torchvision has no classification model 'resnt18' (did you mean resnet18"),
+    ("optim.name=timm/lamm", "optim.name: timm has no optimizer 'lamm' (did you mean lamb"),
+    ("schedule.name=timm/cosin", "schedule.name: timm scheduler 'cosin' is not one cnnforge can step (did you mean "
+                                 "cosine?)"),
+])
+def test_check_refuses_a_misspelt_bridge_name_before_anything_is_built(override: str, expected: str) -> None:
+    """The bridges tell the registry which names they have: `check` refuses what `run` would, in one line naming
+    the key and the closest names (`check --no-data` imports no model library, so it cannot ask them)."""
+    proc = cli("check", "digits_convnet", override)
+    assert proc.returncode == 2
+    assert expected in one_error_line(proc)
+
+
+def test_check_accepts_a_bridge_name_with_a_pretrained_tag() -> None:
+    proc = cli("check", "digits_convnet", "model.name=timm/resnet18.a1_in1k", "optim.name=timm/lamb")
+    assert proc.returncode == 0, proc.stderr

@@ -20,11 +20,13 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> int:
     from cnnforge.errors import recipe_source
     from cnnforge.recipe import open_recipe
+    from cnnforge.recipe.checks import check_family_names
 
     recipe = open_recipe(args.recipe, args.overrides)
     if not args.no_data:
         from cnnforge.data.probe import check_data  # the data stack: torch, the augmentation library
 
+        check_family_names(recipe)  # timm/ and tv/ names: their libraries load torch too
         with recipe_source(recipe.source):
             check_data(recipe)  # what `run` finds wrong with the data at its start, from one decoded image
     if not args.quiet:

@@ -45,16 +45,32 @@ def check_swept_value(recipe: Recipe, key: str, value: Any, *, where: str) -> No
         raise ConfigError(f"value {value!r} is invalid: {exc.message}", where=where, hint=exc.hint) from None
 
 
+def check_family_names(recipe: Recipe) -> None:
+    """What the name families (``timm/``, ``tv/``) say of the recipe's names: their libraries are imported (torch
+    with them), so the callers that probe the data ask this, not :func:`check_recipe`."""
+    for key, spec, reg in _named_parts(recipe):
+        try:
+            reg.check_name(spec.name)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, where=f"{recipe.source}: {key}.name", hint=exc.hint) from None
+
+
+def _named_parts(recipe: Recipe) -> list[tuple[str, Any, Any]]:
+    """(recipe key, spec, registry) of every part the recipe names."""
+    from cnnforge import registry
+
+    return [("model", recipe.model, registry.models), ("data", recipe.data, registry.datasets),
+            ("optim", recipe.optim, registry.optimizers), ("schedule", recipe.schedule, registry.schedules),
+            ("train.loss", recipe.train.loss, registry.losses),
+            *((f"callbacks[{i}]", spec, registry.callbacks) for i, spec in enumerate(recipe.callbacks))]
+
+
 def _check_names(recipe: Recipe) -> None:
     from cnnforge import registry
     from cnnforge.data.pipeline import check_augment
 
     src = recipe.source
-    named = [("model", recipe.model, registry.models), ("data", recipe.data, registry.datasets),
-             ("optim", recipe.optim, registry.optimizers), ("schedule", recipe.schedule, registry.schedules),
-             ("train.loss", recipe.train.loss, registry.losses),
-             *((f"callbacks[{i}]", spec, registry.callbacks) for i, spec in enumerate(recipe.callbacks))]
-    for key, spec, reg in named:
+    for key, spec, reg in _named_parts(recipe):
         try:
             entry = reg.get(spec.name)
         except ConfigError as exc:

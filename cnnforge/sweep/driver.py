@@ -76,7 +76,9 @@ def tune(recipe_or_path: str | os.PathLike[str] | Recipe | dict[str, Any], overr
     if spec.search == "optuna":
         require("optuna", where=f"{recipe.source}: tune.search")
     from cnnforge.data.probe import check_data
+    from cnnforge.recipe.checks import check_family_names
 
+    check_family_names(recipe)  # what `check` asks a name family (timm/, tv/): the driver imports torch anyway
     check_data(recipe)  # once, here: missing data fails every trial, each with a traceback and retries
     experiment, restoring = find_or_create(recipe, fresh)
     try:

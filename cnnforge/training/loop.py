@@ -83,7 +83,8 @@ class Trainer:
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)
         self._data_wait = 0.0
         self.stopping = Stopping(recipe.train.early_stop, recipe.train.max_time, recipe.train.epochs, self.acc)
-        self.stop = StopSignals(recipe.train.signals, self.acc)  # train.signals: checkpoint and stop (preemption.py)
+        # train.signals: checkpoint and stop (preemption.py)
+        self.stop = parts.stop_signals or StopSignals(recipe.train.signals, self.acc)
         self._saved: tuple[tuple[int, int], Path | None] | None = None  # (epoch, batch) of the newest checkpoint
 
     # ------------------------------------------------------------------------------------ inputs

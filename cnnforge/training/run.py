@@ -117,6 +117,7 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     from cnnforge.training.assemble import build_parts, make_accelerator
     from cnnforge.training.loop import Trainer
     from cnnforge.training.lr_finder import auto_lr
+    from cnnforge.training.preemption import StopSignals
     from cnnforge.training.progress import Progress
 
     claimed = run_dir is None and recipe.train.run_dir is not None  # `run --run-dir`: training/requeue.py
@@ -124,6 +125,9 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
         rundir.check_writable(recipe)
     with recipe_source(recipe.source):
         acc = make_accelerator(recipe.train)
+    # handled from here, before the run directory exists: a signal that comes while the run starts is held until
+    # the first optimizer step (then a checkpoint, exit 75) instead of killing the process
+    stop = held.enter_context(StopSignals(recipe.train.signals, acc).installed())
     warm = run_dir is None and start is not None  # a new run from another run's checkpoint
     if claimed:
         plan = requeue.agree(recipe, acc, held)
@@ -151,7 +155,7 @@ def _train(recipe: Recipe, held: contextlib.ExitStack, *, quiet: bool, reporter:
     if acc.is_main_process:
         _print_balance(recipe, splits, progress)
     trainer = Trainer(recipe, replace(parts, run_dir=run_dir, progress=progress, reporter=reporter,
-                                      identity=identity, class_weights=weights))
+                                      identity=identity, class_weights=weights, stop_signals=stop))
     return _fit(trainer, recipe, start, quiet=quiet, warm=warm)
 
 

@@ -80,6 +80,7 @@ class TrainParts:
     reporter: Any = None  # reporter(row, checkpoint_dir or None off the main process) after every epoch (Ray)
     identity: RunIdentity | None = None  # recorded in every checkpoint; resume refuses another run's
     class_weights: torch.Tensor | None = None  # the loss's weight per class (data/balance.py)
+    stop_signals: Any = None  # training/preemption.StopSignals installed by training/run.py before the run exists
 
     @property
     def info(self) -> DataInfo:

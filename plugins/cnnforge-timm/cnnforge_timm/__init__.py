@@ -33,6 +33,27 @@ def list_names() -> list[str]:
     return timm.list_models()
 
 
+def check_model_name(name: str) -> None:
+    """Refuse a name timm does not have while the recipe is checked (cnnforge's registry calls it)."""
+    from cnnforge_timm.bridge import check_name
+
+    check_name(name)
+
+
+def check_optimizer_name(name: str) -> None:
+    """Refuse an optimizer timm's factory does not know while the recipe is checked."""
+    from cnnforge_timm.training import check_optimizer_name as check
+
+    check(name)
+
+
+def check_schedule_name(name: str) -> None:
+    """Refuse a scheduler cnnforge cannot step while the recipe is checked."""
+    from cnnforge_timm.training import check_schedule_name as check
+
+    check(name)
+
+
 timm_model.list_names = list_names  # type: ignore[attr-defined]  # `cnnforge list models 'timm/*'` expands it
 
 
@@ -68,3 +89,7 @@ def list_schedules() -> list[str]:
 
 timm_optimizer.list_names = list_optimizers  # type: ignore[attr-defined]
 timm_schedule.list_names = list_schedules  # type: ignore[attr-defined]
+# the registry asks these while it checks a recipe: a misspelt name is one line before anything is built
+timm_model.check_name = check_model_name  # type: ignore[attr-defined]
+timm_optimizer.check_name = check_optimizer_name  # type: ignore[attr-defined]
+timm_schedule.check_name = check_schedule_name  # type: ignore[attr-defined]

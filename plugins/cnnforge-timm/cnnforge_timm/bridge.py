@@ -22,6 +22,14 @@ from cnnforge.models.transfer import apply_freeze, fetch, one_line, read_state_d
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
+def check_name(name: str) -> None:
+    """A ValueError naming the closest architectures unless timm has ``name`` (with a tag such as ``.a1_in1k``)."""
+    if not timm.is_model(name):
+        hint = did_you_mean(split_model_name_tag(name)[0], timm.list_models())
+        raise ValueError(f"timm has no model {name!r}" + (f" ({hint})" if hint else "")
+                         + "; see `cnnforge list models 'timm/*'`")
+
+
 def build(name: str, *, num_classes: int, in_channels: int, image_size: Any, pretrained: bool | str, freeze: str,
           **kwargs: Any) -> nn.Module:
     """``timm.create_model`` with the dataset's classes and channels, optionally pretrained and frozen.
@@ -29,10 +37,7 @@ def build(name: str, *, num_classes: int, in_channels: int, image_size: Any, pre
     Models timm marks as fixed-size (ViTs) get the data's ``img_size`` unless the recipe sets one.
     """
     model_id = f"timm/{name}"
-    if not timm.is_model(name):
-        hint = did_you_mean(split_model_name_tag(name)[0], timm.list_models())
-        raise ValueError(f"timm has no model {name!r}" + (f" ({hint})" if hint else "")
-                         + "; see `cnnforge list models 'timm/*'`")
+    check_name(name)
     cfg = get_pretrained_cfg(name)
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
     if cfg is not None and cfg.fixed_input_size and size is not None and "img_size" not in kwargs:

@@ -16,8 +16,8 @@ from typing import Any
 SCHEDULES = ("cosine", "tanh", "step", "multistep", "poly")
 
 
-def create_optimizer(name: str, params: Any, *, lr: float, weight_decay: float, **kwargs: Any) -> Any:
-    """``timm.optim.create_optimizer_v2`` over ``params``; an option its class does not take is a ValueError."""
+def check_optimizer_name(name: str) -> None:
+    """A ValueError naming the closest optimizers unless timm's factory knows ``name``."""
     from timm import optim
 
     from cnnforge.errors import did_you_mean
@@ -26,6 +26,24 @@ def create_optimizer(name: str, params: Any, *, lr: float, weight_decay: float, 
         hint = did_you_mean(name, optim.list_optimizers())
         raise ValueError(f"timm has no optimizer {name!r}" + (f" ({hint})" if hint else "")
                          + "; see `cnnforge list optimizers 'timm/*'`")
+
+
+def check_schedule_name(name: str) -> None:
+    """A ValueError naming the schedulers cnnforge can step unless ``name`` is one."""
+    from cnnforge.errors import did_you_mean
+
+    if name not in SCHEDULES:
+        hint = did_you_mean(name, SCHEDULES) or f"one of {', '.join(SCHEDULES)}"
+        raise ValueError(f"timm scheduler {name!r} is not one cnnforge can step ({hint})")
+
+
+def create_optimizer(name: str, params: Any, *, lr: float, weight_decay: float, **kwargs: Any) -> Any:
+    """``timm.optim.create_optimizer_v2`` over ``params``; an option its class does not take is a ValueError."""
+    from timm import optim
+
+    from cnnforge.errors import did_you_mean
+
+    check_optimizer_name(name)
     accepted = [p for p in inspect.signature(optim.get_optimizer_class(name)).parameters if p not in ("self", "params")]
     unknown = [key for key in kwargs if key not in accepted]
     if unknown:
@@ -41,9 +59,7 @@ def create_schedule(name: str, optimizer: Any, *, epochs: int, steps_per_epoch: 
 
     from cnnforge.errors import did_you_mean
 
-    if name not in SCHEDULES:
-        hint = did_you_mean(name, SCHEDULES) or f"one of {', '.join(SCHEDULES)}"
-        raise ValueError(f"timm scheduler {name!r} is not one cnnforge can step ({hint})")
+    check_schedule_name(name)
     options = set(inspect.signature(create_scheduler_v2).parameters) - {"optimizer", "sched", "num_epochs",
                                                                          "updates_per_epoch", "step_on_epochs"}
     unknown = [key for key in kwargs if key not in options]

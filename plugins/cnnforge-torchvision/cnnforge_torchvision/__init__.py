@@ -31,4 +31,12 @@ def list_names() -> list[str]:
     return sorted(tvm.list_models(module=tvm))
 
 
+def check_name(name: str) -> None:
+    """Refuse a name torchvision does not have while the recipe is checked (cnnforge's registry calls it)."""
+    from cnnforge_torchvision.bridge import check_name as check
+
+    check(name)
+
+
 torchvision_model.list_names = list_names  # type: ignore[attr-defined]  # `cnnforge list models 'tv/*'` expands it
+torchvision_model.check_name = check_name  # type: ignore[attr-defined]

@@ -13,14 +13,19 @@ from cnnforge.errors import did_you_mean
 from cnnforge.models.transfer import apply_freeze, fetch, load_matching, one_line, read_state_dict, weights_file
 
 
-def build(name: str, *, num_classes: int, in_channels: int, image_size: Any, pretrained: bool | str, freeze: str,
-          **kwargs: Any) -> nn.Module:
-    """``tv/<name>`` with a ``num_classes`` head and an ``in_channels`` stem, optionally pretrained and frozen."""
-    model_id = f"tv/{name}"
+def check_name(name: str) -> None:
+    """A ValueError naming the closest models unless ``name`` is one of torchvision's classification models."""
     if name not in tvm.list_models(module=tvm):
         hint = did_you_mean(name, tvm.list_models(module=tvm))
         raise ValueError(f"torchvision has no classification model {name!r}" + (f" ({hint})" if hint else "")
                          + "; see `cnnforge list models 'tv/*'`")
+
+
+def build(name: str, *, num_classes: int, in_channels: int, image_size: Any, pretrained: bool | str, freeze: str,
+          **kwargs: Any) -> nn.Module:
+    """``tv/<name>`` with a ``num_classes`` head and an ``in_channels`` stem, optionally pretrained and frozen."""
+    model_id = f"tv/{name}"
+    check_name(name)
     model = _create(name, model_id, num_classes=num_classes, **kwargs)
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
     fixed = getattr(model, "image_size", None)  # torchvision's ViTs are built for one input size
