@@ -75,6 +75,20 @@ def test_each_batch_gets_at_most_one_op_with_its_probability() -> None:
     assert torch.equal(same_x, x) and torch.equal(hard.argmax(1), y) and torch.equal(labels, y)
 
 
+def test_mixup_cutmix_is_timms_mixup_with_its_switch_prob() -> None:
+    """timm's ``Mixup(prob=0.8, switch_prob=0.25)`` in one entry: the batches it mixes are cut a quarter of the
+    time; it draws what the two-entry list with those shares draws."""
+    switched = _mix({"name": "mixup_cutmix", "alpha": 0.4, "cutmix_alpha": 2.0, "prob": 0.8, "switch_prob": 0.25})
+    listed = _mix({"name": "mixup", "alpha": 0.4, "prob": 0.6}, {"name": "cutmix", "alpha": 2.0, "prob": 0.2})
+    draws = [switched.draw((0, b, 0))[:2] for b in range(4000)]
+    assert draws == [listed.draw((0, b, 0))[:2] for b in range(4000)]
+    counts = Counter(name for name, _ in draws)
+    assert abs(counts["cutmix"] / (counts["cutmix"] + counts["mixup"]) - 0.25) < 0.03
+    assert abs(counts[None] / 4000 - 0.2) < 0.03
+    default = _mix({"name": "mixup_cutmix"})  # timm's defaults: every batch mixed, half of them cut
+    assert Counter(default.draw((0, b, 0))[0] for b in range(4000))[None] == 0
+
+
 def test_draws_depend_on_the_batch_key_only() -> None:
     mix = _mix({"name": "mixup"})
     assert mix.draw((2, 5, 1))[1] == _mix({"name": "mixup"}).draw((2, 5, 1))[1]
@@ -94,7 +108,10 @@ def test_an_odd_batch_and_a_batch_of_one_mix() -> None:
     ("[{name: cutmix, alpha: -1}]", "augment.batch.0.alpha", "greater than 0"),
     ("[{name: mixup, prob: 0.7}, {name: cutmix, prob: 0.7}]", "augment.batch", "add up to 1.4"),
     ("[{name: mixop}]", "augment.batch.0.name", "did you mean mixup"),
-    ("[{name: cutmix, switch_prob: 0.5}]", "augment.batch.0.switch_prob", "unknown key"),
+    ("[{name: cutmix, switch_prob: 0.5}]", "augment.batch.0", "switch_prob belongs to {name: mixup_cutmix}"),
+    ("[{name: mixup_cutmix, switch_prob: 1.5}]", "augment.batch.0.switch_prob", "less than or equal to 1"),
+    ("[{name: mixup_cutmix, cutmix_alpha: 0}]", "augment.batch.0.cutmix_alpha", "greater than 0"),
+    ("[{name: mixup_cutmix}, {name: cutmix, prob: 0.5}]", "augment.batch", "add up to 1.5"),
 ])
 def test_bad_batch_ops_are_one_line_and_exit_2(batch: str, where: str, words: str, tmp_path: Path) -> None:
     proc = cli("run", DIGITS, f"augment.batch={batch}", f"train.out_dir={tmp_path / 'runs'}")

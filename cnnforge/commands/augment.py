@@ -56,7 +56,8 @@ def _mix_preview(recipe: Any, splits: Any, out: Path, n: int) -> Path:
     from cnnforge.data.batch_mix import make_batch_mix
     from cnnforge.data.preview import render_mix_preview
 
-    ops = ", ".join(f"{op.name}(alpha={op.alpha:g}, prob={op.prob:g})" for op in recipe.augment.batch)
+    ops = ", ".join(f"{name}(alpha={alpha:g}, prob={prob:g})" for op in recipe.augment.batch
+                    for name, alpha, prob in op.draws())
     title = f"{recipe.name} (seed {recipe.seed}): augment.batch = {ops}, first batches of epoch 1"
     return render_mix_preview(splits.train, splits.info.classes, make_batch_mix(recipe, len(splits.info.classes)),
                               batch_size=recipe.data.batch_size, seed=recipe.seed, title=title,

@@ -12,8 +12,8 @@ keep a run exact and the step free of host reads:
   read on a CPU), and ``train.label_smoothing`` is folded into them (the loss then gets no smoothing
   of its own), as timm's ``mixup_target`` does.
 
-Each batch is mixed by at most one op: op ``i`` with probability ``prob_i`` (timm's ``prob`` and
-``switch_prob`` are ``mixup.prob = prob * (1 - switch_prob)``, ``cutmix.prob = prob * switch_prob``).
+Each batch is mixed by at most one op: op ``i`` with probability ``prob_i``; ``mixup_cutmix`` (timm's
+``prob`` and ``switch_prob``) is MixUp with ``prob * (1 - switch_prob)`` and CutMix with ``prob * switch_prob``.
 The trainer also gets each sample's dominant label (its own when ``lam >= 0.5``), which train
 accuracy is scored against.
 """
@@ -45,7 +45,7 @@ class BatchMix:
     """Mixes a float NCHW batch in place and returns it with soft targets and dominant labels."""
 
     def __init__(self, ops: Sequence[Any], *, num_classes: int, smoothing: float, seed: int) -> None:
-        self.ops = [(op.name, op.alpha, op.prob) for op in ops]  # augment.batch's MixSpec entries
+        self.ops = [draw for op in ops for draw in op.draws()]  # augment.batch's MixSpec entries
         self.num_classes, self.smoothing, self.seed = num_classes, smoothing, seed
 
     def draw(self, key: tuple[int, ...]) -> tuple[str | None, float, np.random.Generator]:

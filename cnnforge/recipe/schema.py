@@ -57,11 +57,32 @@ class OpSpec(_Named):
 
 
 class MixSpec(Section):
-    """One op of ``augment.batch`` (data/batch_mix.py): a batch is mixed by it with probability ``prob``."""
+    """One op of ``augment.batch`` (data/batch_mix.py): a batch is mixed by it with probability ``prob``.
 
-    name: Literal["mixup", "cutmix"]
+    ``mixup_cutmix`` is timm's ``Mixup`` in one entry: a mixed batch is cut (``cutmix_alpha``) with probability
+    ``switch_prob``, else blended (``alpha``)."""
+
+    name: Literal["mixup", "cutmix", "mixup_cutmix"]
     alpha: Annotated[float, Field(gt=0)] = 1.0  # lambda ~ Beta(alpha, alpha)
     prob: Annotated[float, Field(gt=0, le=1)] = 1.0
+    switch_prob: Annotated[float, Field(ge=0, le=1)] | None = None  # mixup_cutmix only (default 0.5)
+    cutmix_alpha: Annotated[float, Field(gt=0)] | None = None  # mixup_cutmix only (default 1.0)
+
+    @model_validator(mode="after")
+    def _switch_keys_need_both_ops(self) -> MixSpec:
+        for key in ("switch_prob", "cutmix_alpha"):
+            if self.name != "mixup_cutmix" and getattr(self, key) is not None:
+                raise ValueError(f"{key} belongs to {{name: mixup_cutmix}} (timm's Mixup: MixUp or CutMix per "
+                                 f"batch), not to {self.name}")
+        return self
+
+    def draws(self) -> list[tuple[str, float, float]]:
+        """(op, alpha, probability) of each way this entry mixes a batch."""
+        if self.name != "mixup_cutmix":
+            return [(self.name, self.alpha, self.prob)]
+        switch = 0.5 if self.switch_prob is None else self.switch_prob
+        cut_alpha = 1.0 if self.cutmix_alpha is None else self.cutmix_alpha
+        return [("mixup", self.alpha, self.prob * (1 - switch)), ("cutmix", cut_alpha, self.prob * switch)]
 
 
 class AugmentConfig(Section):
