@@ -116,3 +116,11 @@ def test_check_refuses_a_misspelt_bridge_name_before_anything_is_built(override:
 def test_check_accepts_a_bridge_name_with_a_pretrained_tag() -> None:
     proc = cli("check", "digits_convnet", "model.name=timm/resnet18.a1_in1k", "optim.name=timm/lamb")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_tune_refuses_a_misspelt_bridge_name_before_ray_starts(tmp_path: Path) -> None:
+    proc = cli("tune", "recipes/sweep_activation_dropout_lr.yaml", "optim.name=timm/lamm",
+               f"train.out_dir={tmp_path / 'sweeps'}")
+    assert proc.returncode == 2
+    assert "optim.name: timm has no optimizer 'lamm' (did you mean lamb" in one_error_line(proc)
+    assert not (tmp_path / "sweeps").exists()
