@@ -126,6 +126,7 @@ def test_a_killed_ddp_worker_restarts_the_trial_from_its_checkpoint(tmp_path: Pa
     [experiment] = _experiments(tmp_path / "runs", "lost")
     rows = {r["model.fail"]: r for r in _results(experiment)}
     assert rows["killed"]["status"] == "done" and rows["never"]["status"] == "done", rows
+    assert (rows["killed"]["restarts"], rows["never"]["restarts"]) == ("1", "0"), rows  # Ray Train's restart counted
     killed = Path(rows["killed"]["run_dir"])
     assert _run_dirs(experiment / rows["killed"]["trial"]) == [killed] and _epochs(killed) == [1, 2]
     assert_same_weights(Path(rows["never"]["run_dir"]), killed)

@@ -9,16 +9,21 @@ runs :func:`cnnforge.sweep.trial.continue_trial`: rank 0 writes the run director
 every rank calls ``ray.train.report`` (a barrier in Ray Train) with rank 0's checkpoint. A worker that
 dies restarts the whole worker group from the last checkpoint (``ray.train.FailureConfig``, up to
 ``tune.max_failures`` times); rerunning a stopped sweep restores each Train run from its storage
-folder (``<trial>/ddp/``), so the trial continues from its checkpoint there too.
+folder (``<trial>/ddp/``), so the trial continues from its checkpoint there too. Tune does not see those
+restarts: rank 0 records each start of the worker group (:data:`GROUP_STARTS`), and the results table counts
+the starts after the first of each Tune call of the trial (:func:`train_restarts`).
 
 The Tune trial itself reserves nothing (the Train controller and workers are its own actors), so the
 driver caps the trials running at once at what the cluster holds (:func:`trial_slots`).
 """
 from __future__ import annotations
 
+import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from cnnforge.bounded_read import read_bounded_text
 from cnnforge.errors import ConfigError
 from cnnforge.recipe import Recipe
 from cnnforge.recipe.tune import TuneConfig
@@ -27,6 +32,8 @@ from cnnforge.recipe.tune import TuneConfig
 TRAIN_RUN = "ddp"
 #: what the Tune trial itself reserves: it only waits on its Train run, and Ray places no bundle without a resource
 DRIVER_RESOURCES = {"memory": 1}
+#: ``<trial dir>/TRAIN_RUN/GROUP_STARTS``: one line per start of the worker group, the id of the Tune call it served
+GROUP_STARTS = "group_starts.txt"
 
 
 def cluster_plan(recipe: Recipe, spec: TuneConfig) -> dict[str, Any]:
@@ -78,7 +85,7 @@ def run_ddp_trial(config: dict[str, Any], *, recipe: Recipe, overrides: list[str
     trial_dir = Path(experiment_dir) / tune.get_context().get_trial_id()
     trainer = TorchTrainer(
         _worker, train_loop_config={"config": config, "recipe": recipe, "overrides": overrides,
-                                    "trial_dir": str(trial_dir)},
+                                    "trial_dir": str(trial_dir), "call": uuid.uuid4().hex},
         scaling_config=train.ScalingConfig(num_workers=spec.workers_per_trial, use_gpu=per_worker["GPU"] > 0,
                                            resources_per_worker=per_worker),
         run_config=train.RunConfig(name=TRAIN_RUN, storage_path=str(trial_dir),
@@ -93,5 +100,20 @@ def _worker(loop_config: dict[str, Any]) -> None:
 
     from cnnforge.sweep.trial import continue_trial
 
+    if train.get_context().get_world_rank() == 0:
+        starts = Path(loop_config["trial_dir"]) / TRAIN_RUN / GROUP_STARTS
+        starts.parent.mkdir(parents=True, exist_ok=True)
+        with starts.open("a") as f:
+            f.write(loop_config["call"] + "\n")
     continue_trial(loop_config["config"], recipe=loop_config["recipe"], overrides=loop_config["overrides"],
                    trial_dir=Path(loop_config["trial_dir"]), report=train.report, restored=train.get_checkpoint())
+
+
+def train_restarts(trial_dir: Path) -> int:
+    """Times Ray Train restarted the trial's worker group after a worker died: the group's starts after the first
+    within each Tune call of the trial (a rerun of the sweep is a new call, not a restart); 0 for other trials."""
+    try:
+        text = read_bounded_text(trial_dir / TRAIN_RUN / GROUP_STARTS, 1 << 20, what="record of worker starts")
+    except FileNotFoundError:
+        return 0
+    return sum(n - 1 for n in Counter(text.split()).values())

@@ -90,10 +90,14 @@ def collect_trials(grid: Any, recipe: Recipe, replay: Sequence[str],
 
 
 def trial_restarts(experiment_path: str | Path) -> dict[str, int]:
-    """{trial folder: restarts after a failure}, from the state Ray saved (``Trial.num_failures``)."""
+    """{trial folder: restarts after a failure}: Tune's (``Trial.num_failures``, from the state Ray saved) and, in a
+    DDP trial, Ray Train's restarts of its worker group."""
     from ray.tune import ExperimentAnalysis
 
-    return {Path(t.path).name: int(t.num_failures) for t in ExperimentAnalysis(str(experiment_path)).trials if t.path}
+    from cnnforge.sweep.ddp_trial import train_restarts
+
+    return {Path(t.path).name: int(t.num_failures) + train_restarts(Path(t.path))
+            for t in ExperimentAnalysis(str(experiment_path)).trials if t.path}
 
 
 def _record_failures(trials: list[TrialRow]) -> None:
