@@ -87,10 +87,14 @@ def test_workers_larger_than_the_cluster_or_gpus_without_any_are_refused_before_
 
 @pytest.mark.slow
 def test_ddp_trials_match_an_accelerate_launch_and_asha_stops_the_weak_one(tmp_path: Path, ray_4_cpus: None) -> None:
+    """One trial at a time (``max_concurrent: 1``), so ASHA sees the strong trial's first epoch before the weak one's
+    and the second trial gets an actor of its own: reusing the first one's fails while its Train run is torn down
+    (the trial would end in an error, and Ray would wait 600 s before the next)."""
     recipe = _write_recipe(tmp_path / "ddp.yaml", train={"epochs": 2, "checkpoint_every": 1, "plots": False,
                                                           "out_dir": str(tmp_path / "runs")},
                            tune={"metric": "val/acc", "mode": "max", "grid": {"optim.lr": [0.01, 0.00001]},
-                                 "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2}, **DDP})
+                                 "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+                                 "max_concurrent": 1, **DDP})
     result = cnnforge.tune(recipe, quiet=True)
     [experiment] = _experiments(tmp_path / "runs", "ddp")
     rows = {float(r["optim.lr"]): r for r in _results(experiment)}

@@ -371,15 +371,20 @@ def _tuner(recipe: Recipe, spec: TuneConfig, experiment: Path, restoring: bool, 
     if restoring:
         return ray_tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=False)
     limit = max_concurrent or spec.max_concurrent or resources.get("slots")  # DDP trials reserve no Tune resources
+    ddp = "per_worker" in resources
     # a DDP trial's worker deaths are Ray Train's to retry (ddp_trial.py), not Tune's as well
-    failures = ray_tune.FailureConfig(max_failures=0 if "per_worker" in resources else spec.max_failures)
+    failures = ray_tune.FailureConfig(max_failures=0 if ddp else spec.max_failures)
     return ray_tune.Tuner(
         trainable, param_space=search_space(spec),
         tune_config=ray_tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
                                         search_alg=searcher(spec, recipe.seed, limit),
                                         scheduler=scheduler(recipe, spec),
                                         max_concurrent_trials=limit if spec.search == "optuna" else None,
-                                        trial_dirname_creator=trial_dirname, reuse_actors=True),
+                                        trial_dirname_creator=trial_dirname,
+                                        # Tune reuses a trial's actor only if its function ends within 2 s of the
+                                        # last report; a DDP trial's Train teardown takes longer, and Ray then
+                                        # fails the next trial and waits 600 s before it starts another
+                                        reuse_actors=not ddp),
         run_config=ray_tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent),
                                       verbose=1 if verbose else 0,
                                       failure_config=failures,
