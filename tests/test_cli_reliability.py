@@ -194,3 +194,14 @@ def test_runs_shows_a_sweep_trials_id_and_swept_values_and_one_duration_format(
     assert "a1b2c3 model.activation=elu optim.lr=0.003" in table
     assert re.search(r"finished\s+1/1\s+val/acc \S+(\s+\S+){3}\s+\d+:\d\d\s*$", table, re.M), table  # 3 test columns
     assert yaml.safe_load((experiment / "sweep.yaml").read_text())["tune"]
+
+
+def test_a_run_with_loader_workers_exits_cleanly(tmp_path: Path) -> None:
+    """The workers ignore SIGTERM, so cnnforge SIGKILLs them at exit; torch's SIGCHLD handler used to raise inside
+    that loop ("Exception ignored in atexit callback ... killed by signal: Killed") and leave some workers alive,
+    and multiprocessing's exit then waited for them for ever."""
+    for _ in range(2):
+        proc = cli("run", str(DIGITS), "train.epochs=1", "data.num_workers=2", "data.on_device=false",
+                   "train.plots=false", f"train.out_dir={tmp_path}", "-q", timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "Exception ignored" not in proc.stderr and "killed by signal" not in proc.stderr, proc.stderr[-2000:]

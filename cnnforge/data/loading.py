@@ -330,11 +330,28 @@ def make_loader(ds: Dataset, *, batch_size: int, shuffle: bool, seed: int, num_w
 def _end_workers_at_exit() -> None:
     """At exit, multiprocessing ends daemonic children (loader workers) with SIGTERM, which the workers ignore
     (:func:`outlive_stop_signals`), then waits for them: a script that called ``cnnforge.train`` would never
-    exit. This handler, registered after multiprocessing's own and so run before it, ends them with SIGKILL."""
+    exit. This handler, registered after multiprocessing's own (torch imports it) and so run before it, ends
+    them with SIGKILL."""
     import atexit
-    import multiprocessing
 
-    atexit.register(lambda: [child.kill() for child in multiprocessing.active_children() if child.daemon])
+    atexit.register(_kill_loader_workers)
+
+
+def _kill_loader_workers() -> None:
+    """SIGKILL and reap every daemonic child. torch's SIGCHLD handler raises as soon as one of its workers dies:
+    left in place it cut this loop after the first kill, and the workers still alive kept multiprocessing's
+    exit waiting for ever. At exit nothing needs it, so SIGCHLD gets its default action first."""
+    import multiprocessing
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    for child in children:
+        child.kill()
+    for child in children:
+        child.join()
 
 
 def outlive_stop_signals(worker_id: int) -> None:
