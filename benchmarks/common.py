@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +24,14 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def ddp_launch(processes: int) -> list[str]:
+    """``accelerate launch`` of ``python -m cnnforge`` in ``processes`` ranks on a port Accelerate finds free
+    (its default 29500 may be held by another launch on the machine, a test run's for one)."""
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    return [accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--main_process_port", "0",
+            "-m", "cnnforge"]
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, best, cifar_array, interleaved, parser, report
+from benchmarks.common import ROOT, best, cifar_array, ddp_launch, interleaved, parser, report
 
 CLASSES = 10
 RUN_RECIPE = ROOT / "recipes" / "digits_convnet.yaml"
@@ -114,9 +114,7 @@ def peak_rss(folder: Path, cache: str, side: int, workers: int, tmp: Path,
     """
     import psutil
 
-    bin_dir = Path(sys.executable).parent
-    launch = [str(bin_dir / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(ranks), "-m", "cnnforge"] \
-        if ranks > 1 else [str(bin_dir / "cnnforge")]
+    launch = ddp_launch(ranks) if ranks > 1 else [str(Path(sys.executable).parent / "cnnforge")]
     cmd = [*launch, "run", str(RUN_RECIPE), f"data.name={dataset}",
            f"data.root={folder}", f"data.cache={cache}", f"data.image_size={side}", f"data.num_workers={workers}",
            "data.batch_size=256", "train.epochs=1", "train.plots=false", f"train.out_dir={tmp / 'runs'}",

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, best, median_ratio, parser, report, weights_equal, write_cifar
+from benchmarks.common import ROOT, best, ddp_launch, median_ratio, parser, report, weights_equal, write_cifar
 
 Section = tuple[list[dict[str, Any]], dict[str, Any]]  # table rows and JSON results of one section
 
@@ -108,11 +108,9 @@ def ddp(work: Path, root: Path, n_train: int, *, processes: int, device: str) ->
         return [], {"skipped": "fewer than 2 GPUs (--ddp N runs it anyway)"}
     overrides = [f"data.root={root}", "data.on_device=false", "train.compile=false",
                  *(["train.epochs=2"] if device == "cuda" else fast.CPU_OVERRIDES)]
-    accelerate = str(Path(sys.executable).parent / "accelerate")
     rates = {}
     for n in (1, processes):
-        launch = [sys.executable, "-m", "cnnforge"] if n == 1 else \
-            [accelerate, "launch", "--multi_gpu", "--num_processes", str(n), "-m", "cnnforge"]
+        launch = [sys.executable, "-m", "cnnforge"] if n == 1 else ddp_launch(n)
         out = work / f"ddp-{n}"
         proc = subprocess.run([*launch, "run", str(fast.RECIPE), *overrides, f"train.out_dir={out}"], cwd=ROOT,
                               capture_output=True, text=True, timeout=1200)

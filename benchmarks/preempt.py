@@ -21,9 +21,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from benchmarks.common import ROOT, parser, report, write_cifar
-
-ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
+from benchmarks.common import ROOT, ddp_launch, parser, report, write_cifar
 
 
 def _stop_once(launch: list[str], data: Path, run_dir: Path, trained_s: float, epochs: int) -> dict[str, Any]:
@@ -53,7 +51,7 @@ def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     rounds = args.repeats or (1 if args.tiny else 3)
     setups = {"1 process": [sys.executable, "-m", "cnnforge"],
-              "2 processes (gloo DDP)": [*ACCELERATE, "-m", "cnnforge"]}
+              "2 processes (gloo DDP)": ddp_launch(2)}
     if args.tiny:
         setups = {"1 process": setups["1 process"]}
     rows, result = [], {}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,10 @@ import cnnforge  # (first, as in the CLI: it sets OpenCV's pixel limit before an
 from tests.datafiles import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+DDP_LAUNCH = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0"]
+"""Two CPU ranks under ``accelerate launch``. Port 0 lets Accelerate pick a free port: ``pytest -n 2`` runs two
+launches at once, and the second to bind torch's default 29500 fails with EADDRINUSE."""
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -41,6 +46,13 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cnnforge.train(str(ROOT / "recipes" / "digits_convnet.yaml"),
                           ["train.epochs=2", "train.checkpoint_every=1", "data.num_workers=0", f"train.out_dir={out}"],
                           quiet=True).run_dir
+
+
+def free_port() -> int:
+    """A TCP port no one listens on now, for a test's own rendezvous or Ray head."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def copy_run(run: Path, parent: Path) -> Path:

@@ -16,7 +16,7 @@ import torch
 
 from cnnforge.data.loading import Splits
 from cnnforge.errors import ConfigError, DataError
-from tests.conftest import ROOT, cli, one_error_line
+from tests.conftest import DDP_LAUNCH, ROOT, cli, one_error_line
 from tests.datafiles import write_image_folder
 from tests.test_datasets import open_splits
 
@@ -290,7 +290,7 @@ def test_ddp_ranks_decode_only_their_share_and_see_every_sample_once_per_epoch(t
     (tmp_path / "trace").mkdir()
     (tmp_path / "trace.py").write_text(TRACER)
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+        [*DDP_LAUNCH,
          str(tmp_path / "trace.py"), str(ROOT / "recipes" / "digits_convnet.yaml"), str(tmp_path / "trace"),
          "data.name=imagefolder", f"data.root={root}", "data.cache=none", "data.image_size=8", "data.num_workers=2",
          "data.split=[0.5, 0.25, 0.25]", "data.batch_size=8", "data.eval_batch_size=4", "train.epochs=2",

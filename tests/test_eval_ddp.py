@@ -4,17 +4,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import cnnforge
 from cnnforge.data.loading import build_splits
-from tests.conftest import ROOT
+from tests.conftest import DDP_LAUNCH, ROOT
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
-ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 EVAL_BATCH = 50
 
 
@@ -28,7 +26,7 @@ def test_ddp_eval_gathers_without_padding_duplicates(tmp_path: Path) -> None:
     single = (run / "reports" / "predictions.csv").read_text()
     (run / "reports" / "predictions.csv").unlink()
 
-    proc = subprocess.run([ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "-m", "cnnforge", "eval",
+    proc = subprocess.run([*DDP_LAUNCH, "-m", "cnnforge", "eval",
                            str(run)], cwd=tmp_path, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]

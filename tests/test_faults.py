@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, cli, one_error_line
+from tests.conftest import DDP_LAUNCH, ROOT, cli, one_error_line
 from tests.datafiles import write_cifar10
 from tests.fake_dist import write_distribution
 
@@ -120,8 +120,7 @@ def test_nan_rollback_reloads_and_lowers_lr(tmp_path: Path, fault_env: dict[str,
 @pytest.mark.slow
 def test_a_failing_ddp_rank_ends_every_rank(tmp_path: Path, fault_env: dict[str, str]) -> None:
     stamp = tmp_path / "failed-at"
-    proc = subprocess.run([str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes",
-                           "2", "-m", "cnnforge", "run", DIGITS,
+    proc = subprocess.run([*DDP_LAUNCH, "-m", "cnnforge", "run", DIGITS,
                            f"model={{name: rank_fails, fail_at: 5, stamp: '{stamp}'}}",
                            f"train.out_dir={tmp_path}"], capture_output=True, text=True, timeout=900,
                           env={**os.environ, **fault_env}, cwd=tmp_path)

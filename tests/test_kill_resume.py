@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cli
+from tests.conftest import DDP_LAUNCH, ROOT, cli
 from tests.datafiles import write_hf, write_shards
 from tests.fake_dist import write_distribution
 from tests.test_train import assert_same_weights
@@ -26,7 +26,6 @@ pytestmark = pytest.mark.slow
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
 SEED = int(os.environ.get("CNNFORGE_KILL_SEED", time.time_ns() % 10**6))
-ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
 #: the forward a run waits at: in its last epoch for every data set here (in batches of 32, 1,078 training
 #: digits are 34 steps an epoch, 17 on each of 2 DDP ranks; the image folder and the shards 23 to 32)
 LAST_EPOCH_STARTS = {1: 2 * 34 + 1, 2: 2 * 17 + 1}
@@ -226,7 +225,7 @@ def _assert_ddp_resume_is_bit_exact(tmp_path: Path, data: list[str], name: str,
     """A 2-process gloo run with ``data`` overrides, killed after its first checkpoint and resumed, ends as a run
     never killed."""
     def launch(*args: str) -> list[str]:
-        return [*ACCELERATE, "-m", "cnnforge", *args]
+        return [*DDP_LAUNCH, "-m", "cnnforge", *args]
 
     hold, env = held
     ref = subprocess.run(launch("run", DIGITS, *_overrides(tmp_path / "ref", 0, "steps", hold, ranks=2), *data),

@@ -4,14 +4,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cli, one_error_line
-
-ACCELERATE = str(Path(sys.executable).parent / "accelerate")
+from tests.conftest import ACCELERATE, DDP_LAUNCH, ROOT, cli, one_error_line
 
 
 def _accelerate(*args: str, cwd: Path, env: dict[str, str] | None = None,
@@ -63,7 +60,7 @@ def test_literal_accelerate_launch_of_the_flagship(tmp_path: Path, cifar_root: P
 
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
-    proc = _accelerate("--multi_gpu", "--num_processes", "2", "-m", "cnnforge", "run",
+    proc = _accelerate(*DDP_LAUNCH[2:], "-m", "cnnforge", "run",
                        str(ROOT / "recipes" / "digits_convnet.yaml"), "train.epochs=2", "train.ema=0.9",
                        "train.lookahead={every: 2}", "optim.bias_lr_mult=4", "eval.tta=flip",
                        f"train.out_dir={tmp_path}", cwd=tmp_path)  # ranks average the same weights (EMA, lookahead)

@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,10 @@ from torch import nn
 import cnnforge
 from cnnforge.training.lr_finder import valley
 from cnnforge.training.run import resume
-from tests.conftest import ROOT, cli_here, one_error_line
+from tests.conftest import DDP_LAUNCH, ROOT, cli_here, one_error_line
 from tests.test_train import assert_same_weights, weights
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
-ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
-
-
-def _free_port() -> str:
-    """A port no one listens on now: other test runs on the machine may hold torch's default 29500."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
 
 
 @cnnforge.register_model
@@ -117,7 +106,7 @@ def test_two_process_lr_find_and_auto_take_one_value_on_every_rank(tmp_path: Pat
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def launch(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [*ACCELERATE, "--main_process_port", _free_port(), "-m", "cnnforge", *args, *_quick(tmp_path)]
+        command = [*DDP_LAUNCH, "-m", "cnnforge", *args, *_quick(tmp_path)]
         return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
 
     found = launch("lr-find", DIGITS, "--steps", "30", "--out", str(tmp_path / "finder"))

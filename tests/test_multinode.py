@@ -8,32 +8,24 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ACCELERATE, ROOT, free_port
 from tests.test_train import assert_same_weights
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
 OVERRIDES = ["train.epochs=3", "data.batch_size=32", "data.num_workers=0", "train.checkpoint_every_steps=9"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _machines(*args: str) -> list[subprocess.Popen[str]]:
     """``accelerate launch`` as machine 0 and machine 1 of two, one process each, meeting on localhost."""
-    port = str(_free_port())
+    port = str(free_port())
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return [subprocess.Popen([str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu",
+    return [subprocess.Popen([ACCELERATE, "launch", "--multi_gpu",
                               "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank),
                               "--main_process_ip", "127.0.0.1", "--main_process_port", port, "-m", "cnnforge", *args],
                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

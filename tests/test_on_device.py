@@ -4,16 +4,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import ROOT, cli, cli_here, one_error_line
+from tests.conftest import DDP_LAUNCH, ROOT, cli, cli_here, one_error_line
 
 DIGITS = str(ROOT / "recipes" / "digits_convnet.yaml")
-ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 
 
 def _run(out: Path, *overrides: str) -> tuple[dict, list[dict], dict]:
@@ -57,7 +55,7 @@ def test_a_bad_on_device_value_names_the_key(capsys: pytest.CaptureFixture[str])
 def test_on_device_under_ddp_trains_each_ranks_shard_as_the_loader(tmp_path: Path) -> None:
     """Every rank holds the split and gathers the batches Accelerate's sharded batch sampler gives it (padded)."""
     def weights(out: Path, setting: str) -> dict:
-        cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "-m", "cnnforge", "run", DIGITS,
+        cmd = [*DDP_LAUNCH, "-m", "cnnforge", "run", DIGITS,
                "train.epochs=1", "data.batch_size=40", "data.num_workers=0", "train.plots=false",  # 27 batches: padded
                f"data.on_device={setting}", f"train.out_dir={out}"]
         proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},

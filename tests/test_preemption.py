@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import DDP_LAUNCH, ROOT
 from tests.fake_dist import write_distribution
 from tests.test_train import assert_same_weights
 
@@ -29,7 +29,6 @@ pytestmark = pytest.mark.slow
 SEED = int(os.environ.get("CNNFORGE_SIGNAL_SEED", time.time_ns() % 10**6))
 TRIALS = int(os.environ.get("CNNFORGE_SIGNAL_TRIALS", "5"))
 EXIT_PREEMPTED, EXIT_INTERRUPTED = 75, 130
-ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
 #: the last step a signal can stop at (1,078 training digits in batches of 32, 2 epochs: 68 optimizer steps, 34 on
 #: each of 2 DDP ranks, which agree at step 10 (preemption.CHECK_EVERY) and at the first epoch's end, step 17, and
 #: in the second epoch as often as their step time says)
@@ -96,7 +95,7 @@ def plugin_env(tmp_path: Path) -> dict[str, str]:
 
 def _run(args: list[str], env: dict[str, str], ranks: int) -> subprocess.CompletedProcess[str]:
     """``cnnforge run ARGS`` (under ``accelerate launch`` with 2 ``ranks``) in a process group of its own."""
-    launch = [str(Path(sys.executable).parent / "cnnforge")] if ranks == 1 else [*ACCELERATE, "-m", "cnnforge"]
+    launch = [str(Path(sys.executable).parent / "cnnforge")] if ranks == 1 else [*DDP_LAUNCH, "-m", "cnnforge"]
     return subprocess.run([*launch, "run", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
                           start_new_session=True)
 

@@ -5,13 +5,12 @@ import json
 import os
 import pickle
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cli, cli_here, one_error_line
+from tests.conftest import DDP_LAUNCH, ROOT, cli, cli_here, one_error_line
 from tests.datafiles import truncate, write_hf, write_image_folder, write_shards
 
 # parquet files are converted into datasets' cache: keep it out of the user's home
@@ -285,8 +284,7 @@ def test_ddp_ranks_read_disjoint_halves_of_the_shards(tmp_path: Path) -> None:
     root = write_shards(tmp_path / "wds", {"train": 400, "test": 40}, per_shard=100)
     script = tmp_path / "seen.py"
     script.write_text(EPOCHS_SEEN)
-    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
-    proc = subprocess.run([*launch, str(script), DIGITS, str(tmp_path), "data.name=webdataset", f"data.root={root}",
+    proc = subprocess.run([*DDP_LAUNCH, str(script), DIGITS, str(tmp_path), "data.name=webdataset", f"data.root={root}",
                            "data.cache=none", "data.image_size=8", "data.batch_size=30"], cwd=ROOT, capture_output=True,
                           text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import cnnforge
 from cnnforge.recipe import load_recipe
 from cnnforge.training.run import resume
 from cnnforge.training.stopping import next_epoch_exceeds
-from tests.conftest import ROOT, cli_here
+from tests.conftest import DDP_LAUNCH, ROOT, cli_here
 from tests.datafiles import write_shapes
 from tests.test_imbalance import SKEW, recipe, rows
 from tests.test_train import assert_same_weights
@@ -84,8 +83,7 @@ def test_max_time_ends_training_at_the_first_epoch_boundary_that_would_overrun(t
 
 @pytest.mark.slow
 def test_under_ddp_rank_0s_clock_stops_every_rank_at_the_same_epoch(tmp_path: Path) -> None:
-    accelerate = str(Path(sys.executable).parent / "accelerate")
-    proc = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "-m", "cnnforge", "run",
+    proc = subprocess.run([*DDP_LAUNCH, "-m", "cnnforge", "run",
                            str(ROOT / "recipes" / "digits_convnet.yaml"), "train.epochs=3", "train.max_time=0.001",
                            "data.balance=sampler", f"train.out_dir={tmp_path}"], cwd=ROOT, capture_output=True,
                           text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})

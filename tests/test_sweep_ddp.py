@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 
 import cnnforge
-from tests.conftest import ROOT, cli_here, one_error_line
+from tests.conftest import DDP_LAUNCH, ROOT, cli_here, one_error_line
 from tests.fake_dist import write_distribution
 from tests.test_train import assert_same_weights
 from tests.test_tune import PLUGIN, _epochs, _experiments, _results, _run_dirs, _write_recipe
 
 DDP = {"workers_per_trial": 2, "cpus_per_worker": 1}
-ACCELERATE = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
 
 
 #: ``cnnforge.tune(argv[1])`` on a local Ray of 4 logical CPUs
@@ -102,7 +101,7 @@ def test_ddp_trials_match_an_accelerate_launch_and_asha_stops_the_weak_one(tmp_p
         assert json.loads((Path(row["run_dir"]) / "manifest.json").read_text())["world_size"] == 2
     assert rows[0.01]["epochs"] == "2" and rows[0.00001]["epochs"] == "1", rows  # ASHA stopped the weak one
     assert result.best is not None and result.best_recipe is not None
-    launch = subprocess.run([*ACCELERATE, "-m", "cnnforge", "run", str(result.best_recipe),
+    launch = subprocess.run([*DDP_LAUNCH, "-m", "cnnforge", "run", str(result.best_recipe),
                              f"train.out_dir={tmp_path / 'launch'}"], cwd=ROOT, capture_output=True, text=True,
                             timeout=900)
     assert launch.returncode == 0, launch.stderr[-3000:]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cnnforge.training.preemption import CHECK_EVERY
-from tests.conftest import ROOT
+from tests.conftest import DDP_LAUNCH, ROOT
 
 COUNTER = '''
 """Counts host reads and collectives per training step, then trains (one process or one rank of several)."""
@@ -135,9 +135,7 @@ def test_a_live_bar_reads_once_per_refresh(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ddp_step_has_no_host_sync_or_extra_collective(tmp_path: Path) -> None:
-    accelerate = str(Path(sys.executable).parent / "accelerate")
-    steps = _counts(tmp_path, "train.on_nan=stop", "train.lookahead={every: 2}",
-                    launch=[accelerate, "launch", "--multi_gpu", "--num_processes", "2"])
+    steps = _counts(tmp_path, "train.on_nan=stop", "train.lookahead={every: 2}", launch=DDP_LAUNCH)
     per_rank = STEPS_PER_EPOCH // 2  # each rank trains every other batch
     assert len(steps) == 2 * per_rank
     # the ranks agree on a stop signal (train.signals) every CHECK_EVERY optimizer steps in the first epoch, then at

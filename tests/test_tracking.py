@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import yaml
 
 from cnnforge.recipe import load_recipe
 from cnnforge.training.tracking import CSVTracker, flat_config, wandb_mode
-from tests.conftest import cli
+from tests.conftest import DDP_LAUNCH, cli
 
 FAKE_KEY = "fakewandbkey0123456789abcdef0123456789abcd"
 
@@ -142,8 +141,7 @@ def test_flat_config_uses_override_keys_and_scalar_values(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_only_the_main_process_logs_under_ddp(tmp_path: Path) -> None:
-    accelerate = str(Path(sys.executable).parent / "accelerate")
-    proc = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "-m", "cnnforge", "run",
+    proc = subprocess.run([*DDP_LAUNCH, "-m", "cnnforge", "run",
                            str(_recipe(tmp_path, "csv"))], cwd=tmp_path, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]

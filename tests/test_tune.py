@@ -12,7 +12,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import yaml
 
 from cnnforge.errors import ConfigError
 from cnnforge.recipe import load_recipe
-from tests.conftest import ROOT, cli, one_error_line
+from tests.conftest import ROOT, cli, free_port, one_error_line
 from tests.fake_dist import write_distribution
 
 SWEEP_DIGITS = ROOT / "recipes" / "sweep_digits.yaml"
@@ -508,12 +507,6 @@ def test_failing_trials_are_retried_and_reported_then_fresh_ctrl_c_and_resume(tm
     assert rows["always"]["status"].startswith("error")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def ray_head(tmp_path: Path, plugin_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
     """``ray start --head`` on 127.0.0.1 with 2 CPUs and the test plugin on its workers' path.
@@ -522,14 +515,14 @@ def ray_head(tmp_path: Path, plugin_env: dict[str, str]) -> Iterator[tuple[str, 
     only ``--address auto`` finds a local one by itself, so the test makes its own (never ~/.ray's).
     """
     env = {**plugin_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    port = _free_port()
+    port = free_port()
     temp = tempfile.mkdtemp(prefix="cfray", dir="/tmp")  # Ray's socket paths must stay short
     log = tmp_path / "ray-head.log"
     exe = str(Path(sys.executable).parent / "ray")
     head = subprocess.Popen(
         [exe, "start", "--head", f"--port={port}", "--num-cpus=2", "--node-ip-address=127.0.0.1",
          "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}", "--block",
-         f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}"],
+         f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}"],
         env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_for(lambda: "Ray runtime started" in log.read_text() or head.poll() is not None, "ray start", 600)
