@@ -15,9 +15,10 @@ from tests.datafiles import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
-DDP_LAUNCH = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", "0"]
+DDP_FLAGS = ["--multi_gpu", "--num_processes", "2", "--main_process_port", "0"]
 """Two CPU ranks under ``accelerate launch``. Port 0 lets Accelerate pick a free port: ``pytest -n 2`` runs two
 launches at once, and the second to bind torch's default 29500 fails with EADDRINUSE."""
+DDP_LAUNCH = [ACCELERATE, "launch", *DDP_FLAGS]
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")

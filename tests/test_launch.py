@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ACCELERATE, DDP_LAUNCH, ROOT, cli, one_error_line
+from tests.conftest import ACCELERATE, DDP_FLAGS, ROOT, cli, one_error_line
 
 
 def _accelerate(*args: str, cwd: Path, env: dict[str, str] | None = None,
@@ -60,7 +60,7 @@ def test_literal_accelerate_launch_of_the_flagship(tmp_path: Path, cifar_root: P
 
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
-    proc = _accelerate(*DDP_LAUNCH[2:], "-m", "cnnforge", "run",
+    proc = _accelerate(*DDP_FLAGS, "-m", "cnnforge", "run",
                        str(ROOT / "recipes" / "digits_convnet.yaml"), "train.epochs=2", "train.ema=0.9",
                        "train.lookahead={every: 2}", "optim.bias_lr_mult=4", "eval.tta=flip",
                        f"train.out_dir={tmp_path}", cwd=tmp_path)  # ranks average the same weights (EMA, lookahead)
