@@ -4,18 +4,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 import cnnforge
 from tests.conftest import DDP_LAUNCH, ROOT, cli_here, one_error_line
 from tests.fake_dist import write_distribution
 from tests.test_train import assert_same_weights
-from tests.test_tune import PLUGIN, _epochs, _experiments, _results, _run_dirs, _write_recipe
+from tests.test_tune import PLUGIN, _epochs, _experiments, _kill_group, _results, _run_dirs, _wait_for, _write_recipe
 
 DDP = {"workers_per_trial": 2, "cpus_per_worker": 1}
 
@@ -58,7 +60,6 @@ def _rows(path: Path) -> list[dict[str, float]]:
 
 @pytest.mark.parametrize(("tune", "key", "expected"), [
     ({"workers_per_trial": 0}, "tune.workers_per_trial", "greater than or equal to 1"),
-    ({**DDP, "scheduler": "pbt"}, "tune.workers_per_trial", "pbt restarts trials"),
     ({**DDP, "gpus_per_worker": 2}, "tune.gpus_per_worker", "a DDP process drives one GPU"),
     ({**DDP, "max_failures": -1}, "tune.max_failures", "greater than or equal to 0"),
 ])
@@ -133,3 +134,39 @@ def test_a_killed_ddp_worker_restarts_the_trial_from_its_checkpoint(tmp_path: Pa
     killed = Path(rows["killed"]["run_dir"])
     assert _run_dirs(experiment / rows["killed"]["trial"]) == [killed] and _epochs(killed) == [1, 2]
     assert_same_weights(Path(rows["never"]["run_dir"]), killed)
+
+
+@pytest.mark.slow
+def test_pbt_hands_a_ddp_trials_checkpoint_to_the_weak_one_and_a_killed_sweep_continues(tmp_path: Path) -> None:
+    """Two DDP trials under synchronous PBT every epoch: the weak one restarts, as a DDP job, from the strong one's
+    checkpoint (Tune holds DDP trials' checkpoints). The driver is killed after the first exploit; the same
+    command finishes the sweep, each trial from its own checkpoint."""
+    recipe = _write_recipe(tmp_path / "pbt.yaml", train={"epochs": 3, "checkpoint_every": 1, "plots": False,
+                                                          "out_dir": str(tmp_path / "runs")},
+                           tune={"metric": "val/acc", "mode": "max", "grid": {"optim.lr": [1.0e-5, 0.03]},
+                                 "scheduler": {"name": "pbt", "synch": True, "hyperparam_mutations":
+                                               {"optim.lr": {"loguniform": [1.0e-5, 0.1]}}}, **DDP})
+    command = [sys.executable, "-c", SWEEP_ON_4_CPUS, str(recipe)]
+    with (tmp_path / "first.log").open("wb") as log:
+        first = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(lambda: any((tmp_path / "runs").glob("pbt/tune-*/pbt_global.txt")) or first.poll() is not None,
+                  "the first exploit", timeout=900)
+        os.kill(first.pid, signal.SIGKILL)
+    finally:
+        _kill_group(first)
+    sweep = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+    [experiment] = _experiments(tmp_path / "runs", "pbt")
+    rows = _results(experiment)
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"done"}, rows
+    runs = [p.parent for p in experiment.glob("*/runs/*/*/manifest.json")]
+    assert all(json.loads((run / "manifest.json").read_text())["world_size"] == 2 for run in runs)
+    warm = [run for run in runs if "started_from" in json.loads((run / "manifest.json").read_text())]
+    assert warm, "no trial continued from another trial's checkpoint"
+    for run in warm:  # from a later epoch than the first, with a learning rate PBT explored
+        lr = yaml.safe_load((run / "recipe.yaml").read_text())["optim"]["lr"]
+        assert 1.0e-5 <= lr <= 0.1 and lr not in (1.0e-5, 0.03)
+        assert all(epoch > 1 for epoch in _epochs(run))
+    for row in rows:
+        assert _epochs(Path(row["run_dir"]))[-1] == 3 and (Path(row["run_dir"]) / "summary.json").is_file()

@@ -105,9 +105,6 @@ def _check_workers(recipe: Recipe) -> None:
     assert spec is not None
     if spec.workers_per_trial == 1:
         return
-    if spec.scheduler.name == "pbt":
-        raise ConfigError("pbt restarts trials from Ray Tune checkpoints, which DDP trials (Ray Train) do not have",
-                          where=f"{src}: tune.workers_per_trial", hint="use asha or fifo, or workers_per_trial: 1")
     if spec.resources_per_trial.cpu != "auto" or spec.resources_per_trial.gpu != "auto":
         raise ConfigError("a DDP trial's processes are sized by tune.cpus_per_worker and tune.gpus_per_worker",
                           where=f"{src}: tune.resources_per_trial", hint="leave it out with workers_per_trial > 1")
