@@ -23,7 +23,8 @@ STUBS = {
             'exec "$@"\n',
     "scontrol": 'echo "scontrol $*" >> "$CALLS"\n[ "$1 $2" = "show hostnames" ] && echo localhost\nexit 0\n',
     "scancel": 'echo "scancel $*" >> "$CALLS"\n',
-    "ray": 'echo "ray $*" >> "$CALLS"\n',
+    # ray status answers once a head has started, as the real one does (the script starts the head in the background)
+    "ray": 'echo "ray $*" >> "$CALLS"\n[ "$1" != status ] || grep -q "^ray start --head" "$CALLS"\n',
     # accelerate launch FLAGS -m cnnforge ARGS: Accelerate checks the flags, then one process runs the command
     "accelerate": 'echo "accelerate $*" >> "$CALLS"\nexec "$PYTHON" -c \'import sys\n'
                   'from accelerate.commands.launch import launch_command_parser\n'
