@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import cnnforge
 from tests.conftest import DDP_LAUNCH, ROOT, cli_here, one_error_line
 from tests.fake_dist import write_distribution
 from tests.test_train import assert_same_weights
-from tests.test_tune import PLUGIN, _epochs, _experiments, _kill_group, _results, _run_dirs, _wait_for, _write_recipe
+from tests.test_tune import PLUGIN, _epochs, _experiments, _kill_9_driver_when, _results, _run_dirs, _write_recipe
 
 DDP = {"workers_per_trial": 2, "cpus_per_worker": 1}
 
@@ -146,23 +145,18 @@ def test_pbt_hands_a_ddp_trials_checkpoint_to_the_weak_one_and_a_killed_sweep_co
                            tune={"metric": "val/acc", "mode": "max", "grid": {"optim.lr": [1.0e-5, 0.03]},
                                  "scheduler": {"name": "pbt", "synch": True, "hyperparam_mutations":
                                                {"optim.lr": {"loguniform": [1.0e-5, 0.1]}}}, **DDP})
-    command = [sys.executable, "-c", SWEEP_ON_4_CPUS, str(recipe)]
-    with (tmp_path / "first.log").open("wb") as log:
-        first = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_for(lambda: any((tmp_path / "runs").glob("pbt/tune-*/pbt_global.txt")) or first.poll() is not None,
-                  "the first exploit", timeout=900)
-        os.kill(first.pid, signal.SIGKILL)
-    finally:
-        _kill_group(first)
-    sweep = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    program = [sys.executable, "-c", SWEEP_ON_4_CPUS]
+    _kill_9_driver_when([str(recipe)], tmp_path / "first.log",
+                        lambda: any((tmp_path / "runs").glob("pbt/tune-*/pbt_global.txt")), "the first exploit",
+                        or_exit=True, program=program, timeout=900)
+    sweep = subprocess.run([*program, str(recipe)], cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
     [experiment] = _experiments(tmp_path / "runs", "pbt")
     rows = _results(experiment)
     assert len(rows) == 2 and {r["status"] for r in rows} == {"done"}, rows
-    runs = [p.parent for p in experiment.glob("*/runs/*/*/manifest.json")]
-    assert all(json.loads((run / "manifest.json").read_text())["world_size"] == 2 for run in runs)
-    warm = [run for run in runs if "started_from" in json.loads((run / "manifest.json").read_text())]
+    manifests = {p.parent: json.loads(p.read_text()) for p in experiment.glob("*/runs/*/*/manifest.json")}
+    assert all(manifest["world_size"] == 2 for manifest in manifests.values())
+    warm = [run for run, manifest in manifests.items() if "started_from" in manifest]
     assert warm, "no trial continued from another trial's checkpoint"
     for run in warm:  # from a later epoch than the first, with a learning rate PBT explored
         lr = yaml.safe_load((run / "recipe.yaml").read_text())["optim"]["lr"]

@@ -111,11 +111,13 @@ def _epochs(run_dir: Path) -> list[int]:
     return [yaml.safe_load(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def _start(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``cnnforge ARGS`` in its own process group (so Ray's processes can be cleaned up with it)."""
-    exe = str(Path(sys.executable).parent / "cnnforge")
+def _start(args: list[str], log: Path, env: dict[str, str] | None = None,
+           program: list[str] | None = None) -> subprocess.Popen[bytes]:
+    """``cnnforge ARGS`` (or ``PROGRAM ARGS``) in its own process group (so Ray's processes can be cleaned up with
+    it)."""
+    program = program or [str(Path(sys.executable).parent / "cnnforge")]
     out = log.open("wb")
-    return subprocess.Popen([exe, *args], cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out,
+    return subprocess.Popen([*program, *args], cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -136,12 +138,13 @@ def _wait_for(condition, what: str, timeout: float = 300.0) -> None:  # type: ig
 
 
 def _kill_9_driver_when(args: list[str], log: Path, condition, what: str,  # type: ignore[no-untyped-def]
-                        env: dict[str, str] | None = None, or_exit: bool = False) -> None:
-    """Start ``cnnforge ARGS``, wait for ``condition`` (``or_exit``: or for the driver to end on its own), SIGKILL
-    the driver (a crash), then what it left running."""
-    first = _start(args, log, env=env)
+                        env: dict[str, str] | None = None, or_exit: bool = False,
+                        program: list[str] | None = None, timeout: float = 300.0) -> None:
+    """Start ``cnnforge ARGS`` (or ``PROGRAM ARGS``), wait for ``condition`` (``or_exit``: or for the driver to end
+    on its own), SIGKILL the driver (a crash), then what it left running."""
+    first = _start(args, log, env=env, program=program)
     try:
-        _wait_for(lambda: condition() or (or_exit and first.poll() is not None), what)
+        _wait_for(lambda: condition() or (or_exit and first.poll() is not None), what, timeout=timeout)
         os.kill(first.pid, signal.SIGKILL)
     finally:
         _kill_group(first)

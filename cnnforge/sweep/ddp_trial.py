@@ -176,8 +176,7 @@ def _worker(loop_config: dict[str, Any]) -> None:
 
     from cnnforge.sweep.trial import continue_trial
 
-    rank_0 = train.get_context().get_world_rank() == 0
-    if rank_0:
+    if train.get_context().get_world_rank() == 0:
         starts = Path(loop_config["trial_dir"]) / TRAIN_RUN / GROUP_STARTS
         starts.parent.mkdir(parents=True, exist_ok=True)
         with starts.open("a") as f:
